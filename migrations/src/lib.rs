@@ -1,0 +1,23 @@
+//! System tables of livegate, as versioned migrations: accounts, users, the event log
+//! and the record of declared fields that collection-table reconciliation compares
+//! against. Collection tables themselves are not migrations: they follow the app
+//! file and are reconciled at start-up (see `livegate::store::tables`).
+
+use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::MigratorTrait;
+
+mod m20261122_000001_system_tables;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_system_tables::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "livegate_migrations".into()
+    }
+}

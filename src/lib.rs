@@ -1,0 +1,25 @@
+//! livegate: a declared app file (`schema/app.toml`) served as a live GraphQL API.
+//!
+//! A request flows one way through these modules:
+//!
+//! | module | role |
+//! |---|---|
+//! | [`cli`] | command line: `serve`, `schema`, `migrate` |
+//! | [`server`] | `AppState`, router, start-up and graceful shutdown |
+//! | [`transport`] | protocols: GraphQL over HTTP (later WebSocket, SSE, feed) |
+//! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
+//! | [`access`] | the one access policy: pure functions of viewer, level and owner |
+//! | [`store`] | sea-orm/sea-query: migrations, table reconciliation, CRUD + event log |
+//! | [`catalog`] | the app file parsed and validated into an immutable catalog |
+//! | [`values`] | rows and typed scalars shared by store and GraphQL |
+//! | [`metrics`] | Prometheus metrics held in the app state |
+
+pub mod access;
+pub mod catalog;
+pub mod cli;
+pub mod graphql;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod transport;
+pub mod values;

@@ -1,0 +1,147 @@
+//! The application state, the router, and start-up / graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_graphql::dynamic::Schema;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::access::{Role, Viewer};
+use crate::catalog::Catalog;
+use crate::graphql::{Limits, build_schema};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::transport::http;
+
+/// Everything `serve` needs, from flags and environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The app file.
+    pub app: PathBuf,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Per-operation limits.
+    pub limits: Limits,
+}
+
+/// Shared state: cheap to clone, one `Arc` inside.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    catalog: Arc<Catalog>,
+    schema: Schema,
+    store: Store,
+    metrics: Metrics,
+    default_viewer: Viewer,
+}
+
+impl AppState {
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.0.catalog
+    }
+    pub fn schema(&self) -> &Schema {
+        &self.0.schema
+    }
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+    /// Until authentication lands, every request acts as this built-in user.
+    pub fn default_viewer(&self) -> &Viewer {
+        &self.0.default_viewer
+    }
+}
+
+/// Email of the built-in default user every request acts as (until auth).
+pub const DEFAULT_USER_EMAIL: &str = "dev@livegate.local";
+
+/// Loads the app file, connects, migrates, reconciles and builds the schema.
+pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
+    let catalog = Catalog::load(&config.app)?;
+    let store = Store::connect(&config.database_url, catalog.clone()).await?;
+    store.migrate().await.context("applying migrations")?;
+    store.reconcile(&config.app.display().to_string()).await?;
+    let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
+    let user = store.ensure_user(&account, DEFAULT_USER_EMAIL, Role::Admin.as_str()).await?;
+    let schema = build_schema(&catalog, config.limits).context("building the GraphQL schema")?;
+    let default_viewer = Viewer { account_id: account.id, user_id: Some(user.id), role: Role::Admin };
+    Ok(AppState(Arc::new(Inner { catalog, schema, store, metrics: Metrics::default(), default_viewer })))
+}
+
+/// The HTTP routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/graphql", get(http::get).post(http::post))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok\n")
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics().encode())
+}
+
+/// A running server: where it listens, and a handle that ends when it stops.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn start(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let state = prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let store = state.store().clone();
+    let router = app(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        store.close().await.ok();
+        Ok(())
+    });
+    Ok(Running { addr, task })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

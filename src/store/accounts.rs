@@ -1,0 +1,111 @@
+//! Accounts (tenants) and users in the system tables.
+
+use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+
+use super::{Store, StoreError};
+use crate::values::{new_id, now};
+
+/// The slug of the account that exists from the first start.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub slug: String,
+}
+
+/// A user of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    /// `USER` or `ADMIN`.
+    pub role: String,
+}
+
+impl Store {
+    /// The account with `slug`, created if missing (idempotent under concurrency).
+    pub async fn ensure_account(&self, slug: &str) -> Result<Account, StoreError> {
+        let insert = Query::insert()
+            .into_table("livegate_accounts")
+            .columns(["id", "slug", "created_at"])
+            .values_panic([new_id().into(), slug.into(), now().into()])
+            .on_conflict(OnConflict::column("slug").do_nothing().to_owned())
+            .to_owned();
+        self.db.execute(&insert).await?;
+        self.account_by("slug", slug)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("account {slug} vanished")))
+    }
+
+    /// The account whose `id` or `slug` is `key`.
+    pub async fn find_account(&self, key: &str) -> Result<Option<Account>, StoreError> {
+        match self.account_by("id", key).await? {
+            Some(a) => Ok(Some(a)),
+            None => self.account_by("slug", key).await,
+        }
+    }
+
+    async fn account_by(&self, column: &str, value: &str) -> Result<Option<Account>, StoreError> {
+        let q = Query::select()
+            .columns(["id", "slug"])
+            .from("livegate_accounts")
+            .and_where(Expr::col(column.to_string()).eq(value))
+            .to_owned();
+        Ok(match self.db.query_one(&q).await? {
+            Some(r) => Some(Account { id: r.try_get("", "id")?, slug: r.try_get("", "slug")? }),
+            None => None,
+        })
+    }
+
+    /// The user with `email`, created (without a password) in `account` if missing.
+    pub async fn ensure_user(&self, account: &Account, email: &str, role: &str) -> Result<User, StoreError> {
+        let insert = Query::insert()
+            .into_table("livegate_users")
+            .columns(["id", "account_id", "email", "password_hash", "role", "created_at"])
+            .values_panic([
+                new_id().into(),
+                account.id.clone().into(),
+                email.into(),
+                None::<String>.into(),
+                role.into(),
+                now().into(),
+            ])
+            .on_conflict(OnConflict::column("email").do_nothing().to_owned())
+            .to_owned();
+        self.db.execute(&insert).await?;
+        self.user_by_email(email)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("user {email} vanished")))
+    }
+
+    /// The user with `email`.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("email", email).await
+    }
+
+    /// The user with `id`.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("id", id).await
+    }
+
+    async fn user_where(&self, column: &str, value: &str) -> Result<Option<User>, StoreError> {
+        let q = Query::select()
+            .columns(["id", "account_id", "email", "role"])
+            .from("livegate_users")
+            .and_where(Expr::col(column.to_string()).eq(value))
+            .to_owned();
+        Ok(match self.db.query_one(&q).await? {
+            Some(r) => Some(User {
+                id: r.try_get("", "id")?,
+                account_id: r.try_get("", "account_id")?,
+                email: r.try_get("", "email")?,
+                role: r.try_get("", "role")?,
+            }),
+            None => None,
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! The store: one sea-orm connection pool (SQLite by default, PostgreSQL by URL),
+//! system-table migrations, collection-table reconciliation, and CRUD that writes
+//! each change and its event-log row in one transaction.
+//!
+//! Statements are built with sea-query so the same code runs on both dialects;
+//! table and column names come only from the [`Catalog`], never from a request.
+
+mod accounts;
+mod filter;
+mod rows;
+mod tables;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+
+use crate::catalog::Catalog;
+
+pub use accounts::{Account, DEFAULT_ACCOUNT, User};
+pub use filter::{CmpOp, Filter, LikeKind, Order};
+pub use rows::{Action, Change, Scope};
+pub use tables::ReconcileError;
+
+/// A store failure. Database detail stays in the log; clients see only the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Cheap to clone; all clones share one pool.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    catalog: Arc<Catalog>,
+}
+
+/// A database URL that cannot be used, said so that a person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported database URL scheme in \"{0}\": use sqlite://PATH or postgres://USER@HOST/DB")]
+    Scheme(String),
+    #[error("cannot create the database folder {0}: {1}")]
+    Folder(String, std::io::Error),
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: DbErr },
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path`, `sqlite::memory:`, `postgres://...`).
+    /// SQLite files (and their folder) are created on first use, in WAL mode with a
+    /// busy timeout, behind a real pool.
+    pub async fn connect(url: &str, catalog: Arc<Catalog>) -> Result<Store, ConnectError> {
+        let redacted = redact(url);
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = path.split('?').next().unwrap_or_default();
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| ConnectError::Folder(dir.display().to_string(), e))?;
+                }
+            }
+            opts.max_connections(8).min_connections(1);
+            opts.map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    // LIKE is case-sensitive on PostgreSQL; make SQLite agree so that
+                    // `contains`/`startsWith`/`endsWith` mean the same on both.
+                    .pragma("case_sensitive_like", "ON")
+            });
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            opts.max_connections(16).min_connections(1);
+        } else {
+            return Err(ConnectError::Scheme(redacted));
+        }
+        let db = Database::connect(opts)
+            .await
+            .map_err(|source| ConnectError::Connect { url: redacted, source })?;
+        Ok(Store { db, catalog })
+    }
+
+    /// Applies pending system-table migrations.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.db, None).await
+    }
+
+    /// Which SQL dialect this store speaks.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The catalog the tables follow.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Closes the pool (at shutdown).
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.db.close().await
+    }
+}
+
+/// A URL with any password replaced, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            return format!("{scheme}://{masked}@{host}");
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,272 @@
+//! GraphQL over HTTP per the graphql-over-http spec: `POST` with
+//! `application/json`, `GET` with query parameters (never a mutation: 405),
+//! responses as `application/graphql-response+json` (request errors are 400) or
+//! `application/json` (always 200), by the `Accept` header.
+//!
+//! async-graphql-axum's stock handler always answers 200 with one media type, so
+//! request parsing, media negotiation and status codes live here.
+
+use std::time::Instant;
+
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::{Response as GqlResponse, ServerError, Variables};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value as Json, json};
+
+use crate::graphql::RequestCtx;
+use crate::metrics::OpKind;
+use crate::server::AppState;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
+const APPLICATION_JSON: &str = "application/json; charset=utf-8";
+
+/// The response media type the client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl Media {
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
+            Media::Json => APPLICATION_JSON,
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`: graphql-response+json when the
+/// client accepts it, else application/json (also for a missing header or a
+/// wildcard); `None` when it accepts neither.
+fn negotiate(headers: &HeaderMap) -> Option<Media> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(Media::Json);
+    };
+    let mut json = false;
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let mime = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+        if refused {
+            continue;
+        }
+        match mime.as_str() {
+            "application/graphql-response+json" => return Some(Media::GraphqlResponseJson),
+            "application/json" | "application/*" | "*/*" => json = true,
+            _ => {}
+        }
+    }
+    json.then_some(Media::Json)
+}
+
+/// The parameters of a GraphQL request.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Map<String, Json>,
+    extensions: Map<String, Json>,
+}
+
+/// A request that is not a well-formed GraphQL-over-HTTP request.
+fn bad_request(media: Media, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    resp
+}
+
+fn params_from_json(media: Media, body: Json) -> Result<Params, Response> {
+    let bad = |m: &str| bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", m);
+    let Json::Object(mut obj) = body else {
+        return Err(bad("the request body must be a JSON object with a `query`"));
+    };
+    let query = match obj.remove("query") {
+        Some(Json::String(q)) => q,
+        None | Some(Json::Null) => {
+            return Err(bad_request(media, StatusCode::BAD_REQUEST, "GRAPHQL_PARSE_FAILED", "the request has no `query`"));
+        }
+        Some(_) => return Err(bad("`query` must be a string")),
+    };
+    let operation_name = match obj.remove("operationName") {
+        Some(Json::String(s)) => Some(s),
+        None | Some(Json::Null) => None,
+        Some(_) => return Err(bad("`operationName` must be a string or null")),
+    };
+    let object = |name: &str, v: Option<Json>| match v {
+        Some(Json::Object(m)) => Ok(m),
+        None | Some(Json::Null) => Ok(Map::new()),
+        Some(_) => Err(bad(&format!("`{name}` must be an object or null"))),
+    };
+    let variables = object("variables", obj.remove("variables"))?;
+    let extensions = object("extensions", obj.remove("extensions"))?;
+    Ok(Params { query, operation_name, variables, extensions })
+}
+
+fn params_from_query_string(media: Media, raw: Option<&str>) -> Result<Params, Response> {
+    let bad = |m: &str| bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", m);
+    let mut obj = Map::new();
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let value = match key.as_ref() {
+            "variables" | "extensions" => {
+                serde_json::from_str(&value).map_err(|_| bad(&format!("`{key}` must be a JSON object")))?
+            }
+            _ => Json::String(value.into_owned()),
+        };
+        obj.insert(key.into_owned(), value);
+    }
+    params_from_json(media, Json::Object(obj))
+}
+
+/// The operation `name` selects in `doc` (or the only one), if it can be told.
+fn selected_operation(doc: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), None) => Some(op.node.ty),
+        (DocumentOperations::Single(_), Some(_)) => None,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// `GET /graphql`.
+pub async fn get(State(app): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    match params_from_query_string(media, raw.as_deref()) {
+        Ok(params) => execute(app, media, params, true).await,
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /graphql`.
+pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut parts = content_type.split(';').map(|p| p.trim().to_ascii_lowercase());
+    let mime = parts.next().unwrap_or_default();
+    let charset_ok = parts.all(|p| !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\"");
+    if mime != "application/json" || !charset_ok {
+        return bad_request(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "send the request as Content-Type: application/json (UTF-8)",
+        );
+    }
+    let body: Json = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("the request body is not valid JSON: {e}"));
+        }
+    };
+    match params_from_json(media, body) {
+        Ok(params) => execute(app, media, params, false).await,
+        Err(resp) => resp,
+    }
+}
+
+fn not_acceptable() -> Response {
+    bad_request(
+        Media::Json,
+        StatusCode::NOT_ACCEPTABLE,
+        "BAD_USER_INPUT",
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+async fn execute(app: AppState, media: Media, params: Params, via_get: bool) -> Response {
+    let started = Instant::now();
+    let mut request = async_graphql::Request::new(params.query)
+        .variables(Variables::from_json(Json::Object(params.variables)))
+        .data(RequestCtx { store: app.store().clone(), viewer: app.default_viewer().clone() });
+    if let Some(name) = &params.operation_name {
+        request = request.operation_name(name);
+    }
+    request.extensions = serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
+    let op = match request.parsed_query() {
+        Ok(doc) => selected_operation(doc, params.operation_name.as_deref()),
+        Err(e) => {
+            app.metrics().observe(OpKind::invalid, false, started.elapsed());
+            let mut e = e;
+            set_code(&mut e, "GRAPHQL_PARSE_FAILED");
+            return respond(media, request_error(vec![e]), true);
+        }
+    };
+    let kind = match op {
+        Some(OperationType::Query) => OpKind::query,
+        Some(OperationType::Mutation) => OpKind::mutation,
+        Some(OperationType::Subscription) => OpKind::subscription,
+        None => OpKind::invalid,
+    };
+    if via_get && op == Some(OperationType::Mutation) {
+        app.metrics().observe(kind, false, started.elapsed());
+        let mut resp = bad_request(media, StatusCode::METHOD_NOT_ALLOWED, "BAD_USER_INPUT", "mutations are only accepted over POST");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let response = app.schema().execute(request).await;
+    let (body, is_request_error) = finish(response);
+    app.metrics().observe(kind, body.get("errors").is_none(), started.elapsed());
+    respond(media, body, is_request_error)
+}
+
+fn set_code(e: &mut ServerError, code: &str) {
+    e.extensions.get_or_insert_with(Default::default).set("code", code);
+}
+
+fn has_code(e: &ServerError) -> bool {
+    e.extensions.as_ref().is_some_and(|x| x.get("code").is_some())
+}
+
+/// A request error: no `data` entry at all (the operation never ran).
+fn request_error(errors: Vec<ServerError>) -> Json {
+    json!({ "errors": errors })
+}
+
+/// Turns an executed response into its JSON body, giving every error a code; says
+/// whether it was a request error (validation failed, nothing executed).
+fn finish(mut response: GqlResponse) -> (Json, bool) {
+    let is_request_error =
+        !response.errors.is_empty() && response.data == async_graphql::Value::Null && response.errors.iter().all(|e| e.path.is_empty());
+    for e in &mut response.errors {
+        if has_code(e) {
+            continue;
+        }
+        if is_request_error {
+            // Apollo's split: a bad variable value is the user's input; anything
+            // else found before execution is a validation failure.
+            let code = if e.message.contains("variable") || e.message.contains("Variable") { "BAD_USER_INPUT" } else { "GRAPHQL_VALIDATION_FAILED" };
+            set_code(e, code);
+        } else {
+            tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
+            e.message = "internal error".into();
+            set_code(e, "INTERNAL");
+        }
+    }
+    if is_request_error {
+        return (request_error(response.errors), true);
+    }
+    let mut body = Map::new();
+    body.insert("data".into(), response.data.into_json().unwrap_or(Json::Null));
+    if !response.errors.is_empty() {
+        body.insert("errors".into(), serde_json::to_value(&response.errors).unwrap_or(Json::Null));
+    }
+    if !response.extensions.is_empty() {
+        body.insert("extensions".into(), serde_json::to_value(&response.extensions).unwrap_or(Json::Null));
+    }
+    (Json::Object(body), false)
+}
+
+fn respond(media: Media, body: Json, is_request_error: bool) -> Response {
+    let status = if is_request_error && media == Media::GraphqlResponseJson { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    resp
+}
