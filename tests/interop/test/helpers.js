@@ -1,0 +1,163 @@
+// Shared helpers for the interop suite: start a real livegate binary on a
+// loopback port, and talk GraphQL to it over HTTP with the global fetch.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** tests/interop, whatever the current directory is. */
+const INTEROP_DIR = fileURLToPath(new URL('..', import.meta.url));
+/** The repository root. */
+const REPO_DIR = path.resolve(INTEROP_DIR, '..', '..');
+
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+/** How much of the server's stderr to keep for error messages. */
+const STDERR_KEEP = 64 * 1024;
+const READY_LINE = /livegate listening on (http:\/\/\S+)/;
+
+/** Servers started and not yet stopped, killed if this process exits first. */
+const live = new Set();
+process.on('exit', () => {
+  for (const pid of live) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** The binary under test: $LIVEGATE_BIN, else ../../target/debug/livegate (from tests/interop). */
+export function livegateBin() {
+  return path.resolve(INTEROP_DIR, process.env.LIVEGATE_BIN || '../../target/debug/livegate');
+}
+
+/**
+ * Starts a livegate server on 127.0.0.1 with an OS-chosen port.
+ *
+ * - `app`: the app file (default: the repository's schema/app.toml).
+ * - `databaseUrl`: the database; default $LIVEGATE_TEST_DATABASE_URL (a postgres
+ *   URL, used as given, so it may hold rows from earlier runs), else a fresh
+ *   SQLite file in a temp folder removed on stop.
+ *
+ * Resolves once the server prints its "listening on" line, to `{ url, stop }`:
+ * `url` is the /graphql endpoint it printed, `stop()` ends that child (by its PID)
+ * and waits for it to exit. Rejects, with the server's stderr, if the server exits
+ * or is not ready within 30 s.
+ */
+export async function startServer({ app, databaseUrl } = {}) {
+  const bin = livegateBin();
+  const dir = mkdtempSync(path.join(tmpdir(), 'livegate-interop-'));
+  const dbUrl = databaseUrl || process.env.LIVEGATE_TEST_DATABASE_URL || `sqlite://${path.join(dir, 'test.db')}`;
+  const appFile = path.resolve(REPO_DIR, app || 'schema/app.toml');
+  const args = ['--listen', '127.0.0.1:0', '--app', appFile, '--database-url', dbUrl];
+
+  // The temp folder is the working directory, so anything the server writes
+  // next to itself (a generated secret, a data folder) goes away with it.
+  const child = spawn(bin, args, {
+    cwd: dir,
+    env: process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    stderr = (stderr + chunk).slice(-STDERR_KEEP);
+  });
+  if (child.pid !== undefined) live.add(child.pid);
+  const exited = once(child, 'exit')
+    .catch(() => {})
+    .finally(() => live.delete(child.pid));
+  const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
+  let cleaned = false;
+  const cleanup = () => {
+    if (!cleaned) {
+      cleaned = true;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  const describe = () =>
+    `${bin} ${args.join(' ')}\n--- server stderr ---\n${stderr || '(empty)'}\n--- end of stderr ---`;
+
+  let url;
+  try {
+    url = await new Promise((resolve, reject) => {
+      let stdout = '';
+      const timer = setTimeout(() => {
+        reject(new Error(`livegate was not ready within ${READY_TIMEOUT_MS / 1000} s: ${describe()}`));
+      }, READY_TIMEOUT_MS);
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (chunk) => {
+        if (url !== undefined) return; // keep draining so the pipe never fills
+        stdout += chunk;
+        const m = READY_LINE.exec(stdout);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start livegate (${err.message}); build it with \`cargo build\` or set LIVEGATE_BIN: ${describe()}`));
+      });
+      // 'close' comes after 'exit' once stdout and stderr are drained, so the
+      // message carries the server's last words.
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`livegate exited (code ${code}, signal ${signal}) before listening: ${describe()}`));
+      });
+    });
+  } catch (err) {
+    if (running()) {
+      process.kill(child.pid, 'SIGKILL');
+      await exited;
+    }
+    cleanup();
+    throw err;
+  }
+
+  const stop = async () => {
+    if (running()) {
+      process.kill(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => {
+        if (running()) process.kill(child.pid, 'SIGKILL');
+      }, STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    cleanup();
+  };
+
+  return { url, stop, stderr: () => stderr };
+}
+
+/**
+ * POSTs a GraphQL request as JSON and resolves to
+ * `{ status, headers, text, body }` (`body` is the parsed JSON, or undefined).
+ * Accepts application/graphql-response+json unless `headers` says otherwise.
+ */
+export async function gql(url, query, variables, headers = {}) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json, application/json;q=0.9',
+      ...headers,
+    },
+    body: JSON.stringify(variables === undefined ? { query } : { query, variables }),
+  });
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, body };
+}
