@@ -45,7 +45,11 @@ pub struct Viewer {
 impl Viewer {
     /// An anonymous viewer browsing `account_id`.
     pub fn anonymous(account_id: String) -> Viewer {
-        Viewer { account_id, user_id: None, role: Role::User }
+        Viewer {
+            account_id,
+            user_id: None,
+            role: Role::User,
+        }
     }
 
     fn is_admin(&self) -> bool {
@@ -76,7 +80,11 @@ pub enum ReadScope {
 /// The rows `viewer` may read in a collection whose read level is `level`.
 pub fn read_scope(viewer: &Viewer, level: Level) -> Result<ReadScope, Denied> {
     let Some(user) = &viewer.user_id else {
-        return if level == Level::Anon { Ok(ReadScope::Account) } else { Err(Denied::Unauthenticated) };
+        return if level == Level::Anon {
+            Ok(ReadScope::Account)
+        } else {
+            Err(Denied::Unauthenticated)
+        };
     };
     Ok(match level {
         Level::Anon | Level::User => ReadScope::Account,
@@ -99,7 +107,11 @@ pub fn may_read_row(viewer: &Viewer, level: Level, owner: Option<&str>) -> bool 
 /// Whether `viewer` may create a row in a collection whose create level is `level`.
 pub fn may_create(viewer: &Viewer, level: Level) -> Result<(), Denied> {
     if viewer.user_id.is_none() {
-        return if level == Level::Anon { Ok(()) } else { Err(Denied::Unauthenticated) };
+        return if level == Level::Anon {
+            Ok(())
+        } else {
+            Err(Denied::Unauthenticated)
+        };
     }
     match level {
         Level::Anon | Level::User | Level::Owner => Ok(()),
@@ -112,7 +124,11 @@ pub fn may_create(viewer: &Viewer, level: Level) -> Result<(), Denied> {
 /// collection's level for that action is `level`.
 pub fn may_write_row(viewer: &Viewer, level: Level, owner: Option<&str>) -> Result<(), Denied> {
     let Some(user) = &viewer.user_id else {
-        return if level == Level::Anon { Ok(()) } else { Err(Denied::Unauthenticated) };
+        return if level == Level::Anon {
+            Ok(())
+        } else {
+            Err(Denied::Unauthenticated)
+        };
     };
     match level {
         Level::Anon | Level::User => Ok(()),
@@ -127,29 +143,68 @@ mod tests {
     use super::*;
 
     fn user(id: &str, role: Role) -> Viewer {
-        Viewer { account_id: "a".into(), user_id: Some(id.into()), role }
+        Viewer {
+            account_id: "a".into(),
+            user_id: Some(id.into()),
+            role,
+        }
     }
 
     #[test]
     fn owner_scope() {
         let anon = Viewer::anonymous("a".into());
-        assert_eq!(read_scope(&anon, Level::Owner), Err(Denied::Unauthenticated));
-        assert_eq!(read_scope(&user("u", Role::User), Level::Owner), Ok(ReadScope::Owned("u".into())));
-        assert_eq!(read_scope(&user("x", Role::Admin), Level::Owner), Ok(ReadScope::Account));
-        assert!(may_read_row(&user("u", Role::User), Level::Owner, Some("u")));
-        assert!(!may_read_row(&user("v", Role::User), Level::Owner, Some("u")));
-        assert_eq!(may_write_row(&user("v", Role::User), Level::Owner, Some("u")), Err(Denied::Forbidden));
-        assert_eq!(may_write_row(&user("u", Role::User), Level::Owner, Some("u")), Ok(()));
+        assert_eq!(
+            read_scope(&anon, Level::Owner),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            read_scope(&user("u", Role::User), Level::Owner),
+            Ok(ReadScope::Owned("u".into()))
+        );
+        assert_eq!(
+            read_scope(&user("x", Role::Admin), Level::Owner),
+            Ok(ReadScope::Account)
+        );
+        assert!(may_read_row(
+            &user("u", Role::User),
+            Level::Owner,
+            Some("u")
+        ));
+        assert!(!may_read_row(
+            &user("v", Role::User),
+            Level::Owner,
+            Some("u")
+        ));
+        assert_eq!(
+            may_write_row(&user("v", Role::User), Level::Owner, Some("u")),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            may_write_row(&user("u", Role::User), Level::Owner, Some("u")),
+            Ok(())
+        );
     }
 
     #[test]
     fn levels() {
         let anon = Viewer::anonymous("a".into());
         assert_eq!(read_scope(&anon, Level::Anon), Ok(ReadScope::Account));
-        assert_eq!(read_scope(&user("u", Role::User), Level::Admin), Ok(ReadScope::Nothing));
-        assert_eq!(read_scope(&user("u", Role::Admin), Level::Nobody), Ok(ReadScope::Nothing));
+        assert_eq!(
+            read_scope(&user("u", Role::User), Level::Admin),
+            Ok(ReadScope::Nothing)
+        );
+        assert_eq!(
+            read_scope(&user("u", Role::Admin), Level::Nobody),
+            Ok(ReadScope::Nothing)
+        );
         assert_eq!(may_create(&anon, Level::User), Err(Denied::Unauthenticated));
-        assert_eq!(may_create(&user("u", Role::User), Level::Admin), Err(Denied::Forbidden));
-        assert_eq!(may_create(&user("u", Role::Admin), Level::Nobody), Err(Denied::Forbidden));
+        assert_eq!(
+            may_create(&user("u", Role::User), Level::Admin),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            may_create(&user("u", Role::Admin), Level::Nobody),
+            Err(Denied::Forbidden)
+        );
     }
 }

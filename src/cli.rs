@@ -44,7 +44,11 @@ struct DbArgs {
     #[command(flatten)]
     app: AppArgs,
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/livegate.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/livegate.db"
+    )]
     database_url: String,
 }
 
@@ -74,7 +78,10 @@ pub async fn run() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Schema(args)) => {
             let catalog = Catalog::load(&args.app)?;
-            print!("{}", crate::graphql::sdl(&catalog).context("building the GraphQL schema")?);
+            print!(
+                "{}",
+                crate::graphql::sdl(&catalog).context("building the GraphQL schema")?
+            );
             Ok(())
         }
         Some(Command::Migrate(args)) => {
@@ -82,7 +89,10 @@ pub async fn run() -> anyhow::Result<()> {
             let store = Store::connect(&args.database_url, catalog).await?;
             store.migrate().await.context("applying migrations")?;
             store.reconcile(&args.app.app.display().to_string()).await?;
-            println!("migrations applied; collection tables match {}", args.app.app.display());
+            println!(
+                "migrations applied; collection tables match {}",
+                args.app.app.display()
+            );
             Ok(())
         }
     }
@@ -93,7 +103,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         app: args.db.app.app,
         database_url: args.db.database_url,
-        limits: Limits { max_depth: args.max_depth, max_complexity: args.max_complexity, max_list: args.max_limit },
+        limits: Limits {
+            max_depth: args.max_depth,
+            max_complexity: args.max_complexity,
+            max_list: args.max_limit,
+        },
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

@@ -5,7 +5,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("LIVEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("livegate=info,warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("LIVEGATE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("livegate=info,warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match livegate::cli::run().await {

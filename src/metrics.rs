@@ -49,10 +49,24 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("livegate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
-        registry.register("graphql_requests", "GraphQL requests over HTTP, by operation type and outcome", requests.clone());
-        registry.register("graphql_request_duration_seconds", "GraphQL request latency over HTTP, by operation type", latency.clone());
-        Metrics { registry, requests, latency }
+        let latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "graphql_requests",
+            "GraphQL requests over HTTP, by operation type and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "graphql_request_duration_seconds",
+            "GraphQL request latency over HTTP, by operation type",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+        }
     }
 }
 
@@ -60,8 +74,12 @@ impl Metrics {
     /// Records one finished GraphQL request.
     pub fn observe(&self, operation: OpKind, ok: bool, elapsed: Duration) {
         let outcome = if ok { Outcome::ok } else { Outcome::error };
-        self.requests.get_or_create(&RequestLabels { operation, outcome }).inc();
-        self.latency.get_or_create(&OpLabels { operation }).observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels { operation, outcome })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { operation })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -74,10 +74,22 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     store.migrate().await.context("applying migrations")?;
     store.reconcile(&config.app.display().to_string()).await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
-    let user = store.ensure_user(&account, DEFAULT_USER_EMAIL, Role::Admin.as_str()).await?;
+    let user = store
+        .ensure_user(&account, DEFAULT_USER_EMAIL, Role::Admin.as_str())
+        .await?;
     let schema = build_schema(&catalog, config.limits).context("building the GraphQL schema")?;
-    let default_viewer = Viewer { account_id: account.id, user_id: Some(user.id), role: Role::Admin };
-    Ok(AppState(Arc::new(Inner { catalog, schema, store, metrics: Metrics::default(), default_viewer })))
+    let default_viewer = Viewer {
+        account_id: account.id,
+        user_id: Some(user.id),
+        role: Role::Admin,
+    };
+    Ok(AppState(Arc::new(Inner {
+        catalog,
+        schema,
+        store,
+        metrics: Metrics::default(),
+        default_viewer,
+    })))
 }
 
 /// The HTTP routes.
@@ -90,11 +102,20 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn healthz() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok\n")
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics().encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics().encode(),
+    )
 }
 
 /// A running server: where it listens, and a handle that ends when it stops.
@@ -109,12 +130,16 @@ pub async fn start(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     let state = prepare(&config).await?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let store = state.store().clone();
     let router = app(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         store.close().await.ok();
         Ok(())
     });

@@ -64,10 +64,22 @@ impl Row {
     pub fn to_json(&self) -> Json {
         let mut m = Map::new();
         m.insert("id".into(), Json::String(self.id.clone()));
-        m.insert("owner_id".into(), self.owner_id.clone().map(Json::String).unwrap_or(Json::Null));
+        m.insert(
+            "owner_id".into(),
+            self.owner_id
+                .clone()
+                .map(Json::String)
+                .unwrap_or(Json::Null),
+        );
         m.insert("account_id".into(), Json::String(self.account_id.clone()));
-        m.insert("created_at".into(), Json::String(format_datetime(&self.created_at)));
-        m.insert("updated_at".into(), Json::String(format_datetime(&self.updated_at)));
+        m.insert(
+            "created_at".into(),
+            Json::String(format_datetime(&self.created_at)),
+        );
+        m.insert(
+            "updated_at".into(),
+            Json::String(format_datetime(&self.updated_at)),
+        );
         m.insert("data".into(), Json::Object(self.data.clone()));
         Json::Object(m)
     }

@@ -3,8 +3,8 @@
 //! against. Collection tables themselves are not migrations: they follow the app
 //! file and are reconciled at start-up (see `livegate::store::tables`).
 
-use sea_orm_migration::prelude::*;
 pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_system_tables;
 

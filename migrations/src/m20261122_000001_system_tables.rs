@@ -19,7 +19,11 @@ impl MigrationTrait for Migration {
                     .table("livegate_accounts")
                     .col(ColumnDef::new("id").string().not_null().primary_key())
                     .col(ColumnDef::new("slug").string().not_null().unique_key())
-                    .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new("created_at")
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -32,7 +36,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new("email").string().not_null().unique_key())
                     .col(ColumnDef::new("password_hash").string().null())
                     .col(ColumnDef::new("role").string().not_null())
-                    .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new("created_at")
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -51,7 +59,13 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table("livegate_events")
-                    .col(ColumnDef::new("seq").big_integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new("seq")
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new("account_id").string().not_null())
                     .col(ColumnDef::new("collection").string().not_null())
                     .col(ColumnDef::new("action").string().not_null())
@@ -74,7 +88,13 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(Index::create().name("livegate_events_at").table("livegate_events").col("at").to_owned())
+            .create_index(
+                Index::create()
+                    .name("livegate_events_at")
+                    .table("livegate_events")
+                    .col("at")
+                    .to_owned(),
+            )
             .await?;
         // What each collection's table was last reconciled to: a removed or retyped
         // field is detected here, dialect-neutrally, without reading database catalogs.

@@ -144,8 +144,12 @@ impl<'de> Deserialize<'de> for FieldDecl {
                     collection: None,
                 }))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldDecl, A::Error> {
-                FieldFile::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(FieldDecl)
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FieldDecl, A::Error> {
+                FieldFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FieldDecl)
             }
         }
         d.deserialize_any(V)

@@ -8,7 +8,9 @@ use indexmap::IndexMap;
 
 use super::file::{AppFile, CollectionFile, FieldFile, FieldKindFile, RoomRuleFile};
 use super::names::{camel, is_key, is_type_name, lower_first, shouty, type_name_for};
-use super::{Catalog, Collection, Field, FieldKind, Hints, Level, Names, Realtime, RoomRule, Rooms, USERS};
+use super::{
+    Catalog, Collection, Field, FieldKind, Hints, Level, Names, Realtime, RoomRule, Rooms, USERS,
+};
 
 /// A bad app file: which file, where in it, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,19 +32,57 @@ pub const TEXT_MAX_DEFAULT: u32 = 1_000_000;
 /// Field keys the server owns (system columns), or that would collide with the
 /// `where` input's logical operators or nested objects kept for later use.
 const RESERVED_FIELDS: &[&str] = &[
-    "id", "owner_id", "account_id", "created_at", "updated_at", "owner", "account", "and", "or", "not",
+    "id",
+    "owner_id",
+    "account_id",
+    "created_at",
+    "updated_at",
+    "owner",
+    "account",
+    "and",
+    "or",
+    "not",
 ];
 
 /// GraphQL type names the server defines itself.
 const BUILTIN_TYPES: &[&str] = &[
-    "Query", "Mutation", "Subscription", "String", "Int", "Float", "Boolean", "ID", "DateTime", "JSON",
-    "ChangeAction", "SortDirection", "Change", "Session", "User", "Role", "RoomMember", "RoomEvent",
-    "StringFilter", "IntFilter", "FloatFilter", "DateTimeFilter", "BooleanFilter", "IDFilter",
+    "Query",
+    "Mutation",
+    "Subscription",
+    "String",
+    "Int",
+    "Float",
+    "Boolean",
+    "ID",
+    "DateTime",
+    "JSON",
+    "ChangeAction",
+    "SortDirection",
+    "Change",
+    "Session",
+    "User",
+    "Role",
+    "RoomMember",
+    "RoomEvent",
+    "StringFilter",
+    "IntFilter",
+    "FloatFilter",
+    "DateTimeFilter",
+    "BooleanFilter",
+    "IDFilter",
 ];
 
 /// Root fields the server defines itself.
 const BUILTIN_ROOT_FIELDS: &[&str] = &[
-    "me", "roomMembers", "signUp", "signIn", "refreshSession", "signOut", "sendToRoom", "changes", "room",
+    "me",
+    "roomMembers",
+    "signUp",
+    "signIn",
+    "refreshSession",
+    "signOut",
+    "sendToRoom",
+    "changes",
+    "room",
 ];
 
 struct Ctx<'a> {
@@ -51,7 +91,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, path: impl Into<String>, message: impl Into<String>) -> CatalogError {
-        CatalogError { file: self.file.to_string(), path: path.into(), message: message.into(), line: None }
+        CatalogError {
+            file: self.file.to_string(),
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
     }
 }
 
@@ -65,7 +110,11 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Catalog, CatalogError> {
         collections.insert(key.clone(), collection(&cx, &raw, key, coll)?);
     }
     check_unique_names(&cx, &collections)?;
-    Ok(Catalog { realtime, collections, rooms })
+    Ok(Catalog {
+        realtime,
+        collections,
+        rooms,
+    })
 }
 
 fn parse_shape(file: &str, text: &str) -> Result<AppFile, CatalogError> {
@@ -73,12 +122,17 @@ fn parse_shape(file: &str, text: &str) -> Result<AppFile, CatalogError> {
         file: file.to_string(),
         path,
         message: e.message().trim_end().to_string(),
-        line: e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+        line: e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
     };
     let de = toml::Deserializer::parse(text).map_err(|e| shape_err(String::new(), e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        shape_err(if path == "." { String::new() } else { path }, e.into_inner())
+        shape_err(
+            if path == "." { String::new() } else { path },
+            e.into_inner(),
+        )
     })
 }
 
@@ -90,8 +144,15 @@ fn level(cx: &Ctx, path: &str, value: &str, allow_owner: bool) -> Result<Level, 
         "admin" => Level::Admin,
         "none" => Level::Nobody,
         _ => {
-            let expected = if allow_owner { "anon, user, owner, admin or none" } else { "anon, user, admin or none" };
-            return Err(cx.err(path, format!("unknown access level \"{value}\", expected {expected}")));
+            let expected = if allow_owner {
+                "anon, user, owner, admin or none"
+            } else {
+                "anon, user, admin or none"
+            };
+            return Err(cx.err(
+                path,
+                format!("unknown access level \"{value}\", expected {expected}"),
+            ));
         }
     };
     Ok(level)
@@ -100,7 +161,10 @@ fn level(cx: &Ctx, path: &str, value: &str, allow_owner: bool) -> Result<Level, 
 fn realtime(cx: &Ctx, raw: &AppFile) -> Result<Realtime, CatalogError> {
     let r = &raw.realtime;
     if r.max_subscriptions_per_connection == 0 {
-        return Err(cx.err("realtime.max_subscriptions_per_connection", "must be at least 1"));
+        return Err(cx.err(
+            "realtime.max_subscriptions_per_connection",
+            "must be at least 1",
+        ));
     }
     if !(1..=3600).contains(&r.heartbeat_seconds) {
         return Err(cx.err("realtime.heartbeat_seconds", "must be between 1 and 3600"));
@@ -118,7 +182,13 @@ fn realtime(cx: &Ctx, raw: &AppFile) -> Result<Realtime, CatalogError> {
 
 fn rooms(cx: &Ctx, raw: &AppFile) -> Result<Rooms, CatalogError> {
     let r = &raw.rooms;
-    let positive = |path: &str, n: u32| if n == 0 { Err(cx.err(path, "must be at least 1")) } else { Ok(n) };
+    let positive = |path: &str, n: u32| {
+        if n == 0 {
+            Err(cx.err(path, "must be at least 1"))
+        } else {
+            Ok(n)
+        }
+    };
     let defaults = RoomRule {
         join: level(cx, "rooms.join", &r.join, false)?,
         send: level(cx, "rooms.send", &r.send, false)?,
@@ -131,10 +201,23 @@ fn rooms(cx: &Ctx, raw: &AppFile) -> Result<Rooms, CatalogError> {
         if pattern.is_empty() {
             return Err(cx.err("rooms.match", "a room pattern must not be empty"));
         }
-        let RoomRuleFile { join, send, max_payload_bytes, messages_per_second } = rule;
+        let RoomRuleFile {
+            join,
+            send,
+            max_payload_bytes,
+            messages_per_second,
+        } = rule;
         let merged = RoomRule {
-            join: join.as_deref().map(|v| level(cx, &at("join"), v, false)).transpose()?.unwrap_or(defaults.join),
-            send: send.as_deref().map(|v| level(cx, &at("send"), v, false)).transpose()?.unwrap_or(defaults.send),
+            join: join
+                .as_deref()
+                .map(|v| level(cx, &at("join"), v, false))
+                .transpose()?
+                .unwrap_or(defaults.join),
+            send: send
+                .as_deref()
+                .map(|v| level(cx, &at("send"), v, false))
+                .transpose()?
+                .unwrap_or(defaults.send),
             max_payload_bytes: max_payload_bytes
                 .map(|n| positive(&at("max_payload_bytes"), n))
                 .transpose()?
@@ -149,7 +232,12 @@ fn rooms(cx: &Ctx, raw: &AppFile) -> Result<Rooms, CatalogError> {
     Ok(Rooms { defaults, patterns })
 }
 
-fn collection(cx: &Ctx, raw: &AppFile, key: &str, c: &CollectionFile) -> Result<Collection, CatalogError> {
+fn collection(
+    cx: &Ctx,
+    raw: &AppFile,
+    key: &str,
+    c: &CollectionFile,
+) -> Result<Collection, CatalogError> {
     let at = |sub: &str| format!("collections.{key}{sub}");
     if !is_key(key) {
         return Err(cx.err(
@@ -158,11 +246,17 @@ fn collection(cx: &Ctx, raw: &AppFile, key: &str, c: &CollectionFile) -> Result<
         ));
     }
     if key == USERS || key == "accounts" || key.starts_with("livegate_") {
-        return Err(cx.err(at(""), format!("the collection name \"{key}\" is reserved by livegate")));
+        return Err(cx.err(
+            at(""),
+            format!("the collection name \"{key}\" is reserved by livegate"),
+        ));
     }
     let type_name = match &c.type_name {
         Some(t) if !is_type_name(t) => {
-            return Err(cx.err(at(".type"), format!("invalid GraphQL type name \"{t}\": use PascalCase letters and digits")));
+            return Err(cx.err(
+                at(".type"),
+                format!("invalid GraphQL type name \"{t}\": use PascalCase letters and digits"),
+            ));
         }
         Some(t) => t.clone(),
         None => type_name_for(key),
@@ -194,7 +288,12 @@ fn collection(cx: &Ctx, raw: &AppFile, key: &str, c: &CollectionFile) -> Result<
     let hints = match c.hints.as_str() {
         "readers" => Hints::Readers,
         "all" => Hints::All,
-        other => return Err(cx.err(at(".hints"), format!("unknown hints setting \"{other}\", expected readers or all"))),
+        other => {
+            return Err(cx.err(
+                at(".hints"),
+                format!("unknown hints setting \"{other}\", expected readers or all"),
+            ));
+        }
     };
     let mut fields = Vec::new();
     let mut gql_seen: HashMap<String, String> = HashMap::new();
@@ -210,7 +309,10 @@ fn collection(cx: &Ctx, raw: &AppFile, key: &str, c: &CollectionFile) -> Result<
         }
         fields.push(f);
     }
-    let description = c.description.clone().unwrap_or_else(|| format!("A row of the `{key}` collection."));
+    let description = c
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("A row of the `{key}` collection."));
     Ok(Collection {
         key: key.to_string(),
         names,
@@ -224,7 +326,13 @@ fn collection(cx: &Ctx, raw: &AppFile, key: &str, c: &CollectionFile) -> Result<
     })
 }
 
-fn field(cx: &Ctx, raw: &AppFile, coll: &str, key: &str, f: &FieldFile) -> Result<Field, CatalogError> {
+fn field(
+    cx: &Ctx,
+    raw: &AppFile,
+    coll: &str,
+    key: &str,
+    f: &FieldFile,
+) -> Result<Field, CatalogError> {
     let at = |sub: &str| format!("collections.{coll}.fields.{key}{sub}");
     if !is_key(key) {
         return Err(cx.err(
@@ -246,9 +354,17 @@ fn field(cx: &Ctx, raw: &AppFile, coll: &str, key: &str, f: &FieldFile) -> Resul
         FieldKindFile::Ref => FieldKind::Ref,
     };
     let target = match (kind, &f.collection) {
-        (FieldKind::Ref, None) => return Err(cx.err(at(".collection"), "a ref field needs `collection`: the key of the collection it points at (or \"users\")")),
+        (FieldKind::Ref, None) => return Err(cx.err(
+            at(".collection"),
+            "a ref field needs `collection`: the key of the collection it points at (or \"users\")",
+        )),
         (FieldKind::Ref, Some(t)) if t != USERS && !raw.collections.contains_key(t) => {
-            return Err(cx.err(at(".collection"), format!("unknown collection \"{t}\": declare [collections.{t}] or point at \"users\"")));
+            return Err(cx.err(
+                at(".collection"),
+                format!(
+                    "unknown collection \"{t}\": declare [collections.{t}] or point at \"users\""
+                ),
+            ));
         }
         (FieldKind::Ref, Some(t)) => Some(t.clone()),
         (_, Some(_)) => return Err(cx.err(at(".collection"), "only ref fields take `collection`")),
@@ -256,8 +372,19 @@ fn field(cx: &Ctx, raw: &AppFile, coll: &str, key: &str, f: &FieldFile) -> Resul
     };
     let max_length = match (kind, f.max_length) {
         (_, Some(0)) => return Err(cx.err(at(".max_length"), "must be at least 1")),
-        (FieldKind::String | FieldKind::Text, n) => Some(n.unwrap_or(if kind == FieldKind::String { STRING_MAX_DEFAULT } else { TEXT_MAX_DEFAULT })),
-        (_, Some(_)) => return Err(cx.err(at(".max_length"), "only string and text fields take `max_length`")),
+        (FieldKind::String | FieldKind::Text, n) => {
+            Some(n.unwrap_or(if kind == FieldKind::String {
+                STRING_MAX_DEFAULT
+            } else {
+                TEXT_MAX_DEFAULT
+            }))
+        }
+        (_, Some(_)) => {
+            return Err(cx.err(
+                at(".max_length"),
+                "only string and text fields take `max_length`",
+            ));
+        }
         (_, None) => None,
     };
     let default = match &f.default {
@@ -265,14 +392,21 @@ fn field(cx: &Ctx, raw: &AppFile, coll: &str, key: &str, f: &FieldFile) -> Resul
         Some(v) => Some(default_value(kind, max_length, v).map_err(|m| cx.err(at(".default"), m))?),
     };
     let (column, gql_name, object_name) = if kind == FieldKind::Ref {
-        (format!("{key}_id"), format!("{}Id", camel(key)), Some(camel(key)))
+        (
+            format!("{key}_id"),
+            format!("{}Id", camel(key)),
+            Some(camel(key)),
+        )
     } else {
         (key.to_string(), camel(key), None)
     };
-    let description = f.description.clone().unwrap_or_else(|| match (&target, kind) {
-        (Some(t), _) => format!("The `{t}` row this refers to (`{key}`)."),
-        _ => format!("The `{key}` field ({}).", kind.as_str()),
-    });
+    let description = f
+        .description
+        .clone()
+        .unwrap_or_else(|| match (&target, kind) {
+            (Some(t), _) => format!("The `{t}` row this refers to (`{key}`)."),
+            _ => format!("The `{key}` field ({}).", kind.as_str()),
+        });
     Ok(Field {
         key: key.to_string(),
         enum_name: shouty(&column),
@@ -288,9 +422,18 @@ fn field(cx: &Ctx, raw: &AppFile, coll: &str, key: &str, f: &FieldFile) -> Resul
     })
 }
 
-fn default_value(kind: FieldKind, max_length: Option<u32>, v: &toml::Value) -> Result<serde_json::Value, String> {
+fn default_value(
+    kind: FieldKind,
+    max_length: Option<u32>,
+    v: &toml::Value,
+) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
-    let wrong = |what: &str| Err(format!("the default of a {} field must be {what}", kind.as_str()));
+    let wrong = |what: &str| {
+        Err(format!(
+            "the default of a {} field must be {what}",
+            kind.as_str()
+        ))
+    };
     match (kind, v) {
         (FieldKind::String | FieldKind::Text, toml::Value::String(s)) => {
             if max_length.is_some_and(|m| s.chars().count() > m as usize) {
@@ -318,23 +461,53 @@ fn default_value(kind: FieldKind, max_length: Option<u32>, v: &toml::Value) -> R
     }
 }
 
-fn check_unique_names(cx: &Ctx, collections: &IndexMap<String, Collection>) -> Result<(), CatalogError> {
-    let mut types: HashMap<String, String> = BUILTIN_TYPES.iter().map(|t| (t.to_string(), "livegate".to_string())).collect();
-    let mut roots: HashMap<String, String> = BUILTIN_ROOT_FIELDS.iter().map(|t| (t.to_string(), "livegate".to_string())).collect();
+fn check_unique_names(
+    cx: &Ctx,
+    collections: &IndexMap<String, Collection>,
+) -> Result<(), CatalogError> {
+    let mut types: HashMap<String, String> = BUILTIN_TYPES
+        .iter()
+        .map(|t| (t.to_string(), "livegate".to_string()))
+        .collect();
+    let mut roots: HashMap<String, String> = BUILTIN_ROOT_FIELDS
+        .iter()
+        .map(|t| (t.to_string(), "livegate".to_string()))
+        .collect();
     let mut seen_keys = HashSet::new();
     for c in collections.values() {
         seen_keys.insert(c.key.clone());
         let n = &c.names;
-        for t in [&n.type_name, &n.create_input, &n.update_input, &n.where_input, &n.field_enum, &n.order_input, &n.change_type] {
+        for t in [
+            &n.type_name,
+            &n.create_input,
+            &n.update_input,
+            &n.where_input,
+            &n.field_enum,
+            &n.order_input,
+            &n.change_type,
+        ] {
             if let Some(owner) = types.insert(t.clone(), c.key.clone()) {
-                let by = if owner == "livegate" { "a built-in type".to_string() } else { format!("collection \"{owner}\"") };
+                let by = if owner == "livegate" {
+                    "a built-in type".to_string()
+                } else {
+                    format!("collection \"{owner}\"")
+                };
                 return Err(cx.err(format!("collections.{}", c.key), format!("its GraphQL type name \"{t}\" is already used by {by}; set `type` to another name")));
             }
         }
-        for f in [&n.list, &n.single, &n.count, &n.create, &n.update, &n.delete, &n.changed] {
+        for f in [
+            &n.list, &n.single, &n.count, &n.create, &n.update, &n.delete, &n.changed,
+        ] {
             if let Some(owner) = roots.insert(f.clone(), c.key.clone()) {
-                let by = if owner == "livegate" { "a built-in field".to_string() } else { format!("collection \"{owner}\"") };
-                return Err(cx.err(format!("collections.{}", c.key), format!("its GraphQL field \"{f}\" is already used by {by}")));
+                let by = if owner == "livegate" {
+                    "a built-in field".to_string()
+                } else {
+                    format!("collection \"{owner}\"")
+                };
+                return Err(cx.err(
+                    format!("collections.{}", c.key),
+                    format!("its GraphQL field \"{f}\" is already used by {by}"),
+                ));
             }
         }
     }

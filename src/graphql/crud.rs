@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use async_graphql::dynamic::{Field, FieldValue, InputValue, ResolverContext, TypeRef};
 use async_graphql::Value;
+use async_graphql::dynamic::{Field, FieldValue, InputValue, ResolverContext, TypeRef};
 
 use super::errors::{ApiError, resolve};
 use super::input::{check_input, parse_order, parse_where};
@@ -15,32 +15,49 @@ use crate::store::{Filter, Scope};
 use crate::values::{Row, new_id, now};
 
 fn request_ctx<'a>(ctx: &ResolverContext<'a>) -> Result<&'a RequestCtx, ApiError> {
-    ctx.data::<RequestCtx>().map_err(|_| ApiError::internal("request context missing"))
+    ctx.data::<RequestCtx>()
+        .map_err(|_| ApiError::internal("request context missing"))
 }
 
 /// The store scope for reading `c`, or `None` when the viewer may read nothing.
-fn read_scope_of<'v>(viewer: &'v Viewer, c: &Collection, owned: &'v mut String) -> Result<Option<Scope<'v>>, ApiError> {
+fn read_scope_of<'v>(
+    viewer: &'v Viewer,
+    c: &Collection,
+    owned: &'v mut String,
+) -> Result<Option<Scope<'v>>, ApiError> {
     let what = format!("read {}", c.key);
     match read_scope(viewer, c.read).map_err(|d| ApiError::denied(d, &what))? {
         ReadScope::Nothing => Ok(None),
-        ReadScope::Account => Ok(Some(Scope { account_id: &viewer.account_id, owner_id: None })),
+        ReadScope::Account => Ok(Some(Scope {
+            account_id: &viewer.account_id,
+            owner_id: None,
+        })),
         ReadScope::Owned(user) => {
             *owned = user;
-            Ok(Some(Scope { account_id: &viewer.account_id, owner_id: Some(owned.as_str()) }))
+            Ok(Some(Scope {
+                account_id: &viewer.account_id,
+                owner_id: Some(owned.as_str()),
+            }))
         }
     }
 }
 
 fn where_arg(c: &Collection, ctx: &ResolverContext<'_>) -> Result<Option<Filter>, ApiError> {
     match ctx.args.get("where").filter(|v| !v.is_null()) {
-        Some(v) => Ok(Some(parse_where(c, &v.object().map_err(|_| ApiError::bad_field("where", "expected an object"))?)?)),
+        Some(v) => Ok(Some(parse_where(
+            c,
+            &v.object()
+                .map_err(|_| ApiError::bad_field("where", "expected an object"))?,
+        )?)),
         None => Ok(None),
     }
 }
 
 fn int_arg(ctx: &ResolverContext<'_>, name: &str, default: i64) -> Result<u64, ApiError> {
     let v = match ctx.args.get(name).filter(|v| !v.is_null()) {
-        Some(v) => v.i64().map_err(|_| ApiError::bad_field(name, "expected an integer"))?,
+        Some(v) => v
+            .i64()
+            .map_err(|_| ApiError::bad_field(name, "expected an integer"))?,
         None => default,
     };
     u64::try_from(v).map_err(|_| ApiError::bad_field(name, "must not be negative"))
@@ -52,27 +69,54 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
     let coll = Arc::new(c.clone());
     let list = {
         let coll = coll.clone();
-        Field::new(&n.list, TypeRef::named_nn_list_nn(&n.type_name), move |ctx| {
-            let c = coll.clone();
-            resolve(async move {
-                let rc = request_ctx(&ctx)?;
-                let filter = where_arg(&c, &ctx)?;
-                let order = parse_order(&c, ctx.args.get("orderBy"))?;
-                let limit = int_arg(&ctx, "limit", 50)?.min(limits.max_list);
-                let offset = int_arg(&ctx, "offset", 0)?;
-                let mut owned = String::new();
-                let rows = match read_scope_of(&rc.viewer, &c, &mut owned)? {
-                    Some(scope) => rc.store.list(&c, &scope, filter.as_ref(), &order, limit, offset).await?,
-                    None => Vec::new(),
-                };
-                Ok(Some(FieldValue::list(rows.into_iter().map(FieldValue::owned_any))))
-            })
-        })
-        .description(format!("{} rows you may read, filtered, ordered and paged (limit is capped at {}).", n.type_name, limits.max_list))
-        .argument(InputValue::new("where", TypeRef::named(&n.where_input)).description("Only rows matching this."))
-        .argument(InputValue::new("orderBy", TypeRef::named_nn_list(&n.order_input)).description("Sort keys, most significant first; ties are broken by id."))
-        .argument(InputValue::new("limit", TypeRef::named(TypeRef::INT)).default_value(50).description("At most this many rows."))
-        .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)).default_value(0).description("Skip this many rows first."))
+        Field::new(
+            &n.list,
+            TypeRef::named_nn_list_nn(&n.type_name),
+            move |ctx| {
+                let c = coll.clone();
+                resolve(async move {
+                    let rc = request_ctx(&ctx)?;
+                    let filter = where_arg(&c, &ctx)?;
+                    let order = parse_order(&c, ctx.args.get("orderBy"))?;
+                    let limit = int_arg(&ctx, "limit", 50)?.min(limits.max_list);
+                    let offset = int_arg(&ctx, "offset", 0)?;
+                    let mut owned = String::new();
+                    let rows = match read_scope_of(&rc.viewer, &c, &mut owned)? {
+                        Some(scope) => {
+                            rc.store
+                                .list(&c, &scope, filter.as_ref(), &order, limit, offset)
+                                .await?
+                        }
+                        None => Vec::new(),
+                    };
+                    Ok(Some(FieldValue::list(
+                        rows.into_iter().map(FieldValue::owned_any),
+                    )))
+                })
+            },
+        )
+        .description(format!(
+            "{} rows you may read, filtered, ordered and paged (limit is capped at {}).",
+            n.type_name, limits.max_list
+        ))
+        .argument(
+            InputValue::new("where", TypeRef::named(&n.where_input))
+                .description("Only rows matching this."),
+        )
+        .argument(
+            InputValue::new("orderBy", TypeRef::named_nn_list(&n.order_input))
+                .description("Sort keys, most significant first; ties are broken by id."),
+        )
+        .argument(
+            InputValue::new("limit", TypeRef::named(TypeRef::INT))
+                .default_value(50)
+                .description("At most this many rows."),
+        )
+        .argument(
+            InputValue::new("offset", TypeRef::named(TypeRef::INT))
+                .default_value(0)
+                .description("Skip this many rows first."),
+        )
     };
     let get = {
         let coll = coll.clone();
@@ -90,7 +134,10 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
                 Ok(Some(FieldValue::owned_any(row)))
             })
         })
-        .description(format!("One {} by id; NOT_FOUND when it does not exist or you may not read it.", n.type_name))
+        .description(format!(
+            "One {} by id; NOT_FOUND when it does not exist or you may not read it.",
+            n.type_name
+        ))
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
     };
     let count = {
@@ -105,22 +152,35 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
                     Some(scope) => rc.store.count(&c, &scope, filter.as_ref()).await?,
                     None => 0,
                 };
-                Ok(Some(FieldValue::value(Value::from(i32::try_from(n).unwrap_or(i32::MAX)))))
+                Ok(Some(FieldValue::value(Value::from(
+                    i32::try_from(n).unwrap_or(i32::MAX),
+                ))))
             })
         })
-        .description(format!("How many {} rows you may read match `where`.", n.type_name))
+        .description(format!(
+            "How many {} rows you may read match `where`.",
+            n.type_name
+        ))
         .argument(InputValue::new("where", TypeRef::named(&n.where_input)))
     };
     vec![list, get, count]
 }
 
 /// Fails with `BAD_USER_INPUT` when a ref points at no row the viewer may read.
-async fn check_refs(rc: &RequestCtx, catalog: &Catalog, refs: &[(String, String, String)]) -> Result<(), ApiError> {
+async fn check_refs(
+    rc: &RequestCtx,
+    catalog: &Catalog,
+    refs: &[(String, String, String)],
+) -> Result<(), ApiError> {
     for (field, target, id) in refs {
         let visible = if target == USERS {
-            rc.store.exists("livegate_users", &rc.viewer.account_id, id).await?
+            rc.store
+                .exists("livegate_users", &rc.viewer.account_id, id)
+                .await?
         } else {
-            let t = catalog.collection(target).ok_or_else(|| ApiError::internal(format!("unknown ref target {target}")))?;
+            let t = catalog
+                .collection(target)
+                .ok_or_else(|| ApiError::internal(format!("unknown ref target {target}")))?;
             let mut owned = String::new();
             match read_scope_of(&rc.viewer, t, &mut owned) {
                 Ok(Some(scope)) => rc.store.get(t, &scope, id).await?.is_some(),
@@ -128,7 +188,10 @@ async fn check_refs(rc: &RequestCtx, catalog: &Catalog, refs: &[(String, String,
             }
         };
         if !visible {
-            return Err(ApiError::bad_field(field, format!("no {target} row with id \"{id}\"")));
+            return Err(ApiError::bad_field(
+                field,
+                format!("no {target} row with id \"{id}\""),
+            ));
         }
     }
     Ok(())
@@ -144,7 +207,8 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             let (c, catalog) = (coll.clone(), catalog.clone());
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
-                may_create(&rc.viewer, c.create).map_err(|d| ApiError::denied(d, &format!("create {} rows", c.key)))?;
+                may_create(&rc.viewer, c.create)
+                    .map_err(|d| ApiError::denied(d, &format!("create {} rows", c.key)))?;
                 let input = ctx.args.try_get("input")?.object()?;
                 let checked = check_input(&c, &input, true)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
@@ -172,7 +236,8 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let rc = request_ctx(&ctx)?;
                 let id = ctx.args.try_get("id")?.string()?.to_string();
                 let mut owned = String::new();
-                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?.ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
+                    .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                 let input = ctx.args.try_get("input")?.object()?;
                 let checked = check_input(&c, &input, false)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
@@ -180,14 +245,18 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let change = rc
                     .store
                     .update(&c, &scope, &id, checked.values, |row| {
-                        may_write_row(&rc.viewer, c.update, row.owner_id.as_deref()).map_err(|d| ApiError::denied(d, &what))
+                        may_write_row(&rc.viewer, c.update, row.owner_id.as_deref())
+                            .map_err(|d| ApiError::denied(d, &what))
                     })
                     .await?
                     .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })
-        .description(format!("Changes the fields given of a {}; returns the row after the change.", n.type_name))
+        .description(format!(
+            "Changes the fields given of a {}; returns the row after the change.",
+            n.type_name
+        ))
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
         .argument(InputValue::new("input", TypeRef::named_nn(&n.update_input)))
     };
@@ -199,19 +268,24 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let rc = request_ctx(&ctx)?;
                 let id = ctx.args.try_get("id")?.string()?.to_string();
                 let mut owned = String::new();
-                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?.ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
+                    .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                 let what = format!("delete this {}", c.names.type_name);
                 let change = rc
                     .store
                     .delete(&c, &scope, &id, |row| {
-                        may_write_row(&rc.viewer, c.delete, row.owner_id.as_deref()).map_err(|d| ApiError::denied(d, &what))
+                        may_write_row(&rc.viewer, c.delete, row.owner_id.as_deref())
+                            .map_err(|d| ApiError::denied(d, &what))
                     })
                     .await?
                     .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })
-        .description(format!("Deletes a {}; returns the row as it was.", n.type_name))
+        .description(format!(
+            "Deletes a {}; returns the row as it was.",
+            n.type_name
+        ))
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
     };
     vec![create, update, delete]
@@ -222,8 +296,14 @@ pub fn me_field() -> Field {
     Field::new("me", TypeRef::named("User"), |ctx| {
         resolve(async move {
             let rc = request_ctx(&ctx)?;
-            let Some(id) = &rc.viewer.user_id else { return Ok(None) };
-            let user = rc.store.user_by_id(id).await?.filter(|u| u.account_id == rc.viewer.account_id);
+            let Some(id) = &rc.viewer.user_id else {
+                return Ok(None);
+            };
+            let user = rc
+                .store
+                .user_by_id(id)
+                .await?
+                .filter(|u| u.account_id == rc.viewer.account_id);
             Ok(user.map(FieldValue::owned_any))
         })
     })

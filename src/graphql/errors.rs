@@ -15,7 +15,10 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     /// A bad argument value; `field` names the input field when there is one.
-    BadUserInput { message: String, field: Option<String> },
+    BadUserInput {
+        message: String,
+        field: Option<String>,
+    },
     Conflict(String),
     Internal,
 }
@@ -36,7 +39,10 @@ impl ApiError {
     /// The message a client sees.
     pub fn message(&self) -> String {
         match self {
-            ApiError::Unauthenticated(m) | ApiError::Forbidden(m) | ApiError::NotFound(m) | ApiError::Conflict(m) => m.clone(),
+            ApiError::Unauthenticated(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m) => m.clone(),
             ApiError::BadUserInput { message, .. } => message.clone(),
             ApiError::Internal => "internal error".to_string(),
         }
@@ -59,12 +65,18 @@ impl ApiError {
 
     /// A bad value for input field `field` (its GraphQL name).
     pub fn bad_field(field: &str, message: impl std::fmt::Display) -> ApiError {
-        ApiError::BadUserInput { message: format!("{field}: {message}"), field: Some(field.to_string()) }
+        ApiError::BadUserInput {
+            message: format!("{field}: {message}"),
+            field: Some(field.to_string()),
+        }
     }
 
     /// A bad argument not tied to one input field.
     pub fn bad_input(message: impl Into<String>) -> ApiError {
-        ApiError::BadUserInput { message: message.into(), field: None }
+        ApiError::BadUserInput {
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// Logs `detail` and returns the opaque internal error.

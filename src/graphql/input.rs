@@ -22,10 +22,26 @@ struct Col<'a> {
 
 fn system_col(name: &str) -> Option<Col<'static>> {
     Some(match name {
-        "id" => Col { gql: "id", column: "id", kind: FieldKind::Ref },
-        "ownerId" => Col { gql: "ownerId", column: "owner_id", kind: FieldKind::Ref },
-        "createdAt" => Col { gql: "createdAt", column: "created_at", kind: FieldKind::DateTime },
-        "updatedAt" => Col { gql: "updatedAt", column: "updated_at", kind: FieldKind::DateTime },
+        "id" => Col {
+            gql: "id",
+            column: "id",
+            kind: FieldKind::Ref,
+        },
+        "ownerId" => Col {
+            gql: "ownerId",
+            column: "owner_id",
+            kind: FieldKind::Ref,
+        },
+        "createdAt" => Col {
+            gql: "createdAt",
+            column: "created_at",
+            kind: FieldKind::DateTime,
+        },
+        "updatedAt" => Col {
+            gql: "updatedAt",
+            column: "updated_at",
+            kind: FieldKind::DateTime,
+        },
         _ => return None,
     })
 }
@@ -40,15 +56,29 @@ pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, A
         }
         match name {
             "and" | "or" => {
-                let list = value.list().map_err(|_| ApiError::bad_field(name, "expected a list"))?;
+                let list = value
+                    .list()
+                    .map_err(|_| ApiError::bad_field(name, "expected a list"))?;
                 let parts = list
                     .iter()
-                    .map(|v| parse_where(c, &v.object().map_err(|_| ApiError::bad_field(name, "expected objects"))?))
+                    .map(|v| {
+                        parse_where(
+                            c,
+                            &v.object()
+                                .map_err(|_| ApiError::bad_field(name, "expected objects"))?,
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                all.push(if name == "and" { Filter::All(parts) } else { Filter::Any(parts) });
+                all.push(if name == "and" {
+                    Filter::All(parts)
+                } else {
+                    Filter::Any(parts)
+                });
             }
             "not" => {
-                let inner = value.object().map_err(|_| ApiError::bad_field(name, "expected an object"))?;
+                let inner = value
+                    .object()
+                    .map_err(|_| ApiError::bad_field(name, "expected an object"))?;
                 all.push(Filter::Not(Box::new(parse_where(c, &inner)?)));
             }
             _ => {
@@ -60,10 +90,16 @@ pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, A
                             .iter()
                             .find(|f| f.gql_name == name)
                             .ok_or_else(|| ApiError::bad_field(name, "unknown field"))?;
-                        Col { gql: &f.gql_name, column: &f.column, kind: f.kind }
+                        Col {
+                            gql: &f.gql_name,
+                            column: &f.column,
+                            kind: f.kind,
+                        }
                     }
                 };
-                let ops = value.object().map_err(|_| ApiError::bad_field(name, "expected a filter object"))?;
+                let ops = value
+                    .object()
+                    .map_err(|_| ApiError::bad_field(name, "expected a filter object"))?;
                 parse_ops(&col, &ops, &mut all)?;
             }
         }
@@ -77,17 +113,32 @@ fn parse_ops(col: &Col, ops: &ObjectAccessor<'_>, out: &mut Vec<Filter>) -> Resu
         let at = format!("{}.{op}", col.gql);
         if op == "isNull" {
             if !value.is_null() {
-                let is_null = value.boolean().map_err(|_| ApiError::bad_field(&at, "expected true or false"))?;
-                out.push(Filter::IsNull { column: col.column.to_string(), is_null });
+                let is_null = value
+                    .boolean()
+                    .map_err(|_| ApiError::bad_field(&at, "expected true or false"))?;
+                out.push(Filter::IsNull {
+                    column: col.column.to_string(),
+                    is_null,
+                });
             }
             continue;
         }
         if value.is_null() {
-            return Err(ApiError::bad_field(&at, "null is not a value to compare with; use isNull"));
+            return Err(ApiError::bad_field(
+                &at,
+                "null is not a value to compare with; use isNull",
+            ));
         }
         let column = col.column.to_string();
         let kind = col.kind;
-        let cmp = |op: CmpOp| -> Result<Filter, ApiError> { Ok(Filter::Cmp { column: column.clone(), kind, op, value: scalar(kind, &value, &at)? }) };
+        let cmp = |op: CmpOp| -> Result<Filter, ApiError> {
+            Ok(Filter::Cmp {
+                column: column.clone(),
+                kind,
+                op,
+                value: scalar(kind, &value, &at)?,
+            })
+        };
         let filter = match op {
             "eq" => cmp(CmpOp::Eq)?,
             "ne" => cmp(CmpOp::Ne)?,
@@ -96,21 +147,41 @@ fn parse_ops(col: &Col, ops: &ObjectAccessor<'_>, out: &mut Vec<Filter>) -> Resu
             "gt" => cmp(CmpOp::Gt)?,
             "gte" => cmp(CmpOp::Gte)?,
             "in" | "notIn" => {
-                let list = value.list().map_err(|_| ApiError::bad_field(&at, "expected a list"))?;
+                let list = value
+                    .list()
+                    .map_err(|_| ApiError::bad_field(&at, "expected a list"))?;
                 if list.len() > MAX_IN_LIST {
-                    return Err(ApiError::bad_field(&at, format!("at most {MAX_IN_LIST} values")));
+                    return Err(ApiError::bad_field(
+                        &at,
+                        format!("at most {MAX_IN_LIST} values"),
+                    ));
                 }
-                let values = list.iter().map(|v| scalar(kind, &v, &at)).collect::<Result<Vec<_>, _>>()?;
-                Filter::In { column: column.clone(), kind, values, negated: op == "notIn" }
+                let values = list
+                    .iter()
+                    .map(|v| scalar(kind, &v, &at))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Filter::In {
+                    column: column.clone(),
+                    kind,
+                    values,
+                    negated: op == "notIn",
+                }
             }
             "contains" | "startsWith" | "endsWith" => {
-                let text = value.string().map_err(|_| ApiError::bad_field(&at, "expected a string"))?.to_string();
+                let text = value
+                    .string()
+                    .map_err(|_| ApiError::bad_field(&at, "expected a string"))?
+                    .to_string();
                 let like = match op {
                     "contains" => LikeKind::Contains,
                     "startsWith" => LikeKind::StartsWith,
                     _ => LikeKind::EndsWith,
                 };
-                Filter::Like { column: column.clone(), like, text }
+                Filter::Like {
+                    column: column.clone(),
+                    like,
+                    text,
+                }
             }
             _ => return Err(ApiError::bad_field(&at, "unknown operator")),
         };
@@ -123,14 +194,21 @@ fn parse_ops(col: &Col, ops: &ObjectAccessor<'_>, out: &mut Vec<Filter>) -> Resu
 fn scalar(kind: FieldKind, v: &ValueAccessor<'_>, at: &str) -> Result<Scalar, ApiError> {
     let bad = |what: &str| ApiError::bad_field(at, format!("expected {what}"));
     Ok(match kind {
-        FieldKind::String | FieldKind::Text | FieldKind::Ref => Scalar::Str(v.string().map_err(|_| bad("a string"))?.to_string()),
+        FieldKind::String | FieldKind::Text | FieldKind::Ref => {
+            Scalar::Str(v.string().map_err(|_| bad("a string"))?.to_string())
+        }
         FieldKind::Int => Scalar::Int(v.i64().map_err(|_| bad("an integer"))?),
         FieldKind::Float => Scalar::Float(v.f64().map_err(|_| bad("a number"))?),
         FieldKind::Bool => Scalar::Bool(v.boolean().map_err(|_| bad("true or false"))?),
         FieldKind::DateTime => {
-            let s = v.string().map_err(|_| bad("an RFC 3339 date-time string"))?;
+            let s = v
+                .string()
+                .map_err(|_| bad("an RFC 3339 date-time string"))?;
             Scalar::DateTime(parse_datetime(s).map_err(|_| {
-                ApiError::bad_field(at, format!("\"{s}\" is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)"))
+                ApiError::bad_field(
+                    at,
+                    format!("\"{s}\" is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)"),
+                )
             })?)
         }
         FieldKind::Json => Scalar::Json(v.as_value().clone().into_json().map_err(|_| bad("JSON"))?),
@@ -138,15 +216,25 @@ fn scalar(kind: FieldKind, v: &ValueAccessor<'_>, at: &str) -> Result<Scalar, Ap
 }
 
 /// Parses `orderBy: [<Type>Order!]`.
-pub fn parse_order(c: &Collection, list: Option<ValueAccessor<'_>>) -> Result<Vec<Order>, ApiError> {
+pub fn parse_order(
+    c: &Collection,
+    list: Option<ValueAccessor<'_>>,
+) -> Result<Vec<Order>, ApiError> {
     let Some(list) = list.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
-    let list = list.list().map_err(|_| ApiError::bad_field("orderBy", "expected a list"))?;
+    let list = list
+        .list()
+        .map_err(|_| ApiError::bad_field("orderBy", "expected a list"))?;
     let mut out = Vec::new();
     for item in list.iter() {
-        let obj = item.object().map_err(|_| ApiError::bad_field("orderBy", "expected objects"))?;
-        let field = obj.try_get("field").and_then(|f| f.enum_name().map(str::to_string)).map_err(|_| ApiError::bad_field("orderBy.field", "expected a field name"))?;
+        let obj = item
+            .object()
+            .map_err(|_| ApiError::bad_field("orderBy", "expected objects"))?;
+        let field = obj
+            .try_get("field")
+            .and_then(|f| f.enum_name().map(str::to_string))
+            .map_err(|_| ApiError::bad_field("orderBy.field", "expected a field name"))?;
         let column = match field.as_str() {
             "ID" => "id".to_string(),
             "OWNER_ID" => "owner_id".to_string(),
@@ -157,7 +245,9 @@ pub fn parse_order(c: &Collection, list: Option<ValueAccessor<'_>>) -> Result<Ve
                 .iter()
                 .find(|f| f.enum_name == other)
                 .map(|f| f.column.clone())
-                .ok_or_else(|| ApiError::bad_field("orderBy.field", format!("cannot order by {other}")))?,
+                .ok_or_else(|| {
+                    ApiError::bad_field("orderBy.field", format!("cannot order by {other}"))
+                })?,
         };
         let descending = matches!(obj.get("direction").map(|d| d.enum_name().map(str::to_string)), Some(Ok(d)) if d == "DESC");
         out.push(Order { column, descending });
@@ -175,7 +265,11 @@ pub struct Checked {
 /// Validates a create (`creating`) or update input: types, `required`,
 /// `max_length`; fills defaults on create. Refs are returned for the caller to
 /// check against the store.
-pub fn check_input(c: &Collection, obj: &ObjectAccessor<'_>, creating: bool) -> Result<Checked, ApiError> {
+pub fn check_input(
+    c: &Collection,
+    obj: &ObjectAccessor<'_>,
+    creating: bool,
+) -> Result<Checked, ApiError> {
     let mut values = Map::new();
     let mut refs = Vec::new();
     for f in &c.fields {
@@ -187,7 +281,12 @@ pub fn check_input(c: &Collection, obj: &ObjectAccessor<'_>, creating: bool) -> 
             None => continue,
         };
         match value {
-            None if f.required => return Err(ApiError::bad_field(&f.gql_name, "is required and cannot be null")),
+            None if f.required => {
+                return Err(ApiError::bad_field(
+                    &f.gql_name,
+                    "is required and cannot be null",
+                ));
+            }
             None => {
                 values.insert(f.key.clone(), Json::Null);
             }
@@ -207,18 +306,24 @@ fn checked_value(f: &Field, v: &ValueAccessor<'_>) -> Result<Json, ApiError> {
     if let (Some(max), Scalar::Str(text)) = (f.max_length, &s) {
         let len = text.chars().count();
         if len > max as usize {
-            return Err(ApiError::bad_field(&f.gql_name, format!("must be at most {max} characters (got {len})")));
+            return Err(ApiError::bad_field(
+                &f.gql_name,
+                format!("must be at most {max} characters (got {len})"),
+            ));
         }
     }
-    if let Scalar::Float(x) = s {
-        if !x.is_finite() {
-            return Err(ApiError::bad_field(&f.gql_name, "must be a finite number"));
-        }
+    if let Scalar::Float(x) = s
+        && !x.is_finite()
+    {
+        return Err(ApiError::bad_field(&f.gql_name, "must be a finite number"));
     }
-    if let (FieldKind::Int, Scalar::Int(i)) = (f.kind, &s) {
-        if i32::try_from(*i).is_err() {
-            return Err(ApiError::bad_field(&f.gql_name, "must fit in a 32-bit integer"));
-        }
+    if let (FieldKind::Int, Scalar::Int(i)) = (f.kind, &s)
+        && i32::try_from(*i).is_err()
+    {
+        return Err(ApiError::bad_field(
+            &f.gql_name,
+            "must fit in a 32-bit integer",
+        ));
     }
     Ok(match s {
         Scalar::DateTime(d) => Json::String(format_datetime(&d)),

@@ -33,7 +33,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 16, max_complexity: 2_000, max_list: 1_000 }
+        Limits {
+            max_depth: 16,
+            max_complexity: 2_000,
+            max_list: 1_000,
+        }
     }
 }
 

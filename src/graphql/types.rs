@@ -4,7 +4,8 @@
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Enum, EnumItem, Field, FieldFuture, InputObject, InputValue, Object, Scalar, SchemaBuilder, TypeRef,
+    Enum, EnumItem, Field, FieldFuture, InputObject, InputValue, Object, Scalar, SchemaBuilder,
+    TypeRef,
 };
 
 use super::RequestCtx;
@@ -71,7 +72,9 @@ fn filter_input(name: &str, of: &str, ops: &[&str], description: &str) -> InputO
     obj
 }
 
-const ORDERED: &[&str] = &["eq", "ne", "in", "notIn", "lt", "lte", "gt", "gte", "isNull"];
+const ORDERED: &[&str] = &[
+    "eq", "ne", "in", "notIn", "lt", "lte", "gt", "gte", "isNull",
+];
 
 /// Scalars, enums, filters and `User`, shared by every collection.
 pub fn register_shared(builder: SchemaBuilder) -> SchemaBuilder {
@@ -80,7 +83,20 @@ pub fn register_shared(builder: SchemaBuilder) -> SchemaBuilder {
         .specified_by_url("https://datatracker.ietf.org/doc/html/rfc3339")
         .validator(|v| matches!(v, Value::String(_)));
     let json = Scalar::new(JSON).description("Any JSON value.");
-    let string_ops = ["eq", "ne", "in", "notIn", "lt", "lte", "gt", "gte", "contains", "startsWith", "endsWith", "isNull"];
+    let string_ops = [
+        "eq",
+        "ne",
+        "in",
+        "notIn",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "isNull",
+    ];
     builder
         .register(datetime)
         .register(json)
@@ -99,76 +115,175 @@ pub fn register_shared(builder: SchemaBuilder) -> SchemaBuilder {
             Enum::new("Role")
                 .description("A user's role in its account.")
                 .item(EnumItem::new("USER").description("A member of the account."))
-                .item(EnumItem::new("ADMIN").description("Administers the account: may read and write every row in it.")),
+                .item(
+                    EnumItem::new("ADMIN").description(
+                        "Administers the account: may read and write every row in it.",
+                    ),
+                ),
         )
-        .register(filter_input("StringFilter", TypeRef::STRING, &string_ops, "Conditions on a text value; all given must hold."))
-        .register(filter_input("IntFilter", TypeRef::INT, ORDERED, "Conditions on an integer; all given must hold."))
-        .register(filter_input("FloatFilter", TypeRef::FLOAT, ORDERED, "Conditions on a number; all given must hold."))
-        .register(filter_input("DateTimeFilter", DATETIME, ORDERED, "Conditions on a date-time; all given must hold."))
-        .register(filter_input("BooleanFilter", TypeRef::BOOLEAN, &["eq", "ne", "isNull"], "Conditions on a boolean; all given must hold."))
-        .register(filter_input("IDFilter", TypeRef::ID, &["eq", "ne", "in", "notIn", "isNull"], "Conditions on an id; all given must hold."))
+        .register(filter_input(
+            "StringFilter",
+            TypeRef::STRING,
+            &string_ops,
+            "Conditions on a text value; all given must hold.",
+        ))
+        .register(filter_input(
+            "IntFilter",
+            TypeRef::INT,
+            ORDERED,
+            "Conditions on an integer; all given must hold.",
+        ))
+        .register(filter_input(
+            "FloatFilter",
+            TypeRef::FLOAT,
+            ORDERED,
+            "Conditions on a number; all given must hold.",
+        ))
+        .register(filter_input(
+            "DateTimeFilter",
+            DATETIME,
+            ORDERED,
+            "Conditions on a date-time; all given must hold.",
+        ))
+        .register(filter_input(
+            "BooleanFilter",
+            TypeRef::BOOLEAN,
+            &["eq", "ne", "isNull"],
+            "Conditions on a boolean; all given must hold.",
+        ))
+        .register(filter_input(
+            "IDFilter",
+            TypeRef::ID,
+            &["eq", "ne", "in", "notIn", "isNull"],
+            "Conditions on an id; all given must hold.",
+        ))
         .register(user_type())
 }
 
 fn user_type() -> Object {
     let field = |name: &'static str, ty: TypeRef, doc: &'static str, get: fn(&User) -> Value| {
         Field::new(name, ty, move |ctx| {
-            FieldFuture::new(async move { Ok(Some(get(ctx.parent_value.try_downcast_ref::<User>()?))) })
+            FieldFuture::new(
+                async move { Ok(Some(get(ctx.parent_value.try_downcast_ref::<User>()?))) },
+            )
         })
         .description(doc)
     };
     Object::new("User")
         .description("A user of this deployment.")
-        .field(field("id", TypeRef::named_nn(TypeRef::ID), "The user's id.", |u| Value::from(u.id.clone())))
-        .field(field("email", TypeRef::named_nn(TypeRef::STRING), "The user's email address, normalised.", |u| {
-            Value::from(u.email.clone())
-        }))
-        .field(field("role", TypeRef::named_nn("Role"), "The user's role in its account.", |u| {
-            Value::Enum(async_graphql::Name::new(&u.role))
-        }))
-        .field(field("accountId", TypeRef::named_nn(TypeRef::ID), "The account (tenant) the user belongs to.", |u| {
-            Value::from(u.account_id.clone())
-        }))
+        .field(field(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "The user's id.",
+            |u| Value::from(u.id.clone()),
+        ))
+        .field(field(
+            "email",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The user's email address, normalised.",
+            |u| Value::from(u.email.clone()),
+        ))
+        .field(field(
+            "role",
+            TypeRef::named_nn("Role"),
+            "The user's role in its account.",
+            |u| Value::Enum(async_graphql::Name::new(&u.role)),
+        ))
+        .field(field(
+            "accountId",
+            TypeRef::named_nn(TypeRef::ID),
+            "The account (tenant) the user belongs to.",
+            |u| Value::from(u.account_id.clone()),
+        ))
 }
 
-fn row_field(name: &str, ty: TypeRef, doc: &str, get: impl Fn(&Row) -> Value + Send + Sync + 'static) -> Field {
+fn row_field(
+    name: &str,
+    ty: TypeRef,
+    doc: &str,
+    get: impl Fn(&Row) -> Value + Send + Sync + 'static,
+) -> Field {
     Field::new(name, ty, move |ctx| {
+        // Null is "no value" (None): dynamic scalars would run their validator on a
+        // Some(Null) and reject it.
         let v = ctx.parent_value.try_downcast_ref::<Row>().map(&get);
-        FieldFuture::new(async move { Ok(Some(v?)) })
+        FieldFuture::new(async move { Ok(Some(v?).filter(|v| *v != Value::Null)) })
     })
     .description(doc)
 }
 
 /// The object type, inputs and enums of one collection.
-pub fn register_collection(builder: SchemaBuilder, catalog: &Catalog, c: &Collection) -> SchemaBuilder {
+pub fn register_collection(
+    builder: SchemaBuilder,
+    catalog: &Catalog,
+    c: &Collection,
+) -> SchemaBuilder {
     let n = &c.names;
     let mut obj = Object::new(&n.type_name)
         .description(&c.description)
-        .field(row_field("id", TypeRef::named_nn(TypeRef::ID), "Unique id (UUID v7, time-ordered).", |r| Value::from(r.id.clone())))
-        .field(row_field("ownerId", TypeRef::named(TypeRef::ID), "The user who created the row.", |r| {
-            r.owner_id.clone().map(Value::from).unwrap_or(Value::Null)
-        }))
-        .field(row_field("accountId", TypeRef::named_nn(TypeRef::ID), "The account (tenant) the row belongs to.", |r| {
-            Value::from(r.account_id.clone())
-        }))
-        .field(row_field("createdAt", TypeRef::named_nn(DATETIME), "When the row was created.", |r| {
-            Value::from(format_datetime(&r.created_at))
-        }))
-        .field(row_field("updatedAt", TypeRef::named_nn(DATETIME), "When the row was last changed.", |r| {
-            Value::from(format_datetime(&r.updated_at))
-        }));
-    let mut create = InputObject::new(&n.create_input).description(format!("Values for a new {} row.", n.type_name));
-    let mut update = InputObject::new(&n.update_input)
-        .description(format!("Changes to a {} row: only the fields given are changed; null clears a field.", n.type_name));
+        .field(row_field(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id (UUID v7, time-ordered).",
+            |r| Value::from(r.id.clone()),
+        ))
+        .field(row_field(
+            "ownerId",
+            TypeRef::named(TypeRef::ID),
+            "The user who created the row.",
+            |r| r.owner_id.clone().map(Value::from).unwrap_or(Value::Null),
+        ))
+        .field(row_field(
+            "accountId",
+            TypeRef::named_nn(TypeRef::ID),
+            "The account (tenant) the row belongs to.",
+            |r| Value::from(r.account_id.clone()),
+        ))
+        .field(row_field(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When the row was created.",
+            |r| Value::from(format_datetime(&r.created_at)),
+        ))
+        .field(row_field(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When the row was last changed.",
+            |r| Value::from(format_datetime(&r.updated_at)),
+        ));
+    let mut create = InputObject::new(&n.create_input)
+        .description(format!("Values for a new {} row.", n.type_name));
+    let mut update = InputObject::new(&n.update_input).description(format!(
+        "Changes to a {} row: only the fields given are changed; null clears a field.",
+        n.type_name
+    ));
     let mut filter = InputObject::new(&n.where_input)
-        .description(format!("Conditions on {} rows; all given must hold.", n.type_name))
-        .field(InputValue::new("and", TypeRef::named_nn_list(&n.where_input)).description("All of these hold."))
-        .field(InputValue::new("or", TypeRef::named_nn_list(&n.where_input)).description("At least one of these holds."))
-        .field(InputValue::new("not", TypeRef::named(&n.where_input)).description("This does not hold."))
+        .description(format!(
+            "Conditions on {} rows; all given must hold.",
+            n.type_name
+        ))
+        .field(
+            InputValue::new("and", TypeRef::named_nn_list(&n.where_input))
+                .description("All of these hold."),
+        )
+        .field(
+            InputValue::new("or", TypeRef::named_nn_list(&n.where_input))
+                .description("At least one of these holds."),
+        )
+        .field(
+            InputValue::new("not", TypeRef::named(&n.where_input))
+                .description("This does not hold."),
+        )
         .field(InputValue::new("id", TypeRef::named("IDFilter")).description("On the id."))
         .field(InputValue::new("ownerId", TypeRef::named("IDFilter")).description("On the owner."))
-        .field(InputValue::new("createdAt", TypeRef::named("DateTimeFilter")).description("On the creation time."))
-        .field(InputValue::new("updatedAt", TypeRef::named("DateTimeFilter")).description("On the time of the last change."));
+        .field(
+            InputValue::new("createdAt", TypeRef::named("DateTimeFilter"))
+                .description("On the creation time."),
+        )
+        .field(
+            InputValue::new("updatedAt", TypeRef::named("DateTimeFilter"))
+                .description("On the time of the last change."),
+        );
     let mut fields_enum = Enum::new(&n.field_enum)
         .description(format!("Fields {} rows can be ordered by.", n.type_name))
         .item(EnumItem::new("ID").description("The id (creation order)."))
@@ -177,35 +292,62 @@ pub fn register_collection(builder: SchemaBuilder, catalog: &Catalog, c: &Collec
         .item(EnumItem::new("UPDATED_AT").description("The time of the last change."));
     for f in &c.fields {
         let ty = scalar_type(f.kind);
-        let out_ty = if f.non_null() { TypeRef::named_nn(ty) } else { TypeRef::named(ty) };
+        let out_ty = if f.non_null() {
+            TypeRef::named_nn(ty)
+        } else {
+            TypeRef::named(ty)
+        };
         let key = f.key.clone();
         obj = obj.field(row_field(&f.gql_name, out_ty, &f.description, move |r| {
-            r.data.get(&key).cloned().map(Value::from_json).and_then(Result::ok).unwrap_or(Value::Null)
+            r.data
+                .get(&key)
+                .cloned()
+                .map(Value::from_json)
+                .and_then(Result::ok)
+                .unwrap_or(Value::Null)
         }));
         if let (Some(object_name), Some(target)) = (&f.object_name, &f.target) {
             obj = obj.field(ref_object_field(catalog, object_name, &f.key, target));
         }
-        let create_ty = if f.required && f.default.is_none() { TypeRef::named_nn(ty) } else { TypeRef::named(ty) };
+        let create_ty = if f.required && f.default.is_none() {
+            TypeRef::named_nn(ty)
+        } else {
+            TypeRef::named(ty)
+        };
         let mut doc = f.description.clone();
         if let Some(d) = &f.default {
             doc = format!("{doc} Default: {d}.");
         }
         create = create.field(InputValue::new(&f.gql_name, create_ty).description(&doc));
-        update = update.field(InputValue::new(&f.gql_name, TypeRef::named(ty)).description(&f.description));
+        update = update
+            .field(InputValue::new(&f.gql_name, TypeRef::named(ty)).description(&f.description));
         if let Some(ft) = filter_type(f.kind) {
-            filter = filter.field(InputValue::new(&f.gql_name, TypeRef::named(ft)).description(format!("On {}.", f.gql_name)));
-            fields_enum = fields_enum.item(EnumItem::new(&f.enum_name).description(format!("{}.", f.gql_name)));
+            filter = filter.field(
+                InputValue::new(&f.gql_name, TypeRef::named(ft))
+                    .description(format!("On {}.", f.gql_name)),
+            );
+            fields_enum = fields_enum
+                .item(EnumItem::new(&f.enum_name).description(format!("{}.", f.gql_name)));
         }
     }
     let order = InputObject::new(&n.order_input)
         .description(format!("A sort key for {} rows.", n.type_name))
-        .field(InputValue::new("field", TypeRef::named_nn(&n.field_enum)).description("What to sort by."))
+        .field(
+            InputValue::new("field", TypeRef::named_nn(&n.field_enum))
+                .description("What to sort by."),
+        )
         .field(
             InputValue::new("direction", TypeRef::named_nn("SortDirection"))
                 .default_value(Value::Enum(async_graphql::Name::new("ASC")))
                 .description("Which way."),
         );
-    builder.register(obj).register(create).register(update).register(filter).register(fields_enum).register(order)
+    builder
+        .register(obj)
+        .register(create)
+        .register(update)
+        .register(filter)
+        .register(fields_enum)
+        .register(order)
 }
 
 /// `author: User` / `post: Post`: the referenced row, or null when it is missing or
@@ -230,7 +372,10 @@ fn ref_object_field(catalog: &Catalog, name: &str, key: &str, target: &str) -> F
             let account = rc.viewer.account_id.as_str();
             match target_coll {
                 Some(t) => {
-                    let scope = Scope { account_id: account, owner_id: None };
+                    let scope = Scope {
+                        account_id: account,
+                        owner_id: None,
+                    };
                     let found = rc.store.get(&t, &scope, id).await?;
                     Ok(found
                         .filter(|r| may_read_row(&rc.viewer, t.read, r.owner_id.as_deref()))

@@ -56,16 +56,31 @@ impl Store {
             .and_where(Expr::col(column.to_string()).eq(value))
             .to_owned();
         Ok(match self.db.query_one(&q).await? {
-            Some(r) => Some(Account { id: r.try_get("", "id")?, slug: r.try_get("", "slug")? }),
+            Some(r) => Some(Account {
+                id: r.try_get("", "id")?,
+                slug: r.try_get("", "slug")?,
+            }),
             None => None,
         })
     }
 
     /// The user with `email`, created (without a password) in `account` if missing.
-    pub async fn ensure_user(&self, account: &Account, email: &str, role: &str) -> Result<User, StoreError> {
+    pub async fn ensure_user(
+        &self,
+        account: &Account,
+        email: &str,
+        role: &str,
+    ) -> Result<User, StoreError> {
         let insert = Query::insert()
             .into_table("livegate_users")
-            .columns(["id", "account_id", "email", "password_hash", "role", "created_at"])
+            .columns([
+                "id",
+                "account_id",
+                "email",
+                "password_hash",
+                "role",
+                "created_at",
+            ])
             .values_panic([
                 new_id().into(),
                 account.id.clone().into(),

@@ -33,10 +33,27 @@ pub enum Filter {
     All(Vec<Filter>),
     Any(Vec<Filter>),
     Not(Box<Filter>),
-    Cmp { column: String, kind: FieldKind, op: CmpOp, value: Scalar },
-    In { column: String, kind: FieldKind, values: Vec<Scalar>, negated: bool },
-    IsNull { column: String, is_null: bool },
-    Like { column: String, like: LikeKind, text: String },
+    Cmp {
+        column: String,
+        kind: FieldKind,
+        op: CmpOp,
+        value: Scalar,
+    },
+    In {
+        column: String,
+        kind: FieldKind,
+        values: Vec<Scalar>,
+        negated: bool,
+    },
+    IsNull {
+        column: String,
+        is_null: bool,
+    },
+    Like {
+        column: String,
+        like: LikeKind,
+        text: String,
+    },
 }
 
 /// One sort key; `id` is always appended last so paging is stable.
@@ -62,10 +79,19 @@ impl Filter {
     /// The sea-query condition for this filter.
     pub fn condition(&self) -> Condition {
         match self {
-            Filter::All(parts) => parts.iter().fold(Condition::all(), |c, f| c.add(f.condition())),
-            Filter::Any(parts) => parts.iter().fold(Condition::any(), |c, f| c.add(f.condition())),
+            Filter::All(parts) => parts
+                .iter()
+                .fold(Condition::all(), |c, f| c.add(f.condition())),
+            Filter::Any(parts) => parts
+                .iter()
+                .fold(Condition::any(), |c, f| c.add(f.condition())),
             Filter::Not(inner) => inner.condition().not(),
-            Filter::Cmp { column, kind, op, value } => {
+            Filter::Cmp {
+                column,
+                kind,
+                op,
+                value,
+            } => {
                 let col = Expr::col(column.clone());
                 let v = db_value(*kind, Some(value));
                 let e = match op {
@@ -78,7 +104,12 @@ impl Filter {
                 };
                 Condition::all().add(e)
             }
-            Filter::In { column, kind, values, negated } => {
+            Filter::In {
+                column,
+                kind,
+                values,
+                negated,
+            } => {
                 let vals: Vec<_> = values.iter().map(|v| db_value(*kind, Some(v))).collect();
                 // `x IN ()` is not valid SQL everywhere: an empty list matches nothing.
                 if vals.is_empty() {
@@ -86,11 +117,19 @@ impl Filter {
                     return Condition::all().add(always);
                 }
                 let col = Expr::col(column.clone());
-                Condition::all().add(if *negated { col.is_not_in(vals) } else { col.is_in(vals) })
+                Condition::all().add(if *negated {
+                    col.is_not_in(vals)
+                } else {
+                    col.is_in(vals)
+                })
             }
             Filter::IsNull { column, is_null } => {
                 let col = Expr::col(column.clone());
-                Condition::all().add(if *is_null { col.is_null() } else { col.is_not_null() })
+                Condition::all().add(if *is_null {
+                    col.is_null()
+                } else {
+                    col.is_not_null()
+                })
             }
             Filter::Like { column, like, text } => {
                 let t = escape_like(text);
@@ -99,7 +138,8 @@ impl Filter {
                     LikeKind::StartsWith => format!("{t}%"),
                     LikeKind::EndsWith => format!("%{t}"),
                 };
-                Condition::all().add(Expr::col(column.clone()).like(LikeExpr::new(pattern).escape('\\')))
+                Condition::all()
+                    .add(Expr::col(column.clone()).like(LikeExpr::new(pattern).escape('\\')))
             }
         }
     }

@@ -45,12 +45,14 @@ pub struct Store {
 /// A database URL that cannot be used, said so that a person can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("unsupported database URL scheme in \"{0}\": use sqlite://PATH or postgres://USER@HOST/DB")]
+    #[error(
+        "unsupported database URL scheme in \"{0}\": use sqlite://PATH or postgres://USER@HOST/DB"
+    )]
     Scheme(String),
     #[error("cannot create the database folder {0}: {1}")]
     Folder(String, std::io::Error),
-    #[error("cannot connect to the database at {url}: {source}")]
-    Connect { url: String, source: DbErr },
+    #[error("cannot connect to the database at {url}: {cause}")]
+    Connect { url: String, cause: String },
 }
 
 impl Store {
@@ -63,12 +65,19 @@ impl Store {
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             let path = path.split('?').next().unwrap_or_default();
-            if !path.is_empty() && path != ":memory:" {
-                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| ConnectError::Folder(dir.display().to_string(), e))?;
-                }
+            if !path.is_empty()
+                && path != ":memory:"
+                && let Some(dir) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ConnectError::Folder(dir.display().to_string(), e))?;
             }
             opts.max_connections(8).min_connections(1);
             opts.map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
@@ -82,13 +91,17 @@ impl Store {
                     .pragma("case_sensitive_like", "ON")
             });
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            probe_postgres(url, &redacted).await?;
             opts.max_connections(16).min_connections(1);
         } else {
             return Err(ConnectError::Scheme(redacted));
         }
         let db = Database::connect(opts)
             .await
-            .map_err(|source| ConnectError::Connect { url: redacted, source })?;
+            .map_err(|e| ConnectError::Connect {
+                url: redacted,
+                cause: e.to_string(),
+            })?;
         Ok(Store { db, catalog })
     }
 
@@ -113,14 +126,42 @@ impl Store {
     }
 }
 
+/// One direct connection before the pool: a pool retries until its acquire timeout
+/// and then reports only that it timed out, where a person needs the cause now
+/// ("connection refused", "password authentication failed", "database does not exist").
+async fn probe_postgres(url: &str, redacted: &str) -> Result<(), ConnectError> {
+    use sea_orm::sqlx::Connection;
+    let fail = |cause: String| ConnectError::Connect {
+        url: redacted.to_string(),
+        cause,
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        sea_orm::sqlx::PgConnection::connect(url),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            conn.close().await.ok();
+            Ok(())
+        }
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail("no answer within 10 seconds".into())),
+    }
+}
+
 /// A URL with any password replaced, fit for logs and error messages.
 pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-            return format!("{scheme}://{masked}@{host}");
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or_default();
+        let masked = if userinfo.contains(':') {
+            format!("{user}:***")
+        } else {
+            user.to_string()
+        };
+        return format!("{scheme}://{masked}@{host}");
     }
     url.to_string()
 }
@@ -129,7 +170,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }

@@ -3,10 +3,12 @@
 //! layer publishes only what is durable.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, Value};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, Value,
+};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use serde_json::{Map, Value as Json};
 
@@ -80,11 +82,15 @@ pub fn scalar_from_json(kind: FieldKind, v: &Json) -> Option<Scalar> {
     match (kind, v) {
         (_, Json::Null) => None,
         (FieldKind::Json, v) => Some(Scalar::Json(v.clone())),
-        (FieldKind::DateTime, Json::String(s)) => crate::values::parse_datetime(s).ok().map(Scalar::DateTime),
+        (FieldKind::DateTime, Json::String(s)) => {
+            crate::values::parse_datetime(s).ok().map(Scalar::DateTime)
+        }
         (FieldKind::Int, Json::Number(n)) => n.as_i64().map(Scalar::Int),
         (FieldKind::Float, Json::Number(n)) => n.as_f64().map(Scalar::Float),
         (FieldKind::Bool, Json::Bool(b)) => Some(Scalar::Bool(*b)),
-        (FieldKind::String | FieldKind::Text | FieldKind::Ref, Json::String(s)) => Some(Scalar::Str(s.clone())),
+        (FieldKind::String | FieldKind::Text | FieldKind::Ref, Json::String(s)) => {
+            Some(Scalar::Str(s.clone()))
+        }
         _ => None,
     }
 }
@@ -112,11 +118,15 @@ fn read_row(c: &Collection, r: &QueryResult) -> Result<Row, StoreError> {
     for f in &c.fields {
         let col = f.column.as_str();
         let v = match f.kind {
-            FieldKind::String | FieldKind::Text | FieldKind::Ref => r.try_get::<Option<String>>("", col)?.map(Json::String),
+            FieldKind::String | FieldKind::Text | FieldKind::Ref => {
+                r.try_get::<Option<String>>("", col)?.map(Json::String)
+            }
             FieldKind::Int => r.try_get::<Option<i64>>("", col)?.map(Json::from),
             FieldKind::Float => r.try_get::<Option<f64>>("", col)?.map(Json::from),
             FieldKind::Bool => r.try_get::<Option<bool>>("", col)?.map(Json::Bool),
-            FieldKind::DateTime => r.try_get::<Option<DateTime<Utc>>>("", col)?.map(|d| Json::String(format_datetime(&d))),
+            FieldKind::DateTime => r
+                .try_get::<Option<DateTime<Utc>>>("", col)?
+                .map(|d| Json::String(format_datetime(&d))),
             FieldKind::Json => r.try_get::<Option<Json>>("", col)?,
         };
         data.insert(f.key.clone(), v.unwrap_or(Json::Null));
@@ -149,7 +159,11 @@ impl Store {
         }
         for o in order {
             // PostgreSQL's convention on both dialects: NULLs sort as the largest value.
-            let (dir, nulls) = if o.descending { (SqlOrder::Desc, NullOrdering::First) } else { (SqlOrder::Asc, NullOrdering::Last) };
+            let (dir, nulls) = if o.descending {
+                (SqlOrder::Desc, NullOrdering::First)
+            } else {
+                (SqlOrder::Asc, NullOrdering::Last)
+            };
             q.order_by_with_nulls(o.column.clone(), dir, nulls);
         }
         q.order_by("id", SqlOrder::Asc).limit(limit).offset(offset);
@@ -158,19 +172,33 @@ impl Store {
     }
 
     /// How many rows in `scope` match `filter`.
-    pub async fn count(&self, c: &Collection, scope: &Scope<'_>, filter: Option<&Filter>) -> Result<i64, StoreError> {
+    pub async fn count(
+        &self,
+        c: &Collection,
+        scope: &Scope<'_>,
+        filter: Option<&Filter>,
+    ) -> Result<i64, StoreError> {
         let mut q = Query::select();
         q.expr_as(Expr::col("id").count(), "n").from(c.key.clone());
         scoped(&mut q, scope);
         if let Some(f) = filter {
             q.cond_where(f.condition());
         }
-        let row = self.db.query_one(&q).await?.ok_or_else(|| StoreError::Corrupt("count returned no row".into()))?;
+        let row = self
+            .db
+            .query_one(&q)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("count returned no row".into()))?;
         Ok(row.try_get::<i64>("", "n")?)
     }
 
     /// The row `id` in `scope`, if there is one.
-    pub async fn get(&self, c: &Collection, scope: &Scope<'_>, id: &str) -> Result<Option<Row>, StoreError> {
+    pub async fn get(
+        &self,
+        c: &Collection,
+        scope: &Scope<'_>,
+        id: &str,
+    ) -> Result<Option<Row>, StoreError> {
         let mut q = select_row(c);
         scoped(&mut q, scope);
         q.and_where(Expr::col("id").eq(id));
@@ -194,11 +222,15 @@ impl Store {
         ];
         for f in &c.fields {
             cols.push(f.column.clone());
-            let v = row.data.get(&f.key).and_then(|j| scalar_from_json(f.kind, j));
+            let v = row
+                .data
+                .get(&f.key)
+                .and_then(|j| scalar_from_json(f.kind, j));
             vals.push(db_value(f.kind, v.as_ref()));
         }
         q.into_table(c.key.clone()).columns(cols);
-        q.values(vals.into_iter().map(Expr::val)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        q.values(vals.into_iter().map(Expr::val))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         txn.execute(&q).await?;
         let change = log_event(&txn, c, Action::Create, row, None).await?;
         txn.commit().await?;
@@ -228,10 +260,14 @@ impl Store {
         q.table(c.key.clone()).value("updated_at", after.updated_at);
         for (key, value) in patch {
             let Some(f) = c.field(&key) else { continue };
-            q.value(f.column.clone(), db_value(f.kind, scalar_from_json(f.kind, &value).as_ref()));
+            q.value(
+                f.column.clone(),
+                db_value(f.kind, scalar_from_json(f.kind, &value).as_ref()),
+            );
             after.data.insert(key, value);
         }
-        q.and_where(Expr::col("id").eq(id)).and_where(Expr::col("account_id").eq(scope.account_id));
+        q.and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col("account_id").eq(scope.account_id));
         txn.execute(&q).await.map_err(StoreError::from)?;
         let change = log_event(&txn, c, Action::Update, after, Some(before)).await?;
         txn.commit().await.map_err(StoreError::from)?;
@@ -263,7 +299,12 @@ impl Store {
     }
 
     /// Whether `id` names a row of `table` in `account_id` (ref validation).
-    pub async fn exists(&self, table: &str, account_id: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn exists(
+        &self,
+        table: &str,
+        account_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let q = Query::select()
             .column("id")
             .from(table.to_string())
@@ -277,7 +318,8 @@ impl Store {
     /// transaction takes the write lock up front instead of failing to upgrade.
     async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
         let opts = TransactionOptions {
-            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite).then_some(SqliteTransactionMode::Immediate),
+            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
         Ok(self.db.begin_with_options(opts).await?)
@@ -313,7 +355,16 @@ async fn log_event(
     let at = crate::values::now();
     let q = Query::insert()
         .into_table("livegate_events")
-        .columns(["account_id", "collection", "action", "row_id", "owner_id", "at", "record", "previous"])
+        .columns([
+            "account_id",
+            "collection",
+            "action",
+            "row_id",
+            "owner_id",
+            "at",
+            "record",
+            "previous",
+        ])
         .values_panic([
             record.account_id.clone().into(),
             c.key.clone().into(),
@@ -326,6 +377,16 @@ async fn log_event(
         ])
         .returning_col("seq")
         .to_owned();
-    let row = txn.query_one(&q).await?.ok_or_else(|| StoreError::Corrupt("event insert returned no seq".into()))?;
-    Ok(Change { seq: row.try_get("", "seq")?, collection: c.key.clone(), action, at, record, previous })
+    let row = txn
+        .query_one(&q)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("event insert returned no seq".into()))?;
+    Ok(Change {
+        seq: row.try_get("", "seq")?,
+        collection: c.key.clone(),
+        action,
+        at,
+        record,
+        previous,
+    })
 }

@@ -5,7 +5,7 @@
 //! any statement, and the changes run in one transaction).
 
 use sea_orm::sea_query::{ColumnDef, Expr, ExprTrait, Index, Query, Table};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
 
 use super::{Store, StoreError};
 use crate::catalog::{Collection, Field, FieldKind};
@@ -38,10 +38,25 @@ fn stored_kind(f: &Field) -> String {
     }
 }
 
-fn column_def(f: &Field) -> ColumnDef {
-    let mut def = ColumnDef::new(f.column.clone());
+/// A text column. On PostgreSQL it sorts and compares by code point (`COLLATE
+/// "C"`), as SQLite does, so ordering and `lt`/`gt` mean the same on both whatever
+/// the database's locale.
+fn text_column(name: &str, backend: DbBackend) -> ColumnDef {
+    let mut def = ColumnDef::new(name.to_string());
+    def.text();
+    if backend == DbBackend::Postgres {
+        def.extra("COLLATE \"C\"");
+    }
+    def
+}
+
+fn column_def(f: &Field, backend: DbBackend) -> ColumnDef {
+    let mut def = match f.kind {
+        FieldKind::String | FieldKind::Text | FieldKind::Ref => text_column(&f.column, backend),
+        _ => ColumnDef::new(f.column.clone()),
+    };
     match f.kind {
-        FieldKind::String | FieldKind::Text | FieldKind::Ref => def.text(),
+        FieldKind::String | FieldKind::Text | FieldKind::Ref => &mut def,
         FieldKind::Int => def.big_integer(),
         FieldKind::Float => def.double(),
         FieldKind::Bool => def.boolean(),
@@ -63,6 +78,11 @@ impl Store {
             let mut added = Vec::new();
             for f in &c.fields {
                 match stored.iter().find(|(name, _)| name == &f.key) {
+                    None if exists && f.required && f.default.is_none() && self.has_rows(&c.key).await? => problems.push(format!(
+                        "{app_file}: collections.{}.fields.{}: a new required field needs a `default` while table \"{}\" \
+                         has rows (they would have no value); add a default, or make it not required.",
+                        c.key, f.key, c.key
+                    )),
                     None => added.push(f.clone()),
                     Some((_, kind)) if *kind != stored_kind(f) => problems.push(format!(
                         "{app_file}: collections.{}.fields.{}: the field was declared as \"{kind}\" and is now \"{}\"; \
@@ -90,19 +110,28 @@ impl Store {
         let txn = self.db.begin().await?;
         for (c, exists, added) in plans {
             if !exists {
-                create_table(&txn, c).await?;
+                create_table(&txn, c, self.backend()).await?;
                 record(&txn, &c.key, TABLE_MARKER, "table").await?;
                 for f in &c.fields {
                     record(&txn, &c.key, &f.key, &stored_kind(f)).await?;
                 }
             } else {
                 for f in added {
-                    let mut def = column_def(&f);
+                    let mut def = column_def(&f, self.backend());
                     if let Some(default) = &f.default {
                         // Existing rows get the default, so a non-null field reads as such.
-                        def.default(super::rows::db_value(f.kind, super::rows::scalar_from_json(f.kind, default).as_ref()));
+                        def.default(super::rows::db_value(
+                            f.kind,
+                            super::rows::scalar_from_json(f.kind, default).as_ref(),
+                        ));
                     }
-                    txn.execute(&Table::alter().table(c.key.clone()).add_column(def).to_owned()).await?;
+                    txn.execute(
+                        &Table::alter()
+                            .table(c.key.clone())
+                            .add_column(def)
+                            .to_owned(),
+                    )
+                    .await?;
                     if f.kind == FieldKind::Ref {
                         create_index(&txn, &c.key, &[&f.column]).await?;
                     }
@@ -115,6 +144,15 @@ impl Store {
         Ok(())
     }
 
+    async fn has_rows(&self, table: &str) -> Result<bool, StoreError> {
+        let q = Query::select()
+            .column("id")
+            .from(table.to_string())
+            .limit(1)
+            .to_owned();
+        Ok(self.db.query_one(&q).await?.is_some())
+    }
+
     async fn stored_fields(&self, collection: &str) -> Result<Vec<(String, String)>, StoreError> {
         let q = Query::select()
             .columns(["field", "kind"])
@@ -123,22 +161,39 @@ impl Store {
             .to_owned();
         let rows = self.db.query_all(&q).await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<String>("", "field")?, r.try_get::<String>("", "kind")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String>("", "field")?,
+                    r.try_get::<String>("", "kind")?,
+                ))
+            })
             .collect()
     }
 }
 
-async fn create_table(txn: &impl ConnectionTrait, c: &Collection) -> Result<(), sea_orm::DbErr> {
+async fn create_table(
+    txn: &impl ConnectionTrait,
+    c: &Collection,
+    backend: DbBackend,
+) -> Result<(), sea_orm::DbErr> {
     let mut t = Table::create();
     t.table(c.key.clone())
         .if_not_exists()
-        .col(ColumnDef::new("id").text().not_null().primary_key())
-        .col(ColumnDef::new("owner_id").text().null())
-        .col(ColumnDef::new("account_id").text().not_null())
-        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
-        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null());
+        .col(text_column("id", backend).not_null().primary_key())
+        .col(text_column("owner_id", backend).null())
+        .col(text_column("account_id", backend).not_null())
+        .col(
+            ColumnDef::new("created_at")
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new("updated_at")
+                .timestamp_with_time_zone()
+                .not_null(),
+        );
     for f in &c.fields {
-        t.col(column_def(f));
+        t.col(column_def(f, backend));
     }
     txn.execute(&t).await?;
     create_index(txn, &c.key, &["account_id", "created_at"]).await?;
@@ -150,16 +205,27 @@ async fn create_table(txn: &impl ConnectionTrait, c: &Collection) -> Result<(), 
     Ok(())
 }
 
-async fn create_index(txn: &impl ConnectionTrait, table: &str, cols: &[&str]) -> Result<(), sea_orm::DbErr> {
+async fn create_index(
+    txn: &impl ConnectionTrait,
+    table: &str,
+    cols: &[&str],
+) -> Result<(), sea_orm::DbErr> {
     let mut idx = Index::create();
-    idx.if_not_exists().name(format!("{table}_{}_idx", cols.join("_"))).table(table.to_string());
+    idx.if_not_exists()
+        .name(format!("{table}_{}_idx", cols.join("_")))
+        .table(table.to_string());
     for col in cols {
         idx.col(col.to_string());
     }
     txn.execute(&idx).await.map(|_| ())
 }
 
-async fn record(txn: &impl ConnectionTrait, collection: &str, field: &str, kind: &str) -> Result<(), sea_orm::DbErr> {
+async fn record(
+    txn: &impl ConnectionTrait,
+    collection: &str,
+    field: &str,
+    kind: &str,
+) -> Result<(), sea_orm::DbErr> {
     let q = Query::insert()
         .into_table("livegate_fields")
         .columns(["collection", "field", "kind"])

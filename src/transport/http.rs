@@ -75,19 +75,47 @@ struct Params {
 fn bad_request(media: Media, status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.content_type()),
+    );
     resp
 }
 
-fn params_from_json(media: Media, body: Json) -> Result<Params, Response> {
-    let bad = |m: &str| bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", m);
+/// A request refused before any GraphQL runs.
+struct Rejection {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Rejection {
+    fn bad(message: &str) -> Rejection {
+        Rejection {
+            status: StatusCode::BAD_REQUEST,
+            code: "BAD_USER_INPUT",
+            message: message.to_string(),
+        }
+    }
+
+    fn into_response(self, media: Media) -> Response {
+        bad_request(media, self.status, self.code, &self.message)
+    }
+}
+
+fn params_from_json(body: Json) -> Result<Params, Rejection> {
+    let bad = Rejection::bad;
     let Json::Object(mut obj) = body else {
         return Err(bad("the request body must be a JSON object with a `query`"));
     };
     let query = match obj.remove("query") {
         Some(Json::String(q)) => q,
         None | Some(Json::Null) => {
-            return Err(bad_request(media, StatusCode::BAD_REQUEST, "GRAPHQL_PARSE_FAILED", "the request has no `query`"));
+            return Err(Rejection {
+                status: StatusCode::BAD_REQUEST,
+                code: "GRAPHQL_PARSE_FAILED",
+                message: "the request has no `query`".into(),
+            });
         }
         Some(_) => return Err(bad("`query` must be a string")),
     };
@@ -103,22 +131,26 @@ fn params_from_json(media: Media, body: Json) -> Result<Params, Response> {
     };
     let variables = object("variables", obj.remove("variables"))?;
     let extensions = object("extensions", obj.remove("extensions"))?;
-    Ok(Params { query, operation_name, variables, extensions })
+    Ok(Params {
+        query,
+        operation_name,
+        variables,
+        extensions,
+    })
 }
 
-fn params_from_query_string(media: Media, raw: Option<&str>) -> Result<Params, Response> {
-    let bad = |m: &str| bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", m);
+fn params_from_query_string(raw: Option<&str>) -> Result<Params, Rejection> {
+    let bad = Rejection::bad;
     let mut obj = Map::new();
     for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let value = match key.as_ref() {
-            "variables" | "extensions" => {
-                serde_json::from_str(&value).map_err(|_| bad(&format!("`{key}` must be a JSON object")))?
-            }
+            "variables" | "extensions" => serde_json::from_str(&value)
+                .map_err(|_| bad(&format!("`{key}` must be a JSON object")))?,
             _ => Json::String(value.into_owned()),
         };
         obj.insert(key.into_owned(), value);
     }
-    params_from_json(media, Json::Object(obj))
+    params_from_json(Json::Object(obj))
 }
 
 /// The operation `name` selects in `doc` (or the only one), if it can be told.
@@ -127,19 +159,25 @@ fn selected_operation(doc: &ExecutableDocument, name: Option<&str>) -> Option<Op
         (DocumentOperations::Single(op), None) => Some(op.node.ty),
         (DocumentOperations::Single(_), Some(_)) => None,
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.ty)
+        }
         (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
 /// `GET /graphql`.
-pub async fn get(State(app): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    match params_from_query_string(media, raw.as_deref()) {
+    match params_from_query_string(raw.as_deref()) {
         Ok(params) => execute(app, media, params, true).await,
-        Err(resp) => resp,
+        Err(rejection) => rejection.into_response(media),
     }
 }
 
@@ -148,10 +186,16 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let mut parts = content_type.split(';').map(|p| p.trim().to_ascii_lowercase());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut parts = content_type
+        .split(';')
+        .map(|p| p.trim().to_ascii_lowercase());
     let mime = parts.next().unwrap_or_default();
-    let charset_ok = parts.all(|p| !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\"");
+    let charset_ok = parts
+        .all(|p| !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\"");
     if mime != "application/json" || !charset_ok {
         return bad_request(
             media,
@@ -163,12 +207,17 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     let body: Json = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("the request body is not valid JSON: {e}"));
+            return bad_request(
+                media,
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!("the request body is not valid JSON: {e}"),
+            );
         }
     };
-    match params_from_json(media, body) {
+    match params_from_json(body) {
         Ok(params) => execute(app, media, params, false).await,
-        Err(resp) => resp,
+        Err(rejection) => rejection.into_response(media),
     }
 }
 
@@ -183,17 +232,23 @@ fn not_acceptable() -> Response {
 
 async fn execute(app: AppState, media: Media, params: Params, via_get: bool) -> Response {
     let started = Instant::now();
-    let mut request = async_graphql::Request::new(params.query)
+    let query = params.query;
+    let mut request = async_graphql::Request::new(query.clone())
         .variables(Variables::from_json(Json::Object(params.variables)))
-        .data(RequestCtx { store: app.store().clone(), viewer: app.default_viewer().clone() });
+        .data(RequestCtx {
+            store: app.store().clone(),
+            viewer: app.default_viewer().clone(),
+        });
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name);
     }
-    request.extensions = serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
+    request.extensions =
+        serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
     let op = match request.parsed_query() {
         Ok(doc) => selected_operation(doc, params.operation_name.as_deref()),
         Err(e) => {
-            app.metrics().observe(OpKind::invalid, false, started.elapsed());
+            app.metrics()
+                .observe(OpKind::invalid, false, started.elapsed());
             let mut e = e;
             set_code(&mut e, "GRAPHQL_PARSE_FAILED");
             return respond(media, request_error(vec![e]), true);
@@ -207,22 +262,33 @@ async fn execute(app: AppState, media: Media, params: Params, via_get: bool) -> 
     };
     if via_get && op == Some(OperationType::Mutation) {
         app.metrics().observe(kind, false, started.elapsed());
-        let mut resp = bad_request(media, StatusCode::METHOD_NOT_ALLOWED, "BAD_USER_INPUT", "mutations are only accepted over POST");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut resp = bad_request(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_USER_INPUT",
+            "mutations are only accepted over POST",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     let response = app.schema().execute(request).await;
-    let (body, is_request_error) = finish(response);
-    app.metrics().observe(kind, body.get("errors").is_none(), started.elapsed());
+    let (body, is_request_error) = finish(response, &query);
+    app.metrics()
+        .observe(kind, body.get("errors").is_none(), started.elapsed());
     respond(media, body, is_request_error)
 }
 
 fn set_code(e: &mut ServerError, code: &str) {
-    e.extensions.get_or_insert_with(Default::default).set("code", code);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
 }
 
 fn has_code(e: &ServerError) -> bool {
-    e.extensions.as_ref().is_some_and(|x| x.get("code").is_some())
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
 }
 
 /// A request error: no `data` entry at all (the operation never ran).
@@ -230,11 +296,29 @@ fn request_error(errors: Vec<ServerError>) -> Json {
     json!({ "errors": errors })
 }
 
+/// Whether the error's first location points at an argument whose value is a
+/// `$variable` (`input: $i`): then the value that failed was the client's input.
+fn at_variable(e: &ServerError, query: &str) -> bool {
+    let Some(pos) = e.locations.first() else {
+        return false;
+    };
+    let line = query
+        .lines()
+        .nth(pos.line.saturating_sub(1))
+        .unwrap_or_default();
+    let mut rest = line
+        .chars()
+        .skip(pos.column.saturating_sub(1))
+        .skip_while(|c| c.is_alphanumeric() || *c == '_');
+    rest.find(|c| !c.is_whitespace() && *c != ':') == Some('$')
+}
+
 /// Turns an executed response into its JSON body, giving every error a code; says
 /// whether it was a request error (validation failed, nothing executed).
-fn finish(mut response: GqlResponse) -> (Json, bool) {
-    let is_request_error =
-        !response.errors.is_empty() && response.data == async_graphql::Value::Null && response.errors.iter().all(|e| e.path.is_empty());
+fn finish(mut response: GqlResponse, query: &str) -> (Json, bool) {
+    let is_request_error = !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty());
     for e in &mut response.errors {
         if has_code(e) {
             continue;
@@ -242,7 +326,14 @@ fn finish(mut response: GqlResponse) -> (Json, bool) {
         if is_request_error {
             // Apollo's split: a bad variable value is the user's input; anything
             // else found before execution is a validation failure.
-            let code = if e.message.contains("variable") || e.message.contains("Variable") { "BAD_USER_INPUT" } else { "GRAPHQL_VALIDATION_FAILED" };
+            let code = if at_variable(e, query)
+                || e.message.contains("variable")
+                || e.message.contains("Variable")
+            {
+                "BAD_USER_INPUT"
+            } else {
+                "GRAPHQL_VALIDATION_FAILED"
+            };
             set_code(e, code);
         } else {
             tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
@@ -254,19 +345,35 @@ fn finish(mut response: GqlResponse) -> (Json, bool) {
         return (request_error(response.errors), true);
     }
     let mut body = Map::new();
-    body.insert("data".into(), response.data.into_json().unwrap_or(Json::Null));
+    body.insert(
+        "data".into(),
+        response.data.into_json().unwrap_or(Json::Null),
+    );
     if !response.errors.is_empty() {
-        body.insert("errors".into(), serde_json::to_value(&response.errors).unwrap_or(Json::Null));
+        body.insert(
+            "errors".into(),
+            serde_json::to_value(&response.errors).unwrap_or(Json::Null),
+        );
     }
     if !response.extensions.is_empty() {
-        body.insert("extensions".into(), serde_json::to_value(&response.extensions).unwrap_or(Json::Null));
+        body.insert(
+            "extensions".into(),
+            serde_json::to_value(&response.extensions).unwrap_or(Json::Null),
+        );
     }
     (Json::Object(body), false)
 }
 
 fn respond(media: Media, body: Json, is_request_error: bool) -> Response {
-    let status = if is_request_error && media == Media::GraphqlResponseJson { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let status = if is_request_error && media == Media::GraphqlResponseJson {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.content_type()),
+    );
     resp
 }

@@ -1,0 +1,186 @@
+//! Test harness: a real livegate server on 127.0.0.1:0 per test, spoken to over
+//! real HTTP. SQLite in a temp folder by default; with `LIVEGATE_TEST_DATABASE_URL`
+//! (a PostgreSQL URL) each server gets a fresh database of its own instead.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use livegate::graphql::Limits;
+use livegate::server::{Config, Running, start};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// The example app file, as committed.
+pub const EXAMPLE_APP: &str = include_str!("../../schema/app.toml");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a test's data lives; reused across restarts of the same test.
+pub struct Db {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    admin: Option<(String, String)>,
+}
+
+impl Db {
+    /// A fresh, empty database.
+    pub async fn fresh() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var("LIVEGATE_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!(
+                    "lgtest_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                );
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to LIVEGATE_TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .await
+                    .expect("drop db");
+                // An ICU en-US collation, where the server has ICU, sorts "alpha2" before
+                // "Beta": proof that livegate's own ordering does not depend on it.
+                let icu = format!(
+                    "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                );
+                if admin.execute_unprepared(&icu).await.is_err() {
+                    admin
+                        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                        .await
+                        .expect("create db");
+                }
+                admin.close().await.ok();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .expect("URL with a database");
+                Db {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    admin: Some((admin_url, name)),
+                }
+            }
+            _ => {
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Db {
+                    url,
+                    dir,
+                    admin: None,
+                }
+            }
+        }
+    }
+
+    /// Drops a PostgreSQL test database (SQLite files go with the temp dir).
+    pub async fn drop_db(self) {
+        if let Some((admin_url, name)) = &self.admin
+            && let Ok(admin) = Database::connect(admin_url).await
+        {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .ok();
+            admin.close().await.ok();
+        }
+    }
+
+    /// Writes `toml` as an app file in this test's folder.
+    pub fn app_file(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml).expect("write app file");
+        path
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<Running>,
+}
+
+impl Server {
+    /// Starts a server for the app file at `app` on `db`.
+    pub async fn start_with(db: &Db, app: PathBuf, limits: Limits) -> anyhow::Result<Server> {
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            app,
+            database_url: db.url.clone(),
+            limits,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let running = start(config, async {
+            rx.await.ok();
+        })
+        .await?;
+        Ok(Server {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            running: Some(running),
+        })
+    }
+
+    /// Starts a server for app text `toml` on `db`.
+    pub async fn start(db: &Db, toml: &str) -> Server {
+        let app = db.app_file("app.toml", toml);
+        Server::start_with(db, app, Limits::default())
+            .await
+            .expect("server starts")
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            tx.send(()).ok();
+        }
+        if let Some(r) = self.running.take() {
+            r.task
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// POSTs a GraphQL request and returns the JSON body (any status).
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// Like [`Server::gql`], but fails the test on any error and returns `data`.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error (fails the test when there is none).
+    pub async fn error_code(&self, query: &str, variables: Value) -> (String, Value) {
+        let body = self.gql(query, variables).await;
+        let err = body["errors"][0].clone();
+        let code = err["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {body:#}"))
+            .to_string();
+        (code, err)
+    }
+}
+
+/// Creates a post and returns it.
+pub async fn create_post(s: &Server, input: Value) -> Value {
+    s.data("mutation($i: PostCreateInput!) { createPost(input: $i) { id title published views rating publishedAt } }", json!({ "i": input }))
+        .await["createPost"]
+        .clone()
+}

@@ -1,0 +1,10 @@
+//! Black-box tests of the GraphQL API: each test starts a real server on
+//! 127.0.0.1:0 and talks to it over HTTP. Run against PostgreSQL by setting
+//! `LIVEGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres`.
+
+mod app_file;
+mod crud;
+mod filters;
+mod harness;
+mod http;
+mod validation;
