@@ -3,6 +3,7 @@
 //! `LIVEGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres`.
 
 mod app_file;
+mod cli;
 mod crud;
 mod filters;
 mod harness;
