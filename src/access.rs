@@ -40,6 +40,8 @@ pub struct Viewer {
     /// `None` for an anonymous viewer.
     pub user_id: Option<String>,
     pub role: Role,
+    /// The email the viewer's token carries, if any (for `me`).
+    pub email: Option<String>,
 }
 
 impl Viewer {
@@ -49,6 +51,7 @@ impl Viewer {
             account_id,
             user_id: None,
             role: Role::User,
+            email: None,
         }
     }
 
@@ -147,6 +150,7 @@ mod tests {
             account_id: "a".into(),
             user_id: Some(id.into()),
             role,
+            email: None,
         }
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::Role;
+use crate::auth::{AuthConfig, Tokens, normalize_email};
 use crate::catalog::Catalog;
 use crate::graphql::Limits;
 use crate::server::{Config, shutdown_signal, start};
@@ -30,6 +32,79 @@ enum Command {
     Schema(AppArgs),
     /// Apply migrations and reconcile collection tables, then exit.
     Migrate(DbArgs),
+    /// Mint a development access token for a user (created, without a password,
+    /// if missing); the token is the last line printed.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// The user's email.
+    #[arg(long)]
+    email: String,
+    /// The role the token carries: user or admin.
+    #[arg(long, default_value = "user")]
+    role: String,
+    /// Slug of the account (created if missing); default: the default account.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+/// Token settings, shared by `serve` and `token`.
+#[derive(Debug, Clone, Args)]
+struct AuthArgs {
+    /// HS256 signing secret, at least 32 bytes. Without one, a secret is generated
+    /// into the data folder once.
+    #[arg(long, env = "LIVEGATE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key of an outside identity provider (RSA: RS256, EC P-256: ES256).
+    #[arg(long, env = "LIVEGATE_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim (also written into minted tokens).
+    #[arg(long, env = "LIVEGATE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim (also written into minted tokens).
+    #[arg(long, env = "LIVEGATE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Claim that holds the role (USER or ADMIN).
+    #[arg(long, env = "LIVEGATE_JWT_ROLE_CLAIM", default_value = "role")]
+    jwt_role_claim: String,
+    /// Claim that holds the account id or slug.
+    #[arg(long, env = "LIVEGATE_JWT_ACCOUNT_CLAIM", default_value = "account")]
+    jwt_account_claim: String,
+    /// Claim that holds the email.
+    #[arg(long, env = "LIVEGATE_JWT_EMAIL_CLAIM", default_value = "email")]
+    jwt_email_claim: String,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "LIVEGATE_ACCESS_TOKEN_TTL", default_value_t = 3600)]
+    access_token_ttl: u32,
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "LIVEGATE_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    refresh_token_ttl: u32,
+    /// Folder for generated files (the signing secret when none is set).
+    #[arg(long, env = "LIVEGATE_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+impl AuthArgs {
+    fn config(&self) -> AuthConfig {
+        AuthConfig {
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            role_claim: self.jwt_role_claim.clone(),
+            account_claim: self.jwt_account_claim.clone(),
+            email_claim: self.jwt_email_claim.clone(),
+            access_ttl: chrono::Duration::seconds(self.access_token_ttl.into()),
+            refresh_ttl: chrono::Duration::seconds(self.refresh_token_ttl.into()),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +131,8 @@ struct DbArgs {
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Address to listen on.
     #[arg(long, env = "LIVEGATE_LISTEN", default_value = "0.0.0.0:4000")]
     listen: SocketAddr,
@@ -95,7 +172,37 @@ pub async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Token(args)) => token(args).await,
     }
+}
+
+async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let role =
+        Role::parse(&args.role).ok_or_else(|| anyhow::anyhow!("--role must be user or admin"))?;
+    let email = normalize_email(&args.email).map_err(|m| anyhow::anyhow!("--email {m}"))?;
+    let catalog = Catalog::load(&args.db.app.app)?;
+    let store = Store::connect(&args.db.database_url, catalog).await?;
+    store.migrate().await.context("applying migrations")?;
+    let slug = args
+        .account
+        .as_deref()
+        .unwrap_or(crate::store::DEFAULT_ACCOUNT);
+    let account = store.ensure_account(slug).await?;
+    let user = store.ensure_user(&account, &email, role.as_str()).await?;
+    if user.account_id != account.id {
+        anyhow::bail!(
+            "{email} already belongs to another account; pass that account's slug with --account"
+        );
+    }
+    let tokens = Tokens::new(args.auth.config())?;
+    let (token, expires) = tokens.mint(&user.id, &user.email, role, &user.account_id, None)?;
+    eprintln!(
+        "access token for {email} ({}) in account \"{slug}\", valid until {expires}:",
+        role.as_str()
+    );
+    println!("{token}");
+    store.close().await.ok();
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -108,6 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_complexity: args.max_complexity,
             max_list: args.max_limit,
         },
+        auth: args.auth.config(),
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

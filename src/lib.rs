@@ -8,6 +8,7 @@
 //! | [`server`] | `AppState`, router, start-up and graceful shutdown |
 //! | [`transport`] | protocols: GraphQL over HTTP (later WebSocket, SSE, feed) |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
+//! | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | [`access`] | the one access policy: pure functions of viewer, level and owner |
 //! | [`store`] | sea-orm/sea-query: migrations, table reconciliation, CRUD + event log |
 //! | [`catalog`] | the app file parsed and validated into an immutable catalog |
@@ -15,6 +16,7 @@
 //! | [`metrics`] | Prometheus metrics held in the app state |
 
 pub mod access;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod graphql;

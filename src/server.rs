@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::access::{Role, Viewer};
+use crate::auth::{AuthConfig, SignIn, Tokens};
 use crate::catalog::Catalog;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
@@ -31,6 +31,8 @@ pub struct Config {
     pub database_url: String,
     /// Per-operation limits.
     pub limits: Limits,
+    /// Token and session settings.
+    pub auth: AuthConfig,
 }
 
 /// Shared state: cheap to clone, one `Arc` inside.
@@ -42,7 +44,8 @@ struct Inner {
     schema: Schema,
     store: Store,
     metrics: Metrics,
-    default_viewer: Viewer,
+    auth: Arc<SignIn>,
+    default_account_id: String,
 }
 
 impl AppState {
@@ -58,14 +61,15 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
-    /// Until authentication lands, every request acts as this built-in user.
-    pub fn default_viewer(&self) -> &Viewer {
-        &self.0.default_viewer
+    /// Tokens, sign-up/sign-in and sessions.
+    pub fn auth(&self) -> &Arc<SignIn> {
+        &self.0.auth
+    }
+    /// The account anonymous viewers browse unless they name another.
+    pub fn default_account_id(&self) -> &str {
+        &self.0.default_account_id
     }
 }
-
-/// Email of the built-in default user every request acts as (until auth).
-pub const DEFAULT_USER_EMAIL: &str = "dev@livegate.local";
 
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
 pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
@@ -74,21 +78,15 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     store.migrate().await.context("applying migrations")?;
     store.reconcile(&config.app.display().to_string()).await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
-    let user = store
-        .ensure_user(&account, DEFAULT_USER_EMAIL, Role::Admin.as_str())
-        .await?;
+    let tokens = Tokens::new(config.auth.clone())?;
     let schema = build_schema(&catalog, config.limits).context("building the GraphQL schema")?;
-    let default_viewer = Viewer {
-        account_id: account.id,
-        user_id: Some(user.id),
-        role: Role::Admin,
-    };
     Ok(AppState(Arc::new(Inner {
         catalog,
         schema,
         store,
         metrics: Metrics::default(),
-        default_viewer,
+        auth: Arc::new(SignIn::new(tokens)),
+        default_account_id: account.id,
     })))
 }
 
@@ -118,9 +116,10 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// A running server: where it listens, and a handle that ends when it stops.
+/// A running server: where it listens, its state, and a handle that ends when it stops.
 pub struct Running {
     pub addr: SocketAddr,
+    pub state: AppState,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -134,16 +133,35 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let handle = state.clone();
     let store = state.store().clone();
+    let auth = state.auth().clone();
     let router = app(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // Rate-limit state for keys that went quiet is dropped once a minute, so a
+        // stream of distinct emails cannot grow it without bound.
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                auth.forget_quiet_keys();
+            }
+        });
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        sweeper.abort();
         store.close().await.ok();
-        Ok(())
+        Ok(served?)
     });
-    Ok(Running { addr, task })
+    Ok(Running {
+        addr,
+        state: handle,
+        task,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,6 +7,7 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_system_tables;
+mod m20261122_000002_sessions;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -14,7 +15,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_system_tables::Migration)]
+        vec![
+            Box::new(m20261122_000001_system_tables::Migration),
+            Box::new(m20261122_000002_sessions::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

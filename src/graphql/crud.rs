@@ -290,22 +290,3 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
     };
     vec![create, update, delete]
 }
-
-/// `me`: the signed-in user, or null for an anonymous viewer.
-pub fn me_field() -> Field {
-    Field::new("me", TypeRef::named("User"), |ctx| {
-        resolve(async move {
-            let rc = request_ctx(&ctx)?;
-            let Some(id) = &rc.viewer.user_id else {
-                return Ok(None);
-            };
-            let user = rc
-                .store
-                .user_by_id(id)
-                .await?
-                .filter(|u| u.account_id == rc.viewer.account_id);
-            Ok(user.map(FieldValue::owned_any))
-        })
-    })
-    .description("The signed-in user, or null when you are anonymous.")
-}

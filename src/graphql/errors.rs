@@ -20,6 +20,7 @@ pub enum ApiError {
         field: Option<String>,
     },
     Conflict(String),
+    RateLimited(String),
     Internal,
 }
 
@@ -32,6 +33,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::BadUserInput { .. } => "BAD_USER_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -42,7 +44,8 @@ impl ApiError {
             ApiError::Unauthenticated(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
-            | ApiError::Conflict(m) => m.clone(),
+            | ApiError::Conflict(m)
+            | ApiError::RateLimited(m) => m.clone(),
             ApiError::BadUserInput { message, .. } => message.clone(),
             ApiError::Internal => "internal error".to_string(),
         }

@@ -5,16 +5,19 @@
 //! Per request the transport puts a [`RequestCtx`] (store + viewer) into the
 //! request data; resolvers read it from there.
 
+mod auth;
 mod crud;
 mod errors;
 mod input;
 mod types;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::dynamic::{Object, Schema, SchemaError};
 
 use crate::access::Viewer;
+use crate::auth::SignIn;
 use crate::catalog::Catalog;
 use crate::store::Store;
 
@@ -46,6 +49,10 @@ impl Default for Limits {
 pub struct RequestCtx {
     pub store: Store,
     pub viewer: Viewer,
+    /// Sign-up, sign-in and session handling.
+    pub auth: Arc<SignIn>,
+    /// The client's address, for rate limits.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Builds the executable schema for `catalog`.
@@ -53,8 +60,11 @@ pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, Sc
     let mut query = Object::new("Query").description("Read the collections of this app.");
     let mut mutation = Object::new("Mutation").description("Create, update and delete rows.");
     let mut builder = Schema::build("Query", Some("Mutation"), None);
-    builder = types::register_shared(builder);
-    query = query.field(crud::me_field());
+    builder = types::register_shared(builder).register(auth::session_type());
+    query = query.field(auth::me_field());
+    for f in auth::mutation_fields() {
+        mutation = mutation.field(f);
+    }
     for c in catalog.collections.values() {
         builder = types::register_collection(builder, catalog, c);
         for f in crud::query_fields(catalog, c, limits) {

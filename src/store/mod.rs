@@ -8,6 +8,7 @@
 mod accounts;
 mod filter;
 mod rows;
+mod sessions;
 mod tables;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::catalog::Catalog;
 pub use accounts::{Account, DEFAULT_ACCOUNT, User};
 pub use filter::{CmpOp, Filter, LikeKind, Order};
 pub use rows::{Action, Change, Scope};
+pub use sessions::RefreshToken;
 pub use tables::ReconcileError;
 
 /// A store failure. Database detail stays in the log; clients see only the kind.

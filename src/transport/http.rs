@@ -6,16 +6,19 @@
 //! async-graphql-axum's stock handler always answers 200 with one media type, so
 //! request parsing, media negotiation and status codes live here.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Response as GqlResponse, ServerError, Variables};
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json, json};
 
+use crate::access::Viewer;
+use crate::auth::{AuthError, Credentials, resolve_viewer};
 use crate::graphql::RequestCtx;
 use crate::metrics::OpKind;
 use crate::server::AppState;
@@ -39,28 +42,41 @@ impl Media {
     }
 }
 
-/// Picks the response media type from `Accept`: graphql-response+json when the
-/// client accepts it, else application/json (also for a missing header or a
-/// wildcard); `None` when it accepts neither.
+/// Picks the response media type from `Accept`, honouring q-values: a media type
+/// named exactly beats a wildcard; between the two JSON types the higher q wins,
+/// graphql-response+json on a tie. A missing header or a bare wildcard gets
+/// application/json (what pre-spec clients expect). `None` when neither is acceptable.
 fn negotiate(headers: &HeaderMap) -> Option<Media> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Some(Media::Json);
     };
-    let mut json = false;
+    let (mut gql, mut json, mut wildcard) = (None::<f32>, None::<f32>, None::<f32>);
     for item in accept.split(',') {
         let mut parts = item.split(';').map(str::trim);
         let mime = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
-        if refused {
-            continue;
-        }
-        match mime.as_str() {
-            "application/graphql-response+json" => return Some(Media::GraphqlResponseJson),
-            "application/json" | "application/*" | "*/*" => json = true,
-            _ => {}
-        }
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match mime.as_str() {
+            "application/graphql-response+json" => &mut gql,
+            "application/json" => &mut json,
+            "application/*" | "*/*" => &mut wildcard,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |old| old.max(q)));
     }
-    json.then_some(Media::Json)
+    let gql_q = gql.or(wildcard.filter(|_| json.is_some())).unwrap_or(0.0);
+    let json_q = json.or(wildcard).unwrap_or(0.0);
+    if gql.is_some() && gql_q > 0.0 && gql_q >= json_q {
+        Some(Media::GraphqlResponseJson)
+    } else if json_q > 0.0 {
+        Some(Media::Json)
+    } else if gql_q > 0.0 {
+        Some(Media::GraphqlResponseJson)
+    } else {
+        None
+    }
 }
 
 /// The parameters of a GraphQL request.
@@ -166,9 +182,42 @@ fn selected_operation(doc: &ExecutableDocument, name: Option<&str>) -> Option<Op
     }
 }
 
+/// The viewer a request's credentials stand for; a bad credential is a 401, never
+/// an anonymous request.
+pub async fn viewer_of(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Viewer, AuthError> {
+    let creds = Credentials::from_http(headers, query)?;
+    resolve_viewer(
+        &app.auth().tokens,
+        app.store(),
+        app.default_account_id(),
+        &creds,
+    )
+    .await
+    .map(|(viewer, _)| viewer)
+}
+
+fn unauthenticated(media: Media, e: &AuthError) -> Response {
+    let mut resp = bad_request(
+        media,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        &e.to_string(),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
+}
+
 /// `GET /graphql`.
 pub async fn get(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -176,13 +225,19 @@ pub async fn get(
         return not_acceptable();
     };
     match params_from_query_string(raw.as_deref()) {
-        Ok(params) => execute(app, media, params, true).await,
+        Ok(params) => execute(app, media, params, true, &headers, raw.as_deref(), peer).await,
         Err(rejection) => rejection.into_response(media),
     }
 }
 
 /// `POST /graphql`.
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -216,7 +271,7 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
     };
     match params_from_json(body) {
-        Ok(params) => execute(app, media, params, false).await,
+        Ok(params) => execute(app, media, params, false, &headers, raw.as_deref(), peer).await,
         Err(rejection) => rejection.into_response(media),
     }
 }
@@ -230,14 +285,32 @@ fn not_acceptable() -> Response {
     )
 }
 
-async fn execute(app: AppState, media: Media, params: Params, via_get: bool) -> Response {
+async fn execute(
+    app: AppState,
+    media: Media,
+    params: Params,
+    via_get: bool,
+    headers: &HeaderMap,
+    query_string: Option<&str>,
+    peer: SocketAddr,
+) -> Response {
     let started = Instant::now();
+    let viewer = match viewer_of(&app, headers, query_string).await {
+        Ok(v) => v,
+        Err(e) => {
+            app.metrics()
+                .observe(OpKind::invalid, false, started.elapsed());
+            return unauthenticated(media, &e);
+        }
+    };
     let query = params.query;
     let mut request = async_graphql::Request::new(query.clone())
         .variables(Variables::from_json(Json::Object(params.variables)))
         .data(RequestCtx {
             store: app.store().clone(),
-            viewer: app.default_viewer().clone(),
+            viewer,
+            auth: app.auth().clone(),
+            client_ip: Some(peer.ip()),
         });
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name);
@@ -376,4 +449,48 @@ fn respond(media: Media, body: Json, is_request_error: bool) -> Response {
         HeaderValue::from_static(media.content_type()),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(accept: &str) -> Option<Media> {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(accept).expect("header"),
+        );
+        negotiate(&h)
+    }
+
+    #[test]
+    fn negotiates_with_q_values() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(Media::Json));
+        assert_eq!(pick("*/*"), Some(Media::Json));
+        assert_eq!(
+            pick("application/graphql-response+json"),
+            Some(Media::GraphqlResponseJson)
+        );
+        assert_eq!(pick("application/json"), Some(Media::Json));
+        assert_eq!(
+            pick("application/graphql-response+json, application/json"),
+            Some(Media::GraphqlResponseJson)
+        );
+        assert_eq!(
+            pick("application/graphql-response+json;q=0.5, application/json"),
+            Some(Media::Json)
+        );
+        assert_eq!(
+            pick("application/graphql-response+json;q=0.9, application/json;q=0.8"),
+            Some(Media::GraphqlResponseJson)
+        );
+        assert_eq!(
+            pick("application/json;q=0.00, application/graphql-response+json"),
+            Some(Media::GraphqlResponseJson)
+        );
+        assert_eq!(pick("application/json;q=0.000"), None);
+        assert_eq!(pick("text/html"), None);
+        assert_eq!(pick("text/html, */*;q=0.1"), Some(Media::Json));
+    }
 }

@@ -5,11 +5,17 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use livegate::access::Role;
+use livegate::auth::AuthConfig;
 use livegate::graphql::Limits;
+use livegate::server::AppState;
 use livegate::server::{Config, Running, start};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+/// The HS256 secret test servers sign with.
+pub const TEST_SECRET: &str = "livegate-test-secret-0123456789-abcdefghij";
 
 /// The example app file, as committed.
 pub const EXAMPLE_APP: &str = include_str!("../../schema/app.toml");
@@ -99,6 +105,9 @@ impl Db {
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
+    /// The token [`Server::gql`] sends: an admin of the default account.
+    pub token: String,
+    pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     running: Option<Running>,
 }
@@ -106,23 +115,46 @@ pub struct Server {
 impl Server {
     /// Starts a server for the app file at `app` on `db`.
     pub async fn start_with(db: &Db, app: PathBuf, limits: Limits) -> anyhow::Result<Server> {
+        let auth = AuthConfig {
+            jwt_secret: Some(TEST_SECRET.into()),
+            data_dir: db.dir.path().join("data"),
+            ..AuthConfig::default()
+        };
+        Server::start_configured(db, app, limits, auth).await
+    }
+
+    /// Starts a server with explicit auth settings.
+    pub async fn start_configured(
+        db: &Db,
+        app: PathBuf,
+        limits: Limits,
+        auth: AuthConfig,
+    ) -> anyhow::Result<Server> {
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             app,
             database_url: db.url.clone(),
             limits,
+            auth,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let running = start(config, async {
             rx.await.ok();
         })
         .await?;
-        Ok(Server {
+        let state = running.state.clone();
+        let mut server = Server {
             base: format!("http://{}", running.addr),
             client: reqwest::Client::new(),
+            token: String::new(),
+            state,
             stop: Some(tx),
             running: Some(running),
-        })
+        };
+        server.token = server
+            .token_for("admin@test.local", Role::Admin, "default")
+            .await;
+        Ok(server)
     }
 
     /// Starts a server for app text `toml` on `db`.
@@ -146,17 +178,56 @@ impl Server {
         }
     }
 
-    /// POSTs a GraphQL request and returns the JSON body (any status).
+    /// A token for user `email` with `role` in account `slug` (both created if
+    /// missing), as `livegate token` mints it.
+    pub async fn token_for(&self, email: &str, role: Role, slug: &str) -> String {
+        let store = self.state.store();
+        let account = store.ensure_account(slug).await.expect("account");
+        let user = store
+            .ensure_user(&account, email, role.as_str())
+            .await
+            .expect("user");
+        self.state
+            .auth()
+            .tokens
+            .mint(&user.id, &user.email, role, &user.account_id, None)
+            .expect("mint")
+            .0
+    }
+
+    /// POSTs a GraphQL request as the default admin; returns the JSON body (any status).
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        self.client
+        self.gql_as(Some(&self.token), query, variables).await
+    }
+
+    /// POSTs a GraphQL request with `token` (none: anonymous); returns the JSON body.
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        self.post(token, &[], query, variables).await.1
+    }
+
+    /// POSTs a GraphQL request with `token` and extra headers; returns status and body.
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
             .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("JSON body")
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        (
+            resp.status().as_u16(),
+            resp.json().await.expect("JSON body"),
+        )
     }
 
     /// Like [`Server::gql`], but fails the test on any error and returns `data`.

@@ -1,0 +1,294 @@
+//! Built-in accounts: sign-up, sign-in (rate-limited), refresh-token rotation with
+//! reuse detection, and sign-out. Refresh tokens are random, shown to the client
+//! once, and stored only as SHA-256 hashes.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use super::password::check_password;
+use super::{Tokens, hash_password, normalize_email, verify_password};
+use crate::access::Role;
+use crate::store::{DEFAULT_ACCOUNT, Store, StoreError, User};
+
+/// A signed-in session as the `Session` GraphQL type shows it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+/// Why a session operation failed; each maps to one API error code.
+#[derive(Debug)]
+pub enum SessionError {
+    /// `BAD_USER_INPUT` on argument `field`.
+    BadInput {
+        field: &'static str,
+        message: String,
+    },
+    Conflict(String),
+    Unauthenticated(String),
+    RateLimited(String),
+    Internal(String),
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => SessionError::Conflict(m),
+            other => SessionError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for SessionError {
+    fn from(e: anyhow::Error) -> Self {
+        SessionError::Internal(format!("{e:#}"))
+    }
+}
+
+/// Sign-in attempts allowed per email per minute.
+pub const SIGN_INS_PER_EMAIL_PER_MINUTE: u32 = 10;
+/// Sign-in attempts allowed per client address per minute.
+pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 30;
+
+/// The session service: tokens plus sign-in rate limits.
+pub struct SignIn {
+    pub tokens: Tokens,
+    by_email: DefaultKeyedRateLimiter<String>,
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn role_of(user: &User) -> Role {
+    Role::parse(&user.role).unwrap_or(Role::User)
+}
+
+/// `^[a-z0-9][a-z0-9-]{1,62}$`: account slugs appear in URLs and headers.
+fn check_slug(slug: &str) -> Result<(), SessionError> {
+    let ok = (2..=63).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadInput {
+            field: "newAccount",
+            message: "newAccount: use 2 to 63 lowercase letters, digits and dashes, not starting with a dash".into(),
+        })
+    }
+}
+
+impl SignIn {
+    /// The service around `tokens`.
+    pub fn new(tokens: Tokens) -> SignIn {
+        SignIn {
+            tokens,
+            by_email: RateLimiter::keyed(per_minute(SIGN_INS_PER_EMAIL_PER_MINUTE)),
+            by_address: RateLimiter::keyed(per_minute(SIGN_INS_PER_ADDRESS_PER_MINUTE)),
+        }
+    }
+
+    /// Forgets rate-limit state of keys that have been quiet (call now and then).
+    pub fn forget_quiet_keys(&self) {
+        self.by_email.retain_recent();
+        self.by_address.retain_recent();
+    }
+
+    /// `signUp`: joins the default account, or creates `new_account` and becomes
+    /// its ADMIN.
+    pub async fn sign_up(
+        &self,
+        store: &Store,
+        email: &str,
+        password: &str,
+        new_account: Option<&str>,
+    ) -> Result<Session, SessionError> {
+        let email = normalize_email(email).map_err(|m| SessionError::BadInput {
+            field: "email",
+            message: format!("email: {m}"),
+        })?;
+        check_password(password, &email).map_err(|m| SessionError::BadInput {
+            field: "password",
+            message: format!("password: {m}"),
+        })?;
+        if let Some(slug) = new_account {
+            check_slug(slug)?;
+        }
+        let hash = hash_password(password.to_string()).await?;
+        let user = match new_account {
+            Some(slug) => {
+                store
+                    .create_user(None, Some(slug), &email, &hash, Role::Admin.as_str())
+                    .await?
+            }
+            None => {
+                let account = store.ensure_account(DEFAULT_ACCOUNT).await?;
+                store
+                    .create_user(Some(&account), None, &email, &hash, Role::User.as_str())
+                    .await?
+            }
+        };
+        tracing::info!(user = %user.id, account = %user.account_id, "signed up");
+        self.start_session(store, user).await
+    }
+
+    /// `signIn`, limited per email and per client address.
+    pub async fn sign_in(
+        &self,
+        store: &Store,
+        email: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Session, SessionError> {
+        let key = email.trim().to_lowercase();
+        let limited = |wait: Duration| {
+            SessionError::RateLimited(format!(
+                "too many sign-in attempts; try again in {} s",
+                wait.as_secs().max(1)
+            ))
+        };
+        if let Some(ip) = address {
+            self.by_address
+                .check_key(&ip)
+                .map_err(|n| limited(n.wait_time_from(DefaultClock::default().now())))?;
+        }
+        self.by_email
+            .check_key(&key)
+            .map_err(|n| limited(n.wait_time_from(DefaultClock::default().now())))?;
+        let wrong = || SessionError::Unauthenticated("wrong email or password".into());
+        let found = match normalize_email(email) {
+            Ok(email) => store.user_credentials(&email).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, None),
+        };
+        if !verify_password(password.to_string(), hash).await {
+            return Err(wrong());
+        }
+        let user = user.ok_or_else(wrong)?;
+        self.start_session(store, user).await
+    }
+
+    async fn start_session(&self, store: &Store, user: User) -> Result<Session, SessionError> {
+        let refresh = random_token();
+        let expires = Utc::now() + self.tokens.config().refresh_ttl;
+        let session_id = store
+            .create_session(&user.id, &token_hash(&refresh), expires)
+            .await?;
+        let (access, expires_at) = self.tokens.mint(
+            &user.id,
+            &user.email,
+            role_of(&user),
+            &user.account_id,
+            Some(&session_id),
+        )?;
+        Ok(Session {
+            access_token: access,
+            refresh_token: refresh,
+            expires_at,
+            user,
+        })
+    }
+
+    /// `refreshSession`: exchanges a refresh token for a new pair. Presenting a
+    /// token that was already exchanged revokes its whole session (it was stolen,
+    /// or replayed).
+    pub async fn refresh(
+        &self,
+        store: &Store,
+        refresh_token: &str,
+    ) -> Result<Session, SessionError> {
+        let old_hash = token_hash(refresh_token);
+        let refused = |m: &str| SessionError::Unauthenticated(m.to_string());
+        let found = store
+            .refresh_token(&old_hash)
+            .await?
+            .ok_or_else(|| refused("unknown refresh token"))?;
+        if found.revoked {
+            return Err(refused("this session was signed out"));
+        }
+        if found.used {
+            store.revoke_session(&found.session_id).await?;
+            tracing::warn!(session = %found.session_id, "refresh token reuse detected; session revoked");
+            return Err(refused(
+                "this refresh token was already used; the session has been revoked, sign in again",
+            ));
+        }
+        if found.expires_at <= Utc::now() {
+            return Err(refused("the refresh token has expired; sign in again"));
+        }
+        let user = store
+            .user_by_id(&found.user_id)
+            .await?
+            .ok_or_else(|| refused("the user no longer exists"))?;
+        let new_token = random_token();
+        let expires = Utc::now() + self.tokens.config().refresh_ttl;
+        if !store
+            .rotate_refresh_token(
+                &found.session_id,
+                &old_hash,
+                &token_hash(&new_token),
+                expires,
+            )
+            .await?
+        {
+            store.revoke_session(&found.session_id).await?;
+            return Err(refused(
+                "this refresh token was already used; the session has been revoked, sign in again",
+            ));
+        }
+        let (access, expires_at) = self.tokens.mint(
+            &user.id,
+            &user.email,
+            role_of(&user),
+            &user.account_id,
+            Some(&found.session_id),
+        )?;
+        Ok(Session {
+            access_token: access,
+            refresh_token: new_token,
+            expires_at,
+            user,
+        })
+    }
+
+    /// `signOut`: revokes the session of `refresh_token`; `false` if it names none.
+    pub async fn sign_out(&self, store: &Store, refresh_token: &str) -> Result<bool, SessionError> {
+        match store.refresh_token(&token_hash(refresh_token)).await? {
+            Some(found) => {
+                store.revoke_session(&found.session_id).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Minting and verifying access tokens.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use super::AuthError;
+use crate::access::Role;
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 5;
+/// Shortest HS256 secret accepted, in bytes.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Auth settings from flags and environment.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// HS256 secret (`LIVEGATE_JWT_SECRET`); generated into `data_dir` when absent.
+    pub jwt_secret: Option<String>,
+    /// PEM public key of an outside identity provider (RSA: RS256, EC P-256: ES256).
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Required `iss`, when set (also written into minted tokens).
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, when set (also written into minted tokens).
+    pub jwt_audience: Option<String>,
+    /// Claim holding the role (`USER`/`ADMIN`, any case).
+    pub role_claim: String,
+    /// Claim holding the account id or slug.
+    pub account_claim: String,
+    /// Claim holding the email.
+    pub email_claim: String,
+    /// Lifetime of minted access tokens.
+    pub access_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Where a generated secret is kept.
+    pub data_dir: std::path::PathBuf,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            role_claim: "role".into(),
+            account_claim: "account".into(),
+            email_claim: "email".into(),
+            access_ttl: Duration::hours(1),
+            refresh_ttl: Duration::days(30),
+            data_dir: "data".into(),
+        }
+    }
+}
+
+/// The claims livegate writes into the tokens it mints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub email: String,
+    pub role: String,
+    pub account: String,
+    /// The session (refresh-token family) the token belongs to; not `sid`, which
+    /// outside identity providers use for their own sessions.
+    #[serde(rename = "lg_sid", skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Who a verified token says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub email: Option<String>,
+    pub role: Role,
+    /// Account id or slug, as the token names it; `None` when it names none.
+    pub account: Option<String>,
+    pub session_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Keys and validations, built once at start-up.
+pub struct Tokens {
+    config: AuthConfig,
+    encoding: EncodingKey,
+    /// One (key, validation) per accepted algorithm.
+    verifiers: Vec<(Algorithm, DecodingKey, Validation)>,
+}
+
+fn validation(alg: Algorithm, config: &AuthConfig) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = LEEWAY_SECONDS;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    match &config.jwt_issuer {
+        Some(iss) => v.set_issuer(&[iss]),
+        None => v.iss = None,
+    }
+    match &config.jwt_audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    v
+}
+
+impl Tokens {
+    /// Loads or generates the secret, reads the public key, builds the validations.
+    pub fn new(config: AuthConfig) -> anyhow::Result<Tokens> {
+        let secret = match &config.jwt_secret {
+            Some(s) if s.len() < MIN_SECRET_BYTES => {
+                anyhow::bail!("LIVEGATE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+            }
+            Some(s) => s.clone().into_bytes(),
+            None => generated_secret(&config.data_dir)?,
+        };
+        let mut verifiers = vec![(
+            Algorithm::HS256,
+            DecodingKey::from_secret(&secret),
+            validation(Algorithm::HS256, &config),
+        )];
+        if let Some(path) = &config.jwt_public_key {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --jwt-public-key {}: {e}", path.display())
+            })?;
+            let (alg, key) = match (
+                DecodingKey::from_rsa_pem(&pem),
+                DecodingKey::from_ec_pem(&pem),
+            ) {
+                (Ok(key), _) => (Algorithm::RS256, key),
+                (_, Ok(key)) => (Algorithm::ES256, key),
+                _ => anyhow::bail!(
+                    "--jwt-public-key {}: not an RSA or EC (P-256) public key in PEM form",
+                    path.display()
+                ),
+            };
+            verifiers.push((alg, key, validation(alg, &config)));
+        }
+        Ok(Tokens {
+            encoding: EncodingKey::from_secret(&secret),
+            verifiers,
+            config,
+        })
+    }
+
+    /// The settings these tokens follow.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Mints an access token for a built-in user.
+    pub fn mint(
+        &self,
+        user_id: &str,
+        email: &str,
+        role: Role,
+        account_id: &str,
+        session: Option<&str>,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
+        let now = Utc::now();
+        let exp = now + self.config.access_ttl;
+        let claims = Claims {
+            sub: user_id.into(),
+            email: email.into(),
+            role: role.as_str().into(),
+            account: account_id.into(),
+            sid: session.map(str::to_string),
+            iat: now.timestamp(),
+            exp: exp.timestamp(),
+            iss: self.config.jwt_issuer.clone(),
+            aud: self.config.jwt_audience.clone(),
+        };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((
+            token,
+            DateTime::from_timestamp(exp.timestamp(), 0).unwrap_or(exp),
+        ))
+    }
+
+    /// Verifies `token` with the validation of the algorithm its header names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithmName => {
+                AuthError::Algorithm("an unsupported algorithm".into())
+            }
+            _ => AuthError::Malformed("not a JWT".into()),
+        })?;
+        let (_, key, validation) = self
+            .verifiers
+            .iter()
+            .find(|(alg, _, _)| *alg == header.alg)
+            .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?;
+        let data =
+            decode::<Map<String, Json>>(token, key, validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => AuthError::Algorithm(format!("{:?}", header.alg)),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Malformed(format!("the `{c}` claim is missing"))
+                }
+                _ => AuthError::Malformed("its claims cannot be read".into()),
+            })?;
+        let claims = data.claims;
+        let text = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_string);
+        let user_id = text("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthError::Malformed("`sub` must be a non-empty string".into()))?;
+        let role = match claims.get(&self.config.role_claim) {
+            None | Some(Json::Null) => Role::User,
+            Some(Json::String(r)) => Role::parse(r)
+                .ok_or_else(|| AuthError::Malformed(format!("unknown role \"{r}\"")))?,
+            Some(_) => {
+                return Err(AuthError::Malformed(format!(
+                    "`{}` must be a string",
+                    self.config.role_claim
+                )));
+            }
+        };
+        let exp = claims.get("exp").and_then(Json::as_i64).unwrap_or_default();
+        Ok(Identity {
+            user_id,
+            email: text(&self.config.email_claim),
+            role,
+            account: text(&self.config.account_claim),
+            session_id: text("lg_sid"),
+            expires_at: DateTime::from_timestamp(exp, 0).unwrap_or_else(Utc::now),
+        })
+    }
+}
+
+/// The secret in `data_dir/jwt-secret`, generated (and saved, readable only by
+/// this user) on first use.
+fn generated_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let path = data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let trimmed = existing.trim();
+        if trimmed.len() >= MIN_SECRET_BYTES {
+            return Ok(trimmed.as_bytes().to_vec());
+        }
+        anyhow::bail!(
+            "{} holds a secret shorter than {MIN_SECRET_BYTES} bytes; delete it to generate a new one",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let mut bytes = [0u8; 48];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_private(&path, &secret)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(path = %path.display(), "no LIVEGATE_JWT_SECRET set: generated a signing secret; set LIVEGATE_JWT_SECRET in production");
+    Ok(secret.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
