@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { auditServer } from 'graphql-http';
 
-import { startServer } from './helpers.js';
+import { TEST_JWT_SECRET, startServer } from './helpers.js';
 
 /** Fewer results than this means the audit did not really run. */
 const MIN_AUDITS = 20;
@@ -13,7 +13,7 @@ const MIN_AUDITS = 20;
 let server;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ env: { LIVEGATE_JWT_SECRET: TEST_JWT_SECRET } });
 });
 
 after(async () => {

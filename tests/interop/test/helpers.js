@@ -19,6 +19,12 @@ const STOP_TIMEOUT_MS = 10_000;
 const STDERR_KEEP = 64 * 1024;
 const READY_LINE = /livegate listening on (http:\/\/\S+)/;
 
+/**
+ * An HS256 signing secret for test servers (LIVEGATE_JWT_SECRET): long enough
+ * to be accepted, so the server never generates a secret file of its own.
+ */
+export const TEST_JWT_SECRET = 'livegate-interop-test-secret-not-for-production-use-0123456789';
+
 /** Servers started and not yet stopped, killed if this process exits first. */
 const live = new Set();
 process.on('exit', () => {
@@ -43,13 +49,15 @@ export function livegateBin() {
  * - `databaseUrl`: the database; default $LIVEGATE_TEST_DATABASE_URL (a postgres
  *   URL, used as given, so it may hold rows from earlier runs), else a fresh
  *   SQLite file in a temp folder removed on stop.
+ * - `env`: variables added to (or overriding) this process's environment for the
+ *   server, e.g. `{ LIVEGATE_JWT_SECRET: TEST_JWT_SECRET }`.
  *
  * Resolves once the server prints its "listening on" line, to `{ url, stop }`:
  * `url` is the /graphql endpoint it printed, `stop()` ends that child (by its PID)
  * and waits for it to exit. Rejects, with the server's stderr, if the server exits
  * or is not ready within 30 s.
  */
-export async function startServer({ app, databaseUrl } = {}) {
+export async function startServer({ app, databaseUrl, env = {} } = {}) {
   const bin = livegateBin();
   const dir = mkdtempSync(path.join(tmpdir(), 'livegate-interop-'));
   const dbUrl = databaseUrl || process.env.LIVEGATE_TEST_DATABASE_URL || `sqlite://${path.join(dir, 'test.db')}`;
@@ -60,7 +68,7 @@ export async function startServer({ app, databaseUrl } = {}) {
   // next to itself (a generated secret, a data folder) goes away with it.
   const child = spawn(bin, args, {
     cwd: dir,
-    env: process.env,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
