@@ -2,6 +2,7 @@
 // loopback port, and talk GraphQL to it over HTTP with the global fetch.
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -168,4 +169,49 @@ export async function gql(url, query, variables, headers = {}) {
     body = undefined;
   }
   return { status: res.status, headers: res.headers, text, body };
+}
+
+/**
+ * A short random lowercase-hex suffix, so emails and account slugs are unique
+ * per run (a postgres database from LIVEGATE_TEST_DATABASE_URL is shared by
+ * runs, and emails and slugs are unique there).
+ */
+export function uniqueSuffix() {
+  return randomBytes(6).toString('hex');
+}
+
+/** The `Authorization` header for an access token. */
+export function bearer(token) {
+  return { authorization: `Bearer ${token}` };
+}
+
+/** The fields of a `Session` the tests read. */
+export const SESSION_FIELDS = 'accessToken refreshToken expiresAt user { id email role accountId }';
+
+/** A password that satisfies the server's policy (8+ characters, not the email). */
+export const TEST_PASSWORD = 'correct horse battery staple';
+
+/**
+ * Signs up a fresh user through the real API (`signUp`) and resolves to its
+ * `Session` (`{ accessToken, refreshToken, expiresAt, user }`) plus the
+ * `email` and `password` used. Throws, with the response, unless it succeeded.
+ *
+ * - `email`: default `interop-<random>@example.com`.
+ * - `password`: default TEST_PASSWORD.
+ * - `newAccount`: a slug for a new account whose ADMIN the user becomes.
+ */
+export async function signUp(url, { email, password = TEST_PASSWORD, newAccount } = {}) {
+  const address = email ?? `interop-${uniqueSuffix()}@example.com`;
+  const res = await gql(
+    url,
+    `mutation ($email: String!, $password: String!, $newAccount: String) {
+      signUp(email: $email, password: $password, newAccount: $newAccount) { ${SESSION_FIELDS} }
+    }`,
+    { email: address, password, newAccount: newAccount ?? null },
+  );
+  const session = res.body?.data?.signUp;
+  if (res.status !== 200 || res.body?.errors !== undefined || !session?.accessToken) {
+    throw new Error(`expected signUp of ${JSON.stringify(address)} to return a session, got HTTP ${res.status}: ${res.text}`);
+  }
+  return { ...session, email: address, password };
 }

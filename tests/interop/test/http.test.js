@@ -1,11 +1,13 @@
 // GraphQL over HTTP as a plain fetch client sees it: the status codes, headers
 // and error codes of /work/shared/API.md §2 and §5, and a write/read round trip.
+// Writes need a signed-in user (posts: create = "user"), so those tests sign up
+// a fresh one through the API and send its access token.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { gql, startServer } from './helpers.js';
+import { TEST_JWT_SECRET, bearer, gql, signUp, startServer } from './helpers.js';
 
 const GRAPHQL_RESPONSE_JSON = 'application/graphql-response+json';
 const APPLICATION_JSON = 'application/json';
@@ -38,7 +40,7 @@ const assertCodes = (body) => {
 let server;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ env: { LIVEGATE_JWT_SECRET: TEST_JWT_SECRET } });
 });
 
 after(async () => {
@@ -47,17 +49,24 @@ after(async () => {
 
 describe('GET', () => {
   test('a mutation over GET is 405 with Allow: POST, and does not run', async () => {
+    // Signed in, so it is the method, not a missing token, that stops the write.
+    const session = await signUp(server.url);
     const title = `via-get-${randomUUID()}`;
     const url = new URL(server.url);
     url.searchParams.set('query', 'mutation ($title: String!) { createPost(input: { title: $title }) { id } }');
     url.searchParams.set('variables', JSON.stringify({ title }));
-    const res = await fetch(url, { headers: { accept: GRAPHQL_RESPONSE_JSON } });
+    const res = await fetch(url, { headers: { accept: GRAPHQL_RESPONSE_JSON, ...bearer(session.accessToken) } });
     const text = await res.text();
     assert.equal(res.status, 405, text);
     assert.equal(res.headers.get('allow'), 'POST');
     assertCodes(JSON.parse(text));
 
-    const check = await gql(server.url, 'query ($title: String!) { postsCount(where: { title: { eq: $title } }) }', { title });
+    const check = await gql(
+      server.url,
+      'query ($title: String!) { postsCount(where: { title: { eq: $title } }) }',
+      { title },
+      bearer(session.accessToken),
+    );
     assert.equal(check.status, 200, check.text);
     assert.equal(check.body.data.postsCount, 0, 'the mutation sent over GET must not have created a post');
   });
@@ -99,15 +108,18 @@ describe('parse errors', () => {
 });
 
 describe('round trip', () => {
-  test('createPost, then posts and post read it back', async () => {
+  test('createPost as a signed-in user, then posts and post read it back', async () => {
+    const session = await signUp(server.url);
+    const auth = bearer(session.accessToken);
     const title = `interop-${randomUUID()}`;
     const created = await gql(
       server.url,
       'mutation ($input: PostCreateInput!) { createPost(input: $input) { id title body published } }',
       { input: { title, body: 'Hello from the interop suite.' } },
+      auth,
     );
-    assert.equal(created.status, 200, created.text);
-    assert.equal(created.body.errors, undefined, created.text);
+    assert.equal(created.status, 200, `expected createPost with a token to be 200: ${created.text}`);
+    assert.equal(created.body.errors, undefined, `expected createPost with a token to have no errors: ${created.text}`);
     const post = created.body.data.createPost;
     assert.equal(typeof post.id, 'string');
     assert.equal(post.title, title);
@@ -117,6 +129,7 @@ describe('round trip', () => {
       server.url,
       'query ($title: String!, $id: ID!) { posts(where: { title: { eq: $title } }) { id title body } post(id: $id) { id title } }',
       { title, id: post.id },
+      auth,
     );
     assert.equal(listed.status, 200, listed.text);
     assert.equal(listed.body.errors, undefined, listed.text);
