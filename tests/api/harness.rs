@@ -101,6 +101,14 @@ impl Db {
     }
 }
 
+/// A user made by the harness.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub account_id: String,
+    pub token: String,
+}
+
 /// A running server.
 pub struct Server {
     pub base: String,
@@ -181,18 +189,29 @@ impl Server {
     /// A token for user `email` with `role` in account `slug` (both created if
     /// missing), as `livegate token` mints it.
     pub async fn token_for(&self, email: &str, role: Role, slug: &str) -> String {
+        self.user_for(email, role, slug).await.token
+    }
+
+    /// Like [`Server::token_for`], with the user's and account's ids.
+    pub async fn user_for(&self, email: &str, role: Role, slug: &str) -> TestUser {
         let store = self.state.store();
         let account = store.ensure_account(slug).await.expect("account");
         let user = store
             .ensure_user(&account, email, role.as_str())
             .await
             .expect("user");
-        self.state
+        let token = self
+            .state
             .auth()
             .tokens
             .mint(&user.id, &user.email, role, &user.account_id, None)
             .expect("mint")
-            .0
+            .0;
+        TestUser {
+            id: user.id,
+            account_id: user.account_id,
+            token,
+        }
     }
 
     /// POSTs a GraphQL request as the default admin; returns the JSON body (any status).

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 and talks to it over HTTP. Run against PostgreSQL by setting
 //! `LIVEGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres`.
 
+mod access;
 mod app_file;
 mod cli;
 mod crud;
