@@ -103,15 +103,24 @@ fn validation(alg: Algorithm, config: &AuthConfig) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = LEEWAY_SECONDS;
     v.validate_nbf = true;
-    v.set_required_spec_claims(&["exp", "sub"]);
+    // jsonwebtoken checks `iss`/`aud` only when present unless they are required:
+    // a configured issuer or audience must also be present.
+    let mut required = vec!["exp", "sub"];
     match &config.jwt_issuer {
-        Some(iss) => v.set_issuer(&[iss]),
+        Some(iss) => {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
         None => v.iss = None,
     }
     match &config.jwt_audience {
-        Some(aud) => v.set_audience(&[aud]),
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
         None => v.validate_aud = false,
     }
+    v.set_required_spec_claims(&required);
     v
 }
 
@@ -190,11 +199,9 @@ impl Tokens {
 
     /// Verifies `token` with the validation of the algorithm its header names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header = decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithmName => {
-                AuthError::Algorithm("an unsupported algorithm".into())
-            }
-            _ => AuthError::Malformed("not a JWT".into()),
+        let header = decode_header(token).map_err(|_| match header_alg(token) {
+            Some(alg) => AuthError::Algorithm(alg),
+            None => AuthError::Malformed("not a JWT".into()),
         })?;
         let (_, key, validation) = self
             .verifiers
@@ -240,6 +247,18 @@ impl Tokens {
             expires_at: DateTime::from_timestamp(exp, 0).unwrap_or_else(Utc::now),
         })
     }
+}
+
+/// The `alg` a token's header names, read without trusting anything else in it:
+/// for a clear refusal of algorithms livegate does not know (such as `none`).
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let first = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first.trim_end_matches('='))
+        .ok()?;
+    let header: Map<String, Json> = serde_json::from_slice(&bytes).ok()?;
+    header.get("alg")?.as_str().map(str::to_string)
 }
 
 /// The secret in `data_dir/jwt-secret`, generated (and saved, readable only by

@@ -208,7 +208,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
                 may_create(&rc.viewer, c.create)
-                    .map_err(|d| ApiError::denied(d, &format!("create {} rows", c.key)))?;
+                    .map_err(|d| ApiError::denied(d, &format!("create rows in {}", c.key)))?;
                 let input = ctx.args.try_get("input")?.object()?;
                 let checked = check_input(&c, &input, true)?;
                 check_refs(rc, &catalog, &checked.refs).await?;

@@ -9,6 +9,7 @@ mod auth;
 mod crud;
 mod errors;
 mod input;
+mod response;
 mod types;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::store::Store;
 
 pub use errors::ApiError;
+pub use response::complete;
 
 /// Limits applied to every operation.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,7 @@ pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, Sc
         .register(query)
         .register(mutation)
         .data(limits)
+        .extension(response::ErrorPaths)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

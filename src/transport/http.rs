@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use async_graphql::dynamic::Schema;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Response as GqlResponse, ServerError, Variables};
 use axum::body::Bytes;
@@ -346,7 +347,12 @@ async fn execute(
         return resp;
     }
     let response = app.schema().execute(request).await;
-    let (body, is_request_error) = finish(response, &query);
+    let (body, is_request_error) = finish(
+        response,
+        &query,
+        app.schema(),
+        params.operation_name.as_deref(),
+    );
     app.metrics()
         .observe(kind, body.get("errors").is_none(), started.elapsed());
     respond(media, body, is_request_error)
@@ -388,10 +394,21 @@ fn at_variable(e: &ServerError, query: &str) -> bool {
 
 /// Turns an executed response into its JSON body, giving every error a code; says
 /// whether it was a request error (validation failed, nothing executed).
-fn finish(mut response: GqlResponse, query: &str) -> (Json, bool) {
+fn finish(
+    mut response: GqlResponse,
+    query: &str,
+    schema: &Schema,
+    operation_name: Option<&str>,
+) -> (Json, bool) {
     let is_request_error = !response.errors.is_empty()
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty());
+    if !is_request_error
+        && !response.errors.is_empty()
+        && let Ok(doc) = async_graphql::parser::parse_query(query)
+    {
+        crate::graphql::complete(schema.registry(), &doc, operation_name, &mut response);
+    }
     for e in &mut response.errors {
         if has_code(e) {
             continue;

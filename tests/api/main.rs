@@ -4,6 +4,7 @@
 
 mod access;
 mod app_file;
+mod auth;
 mod cli;
 mod crud;
 mod filters;

@@ -189,6 +189,12 @@ async fn internal_errors_leak_no_sql() {
     let err = &body["errors"][0];
     assert_eq!(err["extensions"]["code"], "INTERNAL", "{body}");
     assert_eq!(err["message"], "internal error", "{body}");
+    assert_eq!(err["path"], json!(["posts"]), "{body}");
+    assert_eq!(
+        body["data"],
+        serde_json::Value::Null,
+        "posts is non-null, so data is null: {body}"
+    );
     let text = body.to_string().to_lowercase();
     for leak in [
         "select",
@@ -201,6 +207,84 @@ async fn internal_errors_leak_no_sql() {
     ] {
         assert!(!text.contains(leak), "the response leaks {leak:?}: {body}");
     }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn field_errors_have_paths_and_null_where_they_happened() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let grj = [("accept", "application/graphql-response+json")];
+    let missing = "01900000-0000-7000-8000-000000000000";
+
+    let (status, body) = s
+        .post(
+            Some(&s.token),
+            &grj,
+            &format!("{{ posts {{ id }} post(id: \"{missing}\") {{ id }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "a field error is not a request error: {body}");
+    assert_eq!(
+        body["data"],
+        json!({ "posts": [], "post": null }),
+        "the failed nullable field is null, the rest is kept"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["post"]), "{body}");
+
+    let (status, body) = s
+        .post(
+            Some(&s.token),
+            &grj,
+            "{ a: post(id: \"x\") { id } b: post(id: \"y\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!({ "a": null, "b": null }));
+    let mut paths: Vec<String> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["path"][0].as_str().unwrap_or_default().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["a", "b"],
+        "each error names its aliased field: {body}"
+    );
+
+    let (status, body) = s
+        .post(
+            None,
+            &grj,
+            "mutation { createPost(input: { title: \"x\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        serde_json::Value::Null,
+        "a non-null root field that fails nulls the whole data: {body}"
+    );
+    assert!(
+        body.as_object().is_some_and(|o| o.contains_key("data")),
+        "data is present (null), since the operation ran: {body}"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["createPost"]));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+
+    let (_, body) = s.post(Some(&s.token), &grj, &format!("query Q {{ me {{ email }} ...F }} fragment F on Query {{ gone: post(id: \"{missing}\") {{ title }} }}"), json!({})).await;
+    assert_eq!(
+        body["data"],
+        json!({ "me": { "email": "admin@test.local" }, "gone": null }),
+        "fields from fragments too: {body}"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["gone"]));
     s.stop().await;
     db.drop_db().await;
 }
