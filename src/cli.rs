@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::graphql::Limits;
 use crate::server::{Config, shutdown_signal, start};
 use crate::store::Store;
+use crate::transport::ws::WsConfig;
 
 /// livegate: a declared app file served as a live GraphQL API.
 #[derive(Debug, Parser)]
@@ -142,9 +143,27 @@ struct ServeArgs {
     /// Largest complexity (fields selected) an operation may have.
     #[arg(long, env = "LIVEGATE_MAX_COMPLEXITY", default_value_t = Limits::default().max_complexity)]
     max_complexity: usize,
+    /// How long a WebSocket client may take to send `connection_init`, in milliseconds.
+    #[arg(
+        long,
+        env = "LIVEGATE_CONNECTION_INIT_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    connection_init_timeout_ms: u64,
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, env = "LIVEGATE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    max_message_bytes: usize,
+    /// Events a subscriber may fall behind before its connection is closed (1013)
+    /// and it resumes from its cursor.
+    #[arg(long, env = "LIVEGATE_BUS_CAPACITY", default_value_t = livegate_bus_default())]
+    bus_capacity: usize,
     /// Largest `limit` honoured on list fields.
     #[arg(long, env = "LIVEGATE_MAX_LIMIT", default_value_t = Limits::default().max_list)]
     max_limit: u64,
+}
+
+fn livegate_bus_default() -> usize {
+    crate::store::BUS_CAPACITY
 }
 
 /// Runs the command line.
@@ -216,6 +235,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_list: args.max_limit,
         },
         auth: args.auth.config(),
+        ws: WsConfig {
+            init_timeout: std::time::Duration::from_millis(args.connection_init_timeout_ms),
+            max_message_bytes: args.max_message_bytes,
+            bus_capacity: args.bus_capacity,
+        },
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod cli;
 pub mod graphql;
 pub mod metrics;
+pub mod realtime;
 pub mod server;
 pub mod store;
 pub mod transport;

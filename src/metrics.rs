@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -38,11 +39,31 @@ struct OpLabels {
     operation: OpKind,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    protocol: String,
+    code: u16,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<OpLabels, Histogram>,
+    /// Open realtime connections by protocol.
+    connections: Family<ProtocolLabels, Gauge>,
+    /// Running subscriptions (all protocols).
+    pub subscriptions: Gauge,
+    /// Changes committed and published on the bus.
+    pub events_published: Counter,
+    /// Events delivered to subscribers.
+    pub deliveries: Counter,
+    closes: Family<CloseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,10 +83,45 @@ impl Default for Metrics {
             "GraphQL request latency over HTTP, by operation type",
             latency.clone(),
         );
+        let connections = Family::<ProtocolLabels, Gauge>::default();
+        let subscriptions = Gauge::default();
+        let events_published = Counter::default();
+        let deliveries = Counter::default();
+        let closes = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "realtime_connections",
+            "Open realtime connections, by protocol",
+            connections.clone(),
+        );
+        registry.register(
+            "realtime_subscriptions",
+            "Running subscriptions",
+            subscriptions.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Committed changes published to subscribers",
+            events_published.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Events delivered to subscribers",
+            deliveries.clone(),
+        );
+        registry.register(
+            "realtime_closes",
+            "Realtime connections closed by the server, by protocol and close code",
+            closes.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            connections,
+            subscriptions,
+            events_published,
+            deliveries,
+            closes,
         }
     }
 }
@@ -80,6 +136,25 @@ impl Metrics {
         self.latency
             .get_or_create(&OpLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The open-connections gauge of `protocol`.
+    pub fn connections(&self, protocol: &str) -> Gauge {
+        self.connections
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.to_string(),
+            })
+            .clone()
+    }
+
+    /// Counts a connection the server closed with `code`.
+    pub fn closed(&self, protocol: &str, code: u16) {
+        self.closes
+            .get_or_create(&CloseLabels {
+                protocol: protocol.to_string(),
+                code,
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -19,6 +19,7 @@ use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::http;
+use crate::transport::ws::WsConfig;
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     /// Token and session settings.
     pub auth: AuthConfig,
+    /// WebSocket transport settings.
+    pub ws: WsConfig,
 }
 
 /// Shared state: cheap to clone, one `Arc` inside.
@@ -46,6 +49,7 @@ struct Inner {
     metrics: Metrics,
     auth: Arc<SignIn>,
     default_account_id: String,
+    ws: WsConfig,
 }
 
 impl AppState {
@@ -65,6 +69,10 @@ impl AppState {
     pub fn auth(&self) -> &Arc<SignIn> {
         &self.0.auth
     }
+    /// WebSocket transport settings.
+    pub fn ws_config(&self) -> WsConfig {
+        self.0.ws
+    }
     /// The account anonymous viewers browse unless they name another.
     pub fn default_account_id(&self) -> &str {
         &self.0.default_account_id
@@ -74,7 +82,9 @@ impl AppState {
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
 pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     let catalog = Catalog::load(&config.app)?;
-    let store = Store::connect(&config.database_url, catalog.clone()).await?;
+    let store = Store::connect(&config.database_url, catalog.clone())
+        .await?
+        .with_bus_capacity(config.ws.bus_capacity);
     store.migrate().await.context("applying migrations")?;
     store.reconcile(&config.app.display().to_string()).await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
@@ -87,6 +97,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         metrics: Metrics::default(),
         auth: Arc::new(SignIn::new(tokens)),
         default_account_id: account.id,
+        ws: config.ws,
     })))
 }
 
@@ -134,6 +145,7 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let handle = state.clone();
+    let handle_for_tasks = state.clone();
     let store = state.store().clone();
     let auth = state.auth().clone();
     let router = app(state);
@@ -147,6 +159,7 @@ pub async fn start(
                 auth.forget_quiet_keys();
             }
         });
+        let housekeeping = tokio::spawn(housekeeping(handle_for_tasks));
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -154,6 +167,7 @@ pub async fn start(
         .with_graceful_shutdown(shutdown)
         .await;
         sweeper.abort();
+        housekeeping.abort();
         store.close().await.ok();
         Ok(served?)
     });
@@ -162,6 +176,43 @@ pub async fn start(
         state: handle,
         task,
     })
+}
+
+/// Background upkeep: counts published events for `/metrics`, and prunes the event
+/// log past `history_hours` every ten minutes.
+async fn housekeeping(state: AppState) {
+    let mut bus = state.store().subscribe();
+    let counter = state.metrics().events_published.clone();
+    let count = tokio::spawn(async move {
+        loop {
+            match bus.recv().await {
+                Ok(_) => {
+                    counter.inc();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    counter.inc_by(n);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let history = chrono::Duration::hours(state.catalog().realtime.history_hours.into());
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match state
+            .store()
+            .prune_events(chrono::Utc::now() - history)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned the event log"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the event log"),
+        }
+        if count.is_finished() {
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_system_tables;
 mod m20261122_000002_sessions;
+mod m20261122_000003_meta;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_system_tables::Migration),
             Box::new(m20261122_000002_sessions::Migration),
+            Box::new(m20261122_000003_meta::Migration),
         ]
     }
 

@@ -65,6 +65,8 @@ pub struct SignIn {
     pub tokens: Tokens,
     by_email: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// Ids of sessions revoked from now on, so live connections can close.
+    revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -112,7 +114,19 @@ impl SignIn {
             tokens,
             by_email: RateLimiter::keyed(per_minute(SIGN_INS_PER_EMAIL_PER_MINUTE)),
             by_address: RateLimiter::keyed(per_minute(SIGN_INS_PER_ADDRESS_PER_MINUTE)),
+            revoked: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Session ids as they are revoked (sign-out, refresh-token reuse).
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.revoked.subscribe()
+    }
+
+    async fn revoke(&self, store: &Store, session_id: &str) -> Result<(), SessionError> {
+        store.revoke_session(session_id).await?;
+        let _ = self.revoked.send(session_id.to_string());
+        Ok(())
     }
 
     /// Forgets rate-limit state of keys that have been quiet (call now and then).
@@ -237,7 +251,7 @@ impl SignIn {
             return Err(refused("this session was signed out"));
         }
         if found.used {
-            store.revoke_session(&found.session_id).await?;
+            self.revoke(store, &found.session_id).await?;
             tracing::warn!(session = %found.session_id, "refresh token reuse detected; session revoked");
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
@@ -261,7 +275,7 @@ impl SignIn {
             )
             .await?
         {
-            store.revoke_session(&found.session_id).await?;
+            self.revoke(store, &found.session_id).await?;
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
             ));
@@ -285,7 +299,7 @@ impl SignIn {
     pub async fn sign_out(&self, store: &Store, refresh_token: &str) -> Result<bool, SessionError> {
         match store.refresh_token(&token_hash(refresh_token)).await? {
             Some(found) => {
-                store.revoke_session(&found.session_id).await?;
+                self.revoke(store, &found.session_id).await?;
                 Ok(true)
             }
             None => Ok(false),

@@ -21,6 +21,10 @@ pub enum ApiError {
     },
     Conflict(String),
     RateLimited(String),
+    CursorExpired,
+    TooManySubscriptions(u32),
+    /// The operation cannot go on now (e.g. a subscriber that fell behind).
+    Unavailable(String),
     Internal,
 }
 
@@ -34,6 +38,9 @@ impl ApiError {
             ApiError::BadUserInput { .. } => "BAD_USER_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::CursorExpired => "CURSOR_EXPIRED",
+            ApiError::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
+            ApiError::Unavailable(_) => "INTERNAL",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -45,7 +52,10 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
-            | ApiError::RateLimited(m) => m.clone(),
+            | ApiError::RateLimited(m)
+            | ApiError::Unavailable(m) => m.clone(),
+            ApiError::CursorExpired => "the cursor is older than the kept history; re-fetch, then subscribe without `after`".to_string(),
+            ApiError::TooManySubscriptions(n) => format!("at most {n} subscriptions per connection"),
             ApiError::BadUserInput { message, .. } => message.clone(),
             ApiError::Internal => "internal error".to_string(),
         }

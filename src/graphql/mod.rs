@@ -10,6 +10,7 @@ mod crud;
 mod errors;
 mod input;
 mod response;
+mod subscriptions;
 mod types;
 
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use async_graphql::dynamic::{Object, Schema, SchemaError};
 use crate::access::Viewer;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
+use crate::realtime::Overflow;
 use crate::store::Store;
 
 pub use errors::ApiError;
@@ -55,13 +57,20 @@ pub struct RequestCtx {
     pub auth: Arc<SignIn>,
     /// The client's address, for rate limits.
     pub client_ip: Option<IpAddr>,
+    /// Raised by a subscription that fell behind (realtime transports only).
+    pub overflow: Option<Arc<Overflow>>,
 }
 
 /// Builds the executable schema for `catalog`.
 pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, SchemaError> {
     let mut query = Object::new("Query").description("Read the collections of this app.");
     let mut mutation = Object::new("Mutation").description("Create, update and delete rows.");
-    let mut builder = Schema::build("Query", Some("Mutation"), None);
+    let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"));
+    let (subscription, change_types) = subscriptions::build(catalog);
+    builder = builder.register(subscription);
+    for t in change_types {
+        builder = builder.register(t);
+    }
     builder = types::register_shared(builder).register(auth::session_type());
     query = query.field(auth::me_field());
     for f in auth::mutation_fields() {

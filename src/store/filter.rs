@@ -4,9 +4,11 @@
 
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, LikeExpr};
 
+use serde_json::Value as Json;
+
 use super::rows::db_value;
-use crate::catalog::FieldKind;
-use crate::values::Scalar;
+use crate::catalog::{Collection, FieldKind};
+use crate::values::{Row, Scalar, format_datetime, parse_datetime};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +144,116 @@ impl Filter {
                     .add(Expr::col(column.clone()).like(LikeExpr::new(pattern).escape('\\')))
             }
         }
+    }
+}
+
+impl Filter {
+    /// Whether `row` of collection `c` matches, with SQL's semantics (three-valued
+    /// logic around NULL, code-point string order, case-sensitive LIKE), so that a
+    /// subscription's `where` selects exactly what the same `where` would query.
+    pub fn matches(&self, c: &Collection, row: &Row) -> bool {
+        self.eval(c, row) == Some(true)
+    }
+
+    fn eval(&self, c: &Collection, row: &Row) -> Option<bool> {
+        match self {
+            Filter::All(parts) => {
+                let mut unknown = false;
+                for p in parts {
+                    match p.eval(c, row) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                if unknown { None } else { Some(true) }
+            }
+            Filter::Any(parts) => {
+                let mut unknown = false;
+                for p in parts {
+                    match p.eval(c, row) {
+                        Some(true) => return Some(true),
+                        None => unknown = true,
+                        Some(false) => {}
+                    }
+                }
+                if unknown { None } else { Some(false) }
+            }
+            Filter::Not(inner) => inner.eval(c, row).map(|b| !b),
+            Filter::IsNull { column, is_null } => {
+                Some(value_of(c, row, column).is_none() == *is_null)
+            }
+            Filter::Cmp {
+                column, op, value, ..
+            } => {
+                let ord = compare(&value_of(c, row, column)?, value)?;
+                Some(match op {
+                    CmpOp::Eq => ord.is_eq(),
+                    CmpOp::Ne => ord.is_ne(),
+                    CmpOp::Lt => ord.is_lt(),
+                    CmpOp::Lte => ord.is_le(),
+                    CmpOp::Gt => ord.is_gt(),
+                    CmpOp::Gte => ord.is_ge(),
+                })
+            }
+            Filter::In {
+                column,
+                values,
+                negated,
+                ..
+            } => {
+                if values.is_empty() {
+                    return Some(*negated);
+                }
+                let v = value_of(c, row, column)?;
+                let mut unknown = false;
+                for candidate in values {
+                    match compare(&v, candidate) {
+                        Some(o) if o.is_eq() => return Some(!negated),
+                        None => unknown = true,
+                        _ => {}
+                    }
+                }
+                if unknown { None } else { Some(*negated) }
+            }
+            Filter::Like { column, like, text } => {
+                let Json::String(s) = value_of(c, row, column)? else {
+                    return None;
+                };
+                Some(match like {
+                    LikeKind::Contains => s.contains(text.as_str()),
+                    LikeKind::StartsWith => s.starts_with(text.as_str()),
+                    LikeKind::EndsWith => s.ends_with(text.as_str()),
+                })
+            }
+        }
+    }
+}
+
+/// The value of `column` in `row` (`None` for NULL).
+fn value_of(c: &Collection, row: &Row, column: &str) -> Option<Json> {
+    let v = match column {
+        "id" => Json::String(row.id.clone()),
+        "owner_id" => Json::String(row.owner_id.clone()?),
+        "account_id" => Json::String(row.account_id.clone()),
+        "created_at" => Json::String(format_datetime(&row.created_at)),
+        "updated_at" => Json::String(format_datetime(&row.updated_at)),
+        _ => {
+            let f = c.fields.iter().find(|f| f.column == column)?;
+            row.data.get(&f.key)?.clone()
+        }
+    };
+    (!Json::is_null(&v)).then_some(v)
+}
+
+fn compare(v: &Json, s: &Scalar) -> Option<std::cmp::Ordering> {
+    match (v, s) {
+        (Json::String(a), Scalar::DateTime(b)) => Some(parse_datetime(a).ok()?.cmp(b)),
+        (Json::String(a), Scalar::Str(b)) => Some(a.as_str().cmp(b.as_str())),
+        (Json::Number(a), Scalar::Int(b)) => Some(a.as_i64()?.cmp(b)),
+        (Json::Number(a), Scalar::Float(b)) => a.as_f64()?.partial_cmp(b),
+        (Json::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! table and column names come only from the [`Catalog`], never from a request.
 
 mod accounts;
+mod events;
 mod filter;
 mod rows;
 mod sessions;
@@ -21,6 +22,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use crate::catalog::Catalog;
 
 pub use accounts::{Account, DEFAULT_ACCOUNT, User};
+pub use events::{BUS_CAPACITY, LogBounds, Outbox};
 pub use filter::{CmpOp, Filter, LikeKind, Order};
 pub use rows::{Action, Change, Scope};
 pub use sessions::RefreshToken;
@@ -42,6 +44,7 @@ pub enum StoreError {
 pub struct Store {
     db: DatabaseConnection,
     catalog: Arc<Catalog>,
+    outbox: Arc<Outbox>,
 }
 
 /// A database URL that cannot be used, said so that a person can fix it.
@@ -104,12 +107,22 @@ impl Store {
                 url: redacted,
                 cause: e.to_string(),
             })?;
-        Ok(Store { db, catalog })
+        Ok(Store {
+            db,
+            catalog,
+            outbox: Arc::new(Outbox::new(BUS_CAPACITY)),
+        })
     }
 
     /// Applies pending system-table migrations.
     pub async fn migrate(&self) -> Result<(), DbErr> {
         Migrator::up(&self.db, None).await
+    }
+
+    /// Sets how many events a subscriber may fall behind (before any subscribe).
+    pub fn with_bus_capacity(mut self, capacity: usize) -> Store {
+        self.outbox = Arc::new(Outbox::new(capacity));
+        self
     }
 
     /// Which SQL dialect this store speaks.

@@ -232,9 +232,8 @@ impl Store {
         q.values(vals.into_iter().map(Expr::val))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         txn.execute(&q).await?;
-        let change = log_event(&txn, c, Action::Create, row, None).await?;
-        txn.commit().await?;
-        Ok(change)
+        self.commit_with_event(txn, c, Action::Create, row, None)
+            .await
     }
 
     /// Updates row `id` of `account_id`: loads it under a write lock, lets
@@ -269,9 +268,10 @@ impl Store {
         q.and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("account_id").eq(scope.account_id));
         txn.execute(&q).await.map_err(StoreError::from)?;
-        let change = log_event(&txn, c, Action::Update, after, Some(before)).await?;
-        txn.commit().await.map_err(StoreError::from)?;
-        Ok(Some(change))
+        Ok(Some(
+            self.commit_with_event(txn, c, Action::Update, after, Some(before))
+                .await?,
+        ))
     }
 
     /// Deletes row `id` after `authorize` approves it (as in [`Store::update`]).
@@ -293,9 +293,10 @@ impl Store {
             .and_where(Expr::col("account_id").eq(scope.account_id))
             .to_owned();
         txn.execute(&q).await.map_err(StoreError::from)?;
-        let change = log_event(&txn, c, Action::Delete, before.clone(), Some(before)).await?;
-        txn.commit().await.map_err(StoreError::from)?;
-        Ok(Some(change))
+        Ok(Some(
+            self.commit_with_event(txn, c, Action::Delete, before.clone(), Some(before))
+                .await?,
+        ))
     }
 
     /// Whether `id` names a row of `table` in `account_id` (ref validation).
@@ -343,50 +344,4 @@ impl Store {
             None => Ok(None),
         }
     }
-}
-
-async fn log_event(
-    txn: &DatabaseTransaction,
-    c: &Collection,
-    action: Action,
-    record: Row,
-    previous: Option<Row>,
-) -> Result<Change, StoreError> {
-    let at = crate::values::now();
-    let q = Query::insert()
-        .into_table("livegate_events")
-        .columns([
-            "account_id",
-            "collection",
-            "action",
-            "row_id",
-            "owner_id",
-            "at",
-            "record",
-            "previous",
-        ])
-        .values_panic([
-            record.account_id.clone().into(),
-            c.key.clone().into(),
-            action.as_str().into(),
-            record.id.clone().into(),
-            record.owner_id.clone().into(),
-            at.into(),
-            record.to_json().into(),
-            previous.as_ref().map(Row::to_json).into(),
-        ])
-        .returning_col("seq")
-        .to_owned();
-    let row = txn
-        .query_one(&q)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("event insert returned no seq".into()))?;
-    Ok(Change {
-        seq: row.try_get("", "seq")?,
-        collection: c.key.clone(),
-        action,
-        at,
-        record,
-        previous,
-    })
 }

@@ -215,13 +215,28 @@ fn unauthenticated(media: Media, e: &AuthError) -> Response {
     resp
 }
 
-/// `GET /graphql`.
+/// `GET /graphql`: a WebSocket upgrade, or a query.
 pub async fn get(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    request: axum::extract::Request,
 ) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let raw = parts.uri.query().map(str::to_string);
+    let wants_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_upgrade {
+        use axum::extract::FromRequestParts;
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &app).await
+        {
+            Ok(ws) => crate::transport::ws::upgrade(app, ws, &parts.headers, raw.as_deref(), peer),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let headers = parts.headers;
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -312,6 +327,7 @@ async fn execute(
             viewer,
             auth: app.auth().clone(),
             client_ip: Some(peer.ip()),
+            overflow: None,
         });
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name);
@@ -375,6 +391,45 @@ fn request_error(errors: Vec<ServerError>) -> Json {
     json!({ "errors": errors })
 }
 
+/// Gives every error an `extensions.code`: before execution, a bad variable value
+/// is `BAD_USER_INPUT` and anything else `GRAPHQL_VALIDATION_FAILED` (Apollo's
+/// split); during execution an uncoded error is a bug, logged and shown as
+/// `INTERNAL` without its detail.
+fn give_codes(errors: &mut [ServerError], query: &str, is_request_error: bool) {
+    for e in errors {
+        if has_code(e) {
+            continue;
+        }
+        if is_request_error {
+            let by_variable = at_variable(e, query)
+                || e.message.contains("variable")
+                || e.message.contains("Variable");
+            set_code(
+                e,
+                if by_variable {
+                    "BAD_USER_INPUT"
+                } else {
+                    "GRAPHQL_VALIDATION_FAILED"
+                },
+            );
+        } else {
+            tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
+            e.message = "internal error".into();
+            set_code(e, "INTERNAL");
+        }
+    }
+}
+
+/// [`give_codes`], returning the errors as JSON (for the realtime transports).
+pub fn coded_errors(errors: &[ServerError], query: &str, is_request_error: bool) -> Vec<Json> {
+    let mut errors = errors.to_vec();
+    give_codes(&mut errors, query, is_request_error);
+    errors
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect()
+}
+
 /// Whether the error's first location points at an argument whose value is a
 /// `$variable` (`input: $i`): then the value that failed was the client's input.
 fn at_variable(e: &ServerError, query: &str) -> bool {
@@ -409,28 +464,7 @@ fn finish(
     {
         crate::graphql::complete(schema.registry(), &doc, operation_name, &mut response);
     }
-    for e in &mut response.errors {
-        if has_code(e) {
-            continue;
-        }
-        if is_request_error {
-            // Apollo's split: a bad variable value is the user's input; anything
-            // else found before execution is a validation failure.
-            let code = if at_variable(e, query)
-                || e.message.contains("variable")
-                || e.message.contains("Variable")
-            {
-                "BAD_USER_INPUT"
-            } else {
-                "GRAPHQL_VALIDATION_FAILED"
-            };
-            set_code(e, code);
-        } else {
-            tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
-            e.message = "internal error".into();
-            set_code(e, "INTERNAL");
-        }
-    }
+    give_codes(&mut response.errors, query, is_request_error);
     if is_request_error {
         return (request_error(response.errors), true);
     }

@@ -3,3 +3,4 @@
 //! them decides access.
 
 pub mod http;
+pub mod ws;

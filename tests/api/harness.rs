@@ -138,12 +138,18 @@ impl Server {
         limits: Limits,
         auth: AuthConfig,
     ) -> anyhow::Result<Server> {
+        // A short init timeout keeps the 4408 test quick.
+        let ws = livegate::transport::ws::WsConfig {
+            init_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        };
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             app,
             database_url: db.url.clone(),
             limits,
             auth,
+            ws,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let running = start(config, async {

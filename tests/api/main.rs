@@ -10,4 +10,6 @@ mod crud;
 mod filters;
 mod harness;
 mod http;
+mod realtime;
 mod validation;
+mod wsclient;

@@ -1,0 +1,250 @@
+//! The `Subscription` root: `<type>Changed` per collection and the detail-free
+//! `changes` feed, with their `<Type>Change` and `Change` types. Each field checks
+//! access once at subscribe time; every event is then filtered by
+//! [`crate::realtime::visible`].
+
+use std::sync::Arc;
+
+use async_graphql::Value;
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Subscription,
+    SubscriptionField, SubscriptionFieldFuture, TypeRef,
+};
+use futures_util::StreamExt;
+
+use super::RequestCtx;
+use super::errors::ApiError;
+use super::input::parse_where;
+use super::types::DATETIME;
+use crate::access::read_scope;
+use crate::catalog::{Catalog, Collection};
+use crate::realtime::{FeedError, Selection, feed, parse_cursor};
+use crate::store::{Action, Change};
+use crate::values::format_datetime;
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::CursorExpired => ApiError::CursorExpired,
+            FeedError::BadCursor(m) => ApiError::bad_field("after", m),
+            FeedError::Overflow => ApiError::Unavailable(
+                "this subscriber fell behind; reconnect and resume with `after`".into(),
+            ),
+            FeedError::Internal => ApiError::Internal,
+        }
+    }
+}
+
+fn action_value(a: Action) -> Value {
+    Value::Enum(async_graphql::Name::new(match a {
+        Action::Create => "CREATE",
+        Action::Update => "UPDATE",
+        Action::Delete => "DELETE",
+    }))
+}
+
+fn change_field(name: &str, ty: TypeRef, doc: &str, get: fn(&Change) -> Value) -> Field {
+    Field::new(name, ty, move |ctx| {
+        FieldFuture::new(async move {
+            Ok(Some(get(ctx
+                .parent_value
+                .try_downcast_ref::<Arc<Change>>()?)))
+        })
+    })
+    .description(doc)
+}
+
+/// `<Type>Change` for one collection.
+fn change_type(c: &Collection) -> Object {
+    Object::new(&c.names.change_type)
+        .description(format!(
+            "A committed change to a {} row.",
+            c.names.type_name
+        ))
+        .field(change_field(
+            "action",
+            TypeRef::named_nn("ChangeAction"),
+            "What the change did.",
+            |ch| action_value(ch.action),
+        ))
+        .field(change_field(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "The id of the changed row.",
+            |ch| Value::from(ch.record.id.clone()),
+        ))
+        .field(
+            Field::new("record", TypeRef::named(&c.names.type_name), |ctx| {
+                FieldFuture::new(async move {
+                    let ch = ctx.parent_value.try_downcast_ref::<Arc<Change>>()?;
+                    Ok(Some(FieldValue::owned_any(ch.record.clone())))
+                })
+            })
+            .description("The row after the change; for DELETE, the row as it was."),
+        )
+        .field(change_field(
+            "cursor",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Opaque; pass as `after` to resume after this change.",
+            |ch| Value::from(ch.seq.to_string()),
+        ))
+        .field(change_field(
+            "at",
+            TypeRef::named_nn(DATETIME),
+            "When the change was committed.",
+            |ch| Value::from(format_datetime(&ch.at)),
+        ))
+}
+
+/// The shared `Change` type of the `changes` feed.
+pub fn hint_type() -> Object {
+    Object::new("Change")
+        .description(
+            "A detail-free hint that a collection changed: re-fetch what you show from it.",
+        )
+        .field(change_field(
+            "collection",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The collection's key, as in the app file.",
+            |ch| Value::from(ch.collection.clone()),
+        ))
+        .field(change_field(
+            "action",
+            TypeRef::named_nn("ChangeAction"),
+            "What the change did.",
+            |ch| action_value(ch.action),
+        ))
+        .field(change_field(
+            "cursor",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Opaque; pass as `after` to resume after this change.",
+            |ch| Value::from(ch.seq.to_string()),
+        ))
+        .field(change_field(
+            "at",
+            TypeRef::named_nn(DATETIME),
+            "When the change was committed.",
+            |ch| Value::from(format_datetime(&ch.at)),
+        ))
+}
+
+fn after_arg(ctx: &ResolverContext<'_>) -> Result<Option<i64>, ApiError> {
+    match ctx.args.get("after").filter(|v| !v.is_null()) {
+        Some(v) => {
+            Ok(Some(parse_cursor(v.string().map_err(|_| {
+                ApiError::bad_field("after", "expected a string")
+            })?)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Starts the feed for `selection` for the request's viewer.
+fn start<'a>(
+    ctx: &ResolverContext<'_>,
+    catalog: &Arc<Catalog>,
+    selection: Selection,
+) -> Result<
+    impl futures_util::Stream<Item = async_graphql::Result<FieldValue<'a>>> + Send + use<'a>,
+    ApiError,
+> {
+    let rc = ctx
+        .data::<RequestCtx>()
+        .map_err(|_| ApiError::internal("request context missing"))?;
+    let after = after_arg(ctx)?;
+    let stream = feed(
+        rc.store.clone(),
+        catalog.clone(),
+        rc.viewer.clone(),
+        selection,
+        after,
+        rc.overflow.clone(),
+    );
+    Ok(stream.map(|item| {
+        item.map(FieldValue::owned_any)
+            .map_err(|e| ApiError::from(e).into_gql())
+    }))
+}
+
+fn subscribe<'a, S>(result: Result<S, ApiError>) -> SubscriptionFieldFuture<'a>
+where
+    S: futures_util::Stream<Item = async_graphql::Result<FieldValue<'a>>> + Send + 'a,
+{
+    SubscriptionFieldFuture::new(async move { result.map_err(ApiError::into_gql) })
+}
+
+/// The `Subscription` root type, and the change types it returns.
+pub fn build(catalog: &Arc<Catalog>) -> (Subscription, Vec<Object>) {
+    let mut root =
+        Subscription::new("Subscription").description("Live changes, as they are committed.");
+    let mut types = vec![hint_type()];
+    for c in catalog.collections.values() {
+        types.push(change_type(c));
+        let coll = Arc::new(c.clone());
+        let cat = catalog.clone();
+        root = root.field(
+            SubscriptionField::new(&c.names.changed, TypeRef::named_nn(&c.names.change_type), move |ctx| {
+                let (c, cat) = (coll.clone(), cat.clone());
+                subscribe((|| {
+                    let rc = ctx.data::<RequestCtx>().map_err(|_| ApiError::internal("request context missing"))?;
+                    read_scope(&rc.viewer, c.read).map_err(|d| ApiError::denied(d, &format!("read {}", c.key)))?;
+                    let actions = match ctx.args.get("actions").filter(|v| !v.is_null()) {
+                        Some(list) => Some(
+                            list.list()
+                                .map_err(|_| ApiError::bad_field("actions", "expected a list"))?
+                                .iter()
+                                .map(|a| match a.enum_name() {
+                                    Ok("CREATE") => Ok(Action::Create),
+                                    Ok("UPDATE") => Ok(Action::Update),
+                                    Ok("DELETE") => Ok(Action::Delete),
+                                    _ => Err(ApiError::bad_field("actions", "expected CREATE, UPDATE or DELETE")),
+                                })
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                        None => None,
+                    };
+                    let filter = match ctx.args.get("where").filter(|v| !v.is_null()) {
+                        Some(v) => Some(parse_where(&c, &v.object().map_err(|_| ApiError::bad_field("where", "expected an object"))?)?),
+                        None => None,
+                    };
+                    start(&ctx, &cat, Selection::Changed { collection: c.clone(), actions, filter })
+                })())
+            })
+            .description(format!(
+                "Committed changes to {} rows you may read (a delete: rows you could read). `where` matches the row before or after the change; `after` first replays every change after that cursor, then goes on live.",
+                c.names.type_name
+            ))
+            .argument(InputValue::new("actions", TypeRef::named_nn_list("ChangeAction")).description("Only these actions (default: all)."))
+            .argument(InputValue::new("where", TypeRef::named(&c.names.where_input)).description("Only rows matching this, before or after the change."))
+            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)).description("A cursor: replay every change after it first.")),
+        );
+    }
+    let cat = catalog.clone();
+    root = root.field(
+        SubscriptionField::new("changes", TypeRef::named_nn("Change"), move |ctx| {
+            let cat = cat.clone();
+            subscribe((|| {
+                let collections = match ctx.args.get("collections").filter(|v| !v.is_null()) {
+                    Some(list) => {
+                        let keys = list
+                            .list()
+                            .map_err(|_| ApiError::bad_field("collections", "expected a list"))?
+                            .iter()
+                            .map(|k| k.string().map(str::to_string).map_err(|_| ApiError::bad_field("collections", "expected strings")))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        if let Some(unknown) = keys.iter().find(|k| cat.collection(k).is_none()) {
+                            return Err(ApiError::bad_field("collections", format!("unknown collection \"{unknown}\"")));
+                        }
+                        Some(keys)
+                    }
+                    None => None,
+                };
+                start(&ctx, &cat, Selection::Changes { collections })
+            })())
+        })
+        .description("A hint each time a collection you may read changes (never row data): re-fetch on it. `after` first replays every hint after that cursor.")
+        .argument(InputValue::new("collections", TypeRef::named_nn_list(TypeRef::STRING)).description("Collection keys as in the app file (default: all)."))
+        .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)).description("A cursor: replay every hint after it first.")),
+    );
+    (root, types)
+}

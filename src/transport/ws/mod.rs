@@ -1,0 +1,382 @@
+//! GraphQL over WebSocket on `GET /graphql`: both subprotocols (see
+//! [`protocol`]), driven here. One task per connection owns the socket, the
+//! protocol state, the running operations (each an `execute_stream`, polled
+//! together so a busy one never holds up another) and the timers: init timeout
+//! (4408), heartbeat (the server pings; a peer that stops answering is dropped),
+//! token expiry (4403), sign-out of its session (4403) and subscriber overflow
+//! (1013, so the client resumes from its cursor).
+
+pub mod protocol;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::stream::{BoxStream, SplitSink};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value as Json};
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::StreamMap;
+
+use self::protocol::{Machine, OpRequest, Out, Proto};
+use crate::access::Viewer;
+use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
+use crate::graphql::RequestCtx;
+use crate::realtime::Overflow;
+use crate::server::AppState;
+
+/// Transport settings for realtime connections.
+#[derive(Debug, Clone, Copy)]
+pub struct WsConfig {
+    /// How long a client may take to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Largest accepted message (and frame), in bytes.
+    pub max_message_bytes: usize,
+    /// Events a subscriber may fall behind before its connection is closed (1013).
+    pub bus_capacity: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            init_timeout: Duration::from_secs(3),
+            max_message_bytes: 64 * 1024,
+            bus_capacity: crate::store::BUS_CAPACITY,
+        }
+    }
+}
+
+/// How long one frame may take to leave; a peer that does not read is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client asks
+/// for; an unknown or missing subprotocol is closed with 4406.
+pub fn upgrade(
+    app: AppState,
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: SocketAddr,
+) -> Response {
+    let limits = app.ws_config();
+    let ws = ws
+        .protocols([Proto::TransportWs.name(), Proto::Legacy.name()])
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes);
+    let proto = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some("graphql-transport-ws") => Some(Proto::TransportWs),
+        Some("graphql-ws") => Some(Proto::Legacy),
+        _ => None,
+    };
+    // Credentials on the URL or in headers; `?token=` is accepted on sockets too.
+    let mut creds = Credentials::from_http(headers, query);
+    if let Ok(c) = &mut creds
+        && c.token.is_none()
+    {
+        c.token = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned());
+    }
+    ws.on_upgrade(move |socket| async move {
+        match proto {
+            Some(proto) => Connection::run(app, socket, proto, creds, peer).await,
+            None => {
+                let mut socket = socket;
+                let reason = "Subprotocol not acceptable: use graphql-transport-ws or graphql-ws";
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 4406,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                app.metrics().closed("none", 4406);
+            }
+        }
+    })
+}
+
+/// What an operation's stream yields.
+enum OpEvent {
+    Response(Box<async_graphql::Response>),
+    End,
+}
+
+struct Connection {
+    app: AppState,
+    machine: Machine,
+    sink: SplitSink<WebSocket, Message>,
+    ops: StreamMap<String, BoxStream<'static, OpEvent>>,
+    /// Query text and operation name per running operation (for error paths), and
+    /// whether it has sent a result yet.
+    op_meta: std::collections::HashMap<String, (String, Option<String>, bool)>,
+    url_creds: Result<Credentials, AuthError>,
+    viewer: Option<Viewer>,
+    identity: Option<Identity>,
+    overflow: Arc<Overflow>,
+    peer: SocketAddr,
+    closed: bool,
+}
+
+impl Connection {
+    async fn run(
+        app: AppState,
+        socket: WebSocket,
+        proto: Proto,
+        url_creds: Result<Credentials, AuthError>,
+        peer: SocketAddr,
+    ) {
+        let realtime = app.catalog().realtime.clone();
+        let (sink, mut incoming) = socket.split();
+        let gauge = app.metrics().connections(proto.name());
+        gauge.inc();
+        let mut conn = Connection {
+            machine: Machine::new(proto, realtime.max_subscriptions_per_connection as usize),
+            app: app.clone(),
+            sink,
+            ops: StreamMap::new(),
+            op_meta: Default::default(),
+            url_creds,
+            viewer: None,
+            identity: None,
+            overflow: Arc::new(Overflow::default()),
+            peer,
+            closed: false,
+        };
+        let init_deadline = Instant::now() + app.ws_config().init_timeout;
+        let beat = Duration::from_secs(realtime.heartbeat_seconds.into());
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
+        let mut awaiting_pong = false;
+        let mut revocations = app.auth().revocations();
+        let overflow = conn.overflow.clone();
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        while !conn.closed {
+            let expiry = conn
+                .identity
+                .as_ref()
+                .map(|i| expiry_instant(i.expires_at))
+                .unwrap_or(far);
+            tokio::select! {
+                msg = incoming.next() => {
+                    awaiting_pong = false;
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            let outs = conn.machine.on_text(text.as_str());
+                            conn.apply(outs).await;
+                        }
+                        Some(Ok(Message::Binary(_))) => conn.close(4400, "Binary messages are not supported").await,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(e)) => {
+                            let too_big = e.to_string().to_lowercase().contains("too") || e.to_string().contains("size");
+                            if too_big {
+                                conn.close(1009, "Message too big").await;
+                            }
+                            break;
+                        }
+                    }
+                }
+                Some((id, event)) = conn.ops.next(), if !conn.ops.is_empty() => conn.on_event(id, event).await,
+                _ = sleep_until(init_deadline), if !conn.machine.initialised() => {
+                    conn.close(4408, "Connection initialisation timeout").await;
+                }
+                _ = heartbeat.tick() => {
+                    if awaiting_pong {
+                        conn.close(1001, "Going away: no answer to ping").await;
+                    } else {
+                        let beat = conn.machine.heartbeat();
+                        awaiting_pong = conn.machine.proto() == Proto::TransportWs;
+                        conn.apply(vec![beat]).await;
+                    }
+                }
+                _ = sleep_until(expiry), if conn.identity.is_some() => conn.close(4403, "Forbidden: token expired").await,
+                _ = overflow.raised() => conn.close(1013, "Try again later: this connection fell behind; resume with your last cursor").await,
+                revoked = revocations.recv() => {
+                    let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
+                    if let (Ok(session), Some(mine)) = (&revoked, mine) && session == mine {
+                        conn.close(4403, "Forbidden: session signed out").await;
+                    }
+                }
+            }
+        }
+        app.metrics().subscriptions.dec_by(conn.ops.len() as i64);
+        gauge.dec();
+    }
+
+    async fn send(&mut self, text: String) {
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            _ => self.closed = true,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        self.app.metrics().closed(self.machine.proto().name(), code);
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.sink.send(frame)).await;
+        self.closed = true;
+    }
+
+    async fn apply(&mut self, outs: Vec<Out>) {
+        let mut queue: std::collections::VecDeque<Out> = outs.into();
+        while let Some(out) = queue.pop_front() {
+            if self.closed {
+                return;
+            }
+            match out {
+                Out::Send(text) => self.send(text).await,
+                Out::Close(code, reason) => self.close(code, &reason).await,
+                Out::Authenticate(payload) => queue.extend(self.authenticate(payload).await),
+                Out::Start(id, request) => self.start(id, request),
+                Out::Stop(id) => {
+                    if self.ops.remove(&id).is_some() {
+                        self.app.metrics().subscriptions.dec();
+                    }
+                    self.op_meta.remove(&id);
+                }
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, payload: Map<String, Json>) -> Vec<Out> {
+        let mut creds = match &self.url_creds {
+            Ok(c) => c.clone(),
+            Err(e) => return self.machine.refused(&e.to_string()),
+        };
+        let text = |k: &str| payload.get(k).and_then(Json::as_str).map(str::to_string);
+        if let Some(t) = text("token") {
+            creds.token = Some(t);
+        } else if let Some(auth) = text("Authorization").or_else(|| text("authorization")) {
+            match auth.split_once(' ') {
+                Some((scheme, t))
+                    if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() =>
+                {
+                    creds.token = Some(t.trim().to_string())
+                }
+                _ => return self.machine.refused(&AuthError::Scheme.to_string()),
+            }
+        }
+        if let Some(a) = text("account") {
+            creds.account = Some(a);
+        }
+        let auth = self.app.auth().clone();
+        match resolve_viewer(
+            &auth.tokens,
+            self.app.store(),
+            self.app.default_account_id(),
+            &creds,
+        )
+        .await
+        {
+            Err(e) => self.machine.refused(&e.to_string()),
+            Ok((viewer, _))
+                if viewer.user_id.is_none() && !self.app.catalog().realtime.anonymous =>
+            {
+                self.machine
+                    .refused("sign in to open a realtime connection")
+            }
+            Ok((viewer, identity)) => {
+                self.viewer = Some(viewer);
+                self.identity = identity;
+                self.machine.accepted()
+            }
+        }
+    }
+
+    fn start(&mut self, id: String, req: OpRequest) {
+        let Some(viewer) = self.viewer.clone() else {
+            return;
+        };
+        let mut request = async_graphql::Request::new(req.query.clone())
+            .variables(async_graphql::Variables::from_json(Json::Object(
+                req.variables,
+            )))
+            .data(RequestCtx {
+                store: self.app.store().clone(),
+                viewer,
+                auth: self.app.auth().clone(),
+                client_ip: Some(self.peer.ip()),
+                overflow: Some(self.overflow.clone()),
+            });
+        if let Some(name) = &req.operation_name {
+            request = request.operation_name(name);
+        }
+        request.extensions =
+            serde_json::from_value(Json::Object(req.extensions)).unwrap_or_default();
+        let stream = self
+            .app
+            .schema()
+            .execute_stream(request)
+            .map(|r| OpEvent::Response(Box::new(r)))
+            .chain(futures_util::stream::once(async { OpEvent::End }))
+            .boxed();
+        self.op_meta
+            .insert(id.clone(), (req.query, req.operation_name, false));
+        self.ops.insert(id, stream);
+        self.app.metrics().subscriptions.inc();
+    }
+
+    async fn on_event(&mut self, id: String, event: OpEvent) {
+        let outs = match event {
+            OpEvent::End => {
+                self.app.metrics().subscriptions.dec();
+                self.op_meta.remove(&id);
+                self.machine.finished(&id)
+            }
+            OpEvent::Response(mut response) => {
+                let Some((query, op_name, started)) = self.op_meta.get_mut(&id) else {
+                    return;
+                };
+                let request_error = !*started
+                    && !response.errors.is_empty()
+                    && response.data == async_graphql::Value::Null
+                    && response.errors.iter().all(|e| e.path.is_empty());
+                *started = true;
+                if request_error {
+                    let errors =
+                        crate::transport::http::coded_errors(&response.errors, query, true);
+                    if self.ops.remove(&id).is_some() {
+                        self.app.metrics().subscriptions.dec();
+                    }
+                    self.op_meta.remove(&id);
+                    self.machine.failed(&id, errors)
+                } else {
+                    if !response.errors.is_empty()
+                        && let Ok(doc) = async_graphql::parser::parse_query(query.as_str())
+                    {
+                        crate::graphql::complete(
+                            self.app.schema().registry(),
+                            &doc,
+                            op_name.as_deref(),
+                            &mut response,
+                        );
+                    }
+                    let errors =
+                        crate::transport::http::coded_errors(&response.errors, query, false);
+                    let mut payload = Map::new();
+                    payload.insert(
+                        "data".into(),
+                        response.data.clone().into_json().unwrap_or(Json::Null),
+                    );
+                    if !errors.is_empty() {
+                        payload.insert("errors".into(), Json::Array(errors));
+                    }
+                    self.app.metrics().deliveries.inc();
+                    self.machine.result(&id, Json::Object(payload))
+                }
+            }
+        };
+        self.apply(outs).await;
+    }
+}
+
+/// The tokio instant at which a token that expires at `at` does.
+fn expiry_instant(at: chrono::DateTime<chrono::Utc>) -> Instant {
+    let left = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
