@@ -10,6 +10,7 @@ use livegate::auth::AuthConfig;
 use livegate::graphql::Limits;
 use livegate::server::AppState;
 use livegate::server::{Config, Running, start};
+use livegate::transport::ws::WsConfig;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -139,10 +140,21 @@ impl Server {
         auth: AuthConfig,
     ) -> anyhow::Result<Server> {
         // A short init timeout keeps the 4408 test quick.
-        let ws = livegate::transport::ws::WsConfig {
+        let ws = WsConfig {
             init_timeout: std::time::Duration::from_millis(500),
             ..Default::default()
         };
+        Server::start_full(db, app, limits, auth, ws).await
+    }
+
+    /// Starts a server with explicit auth and WebSocket settings.
+    pub async fn start_full(
+        db: &Db,
+        app: PathBuf,
+        limits: Limits,
+        auth: AuthConfig,
+        ws: WsConfig,
+    ) -> anyhow::Result<Server> {
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             app,
@@ -169,6 +181,15 @@ impl Server {
             .token_for("admin@test.local", Role::Admin, "default")
             .await;
         Ok(server)
+    }
+
+    /// The auth settings test servers use.
+    pub fn test_auth(db: &Db) -> AuthConfig {
+        AuthConfig {
+            jwt_secret: Some(TEST_SECRET.into()),
+            data_dir: db.dir.path().join("data"),
+            ..AuthConfig::default()
+        }
     }
 
     /// Starts a server for app text `toml` on `db`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
-use crate::wsclient::{Frame, Ws};
+use crate::wsclient::{Frame, LEGACY, TRANSPORT_WS, Ws};
 
 const POST_CHANGED: &str = "subscription($after: String, $where: PostWhere, $actions: [ChangeAction!]) {
   postChanged(after: $after, where: $where, actions: $actions) { action id cursor at record { id title published } } }";
@@ -55,6 +55,831 @@ async fn create_update_delete_reach_a_subscriber_in_order() {
     ws.send(json!({ "type": "complete", "id": "1" })).await;
     create_post(&s, json!({ "title": "after complete" })).await;
     ws.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// The example app, with anonymous sockets refused, 3 subscriptions per
+/// connection, a 1 s heartbeat, and `notes` hinting every signed-in viewer.
+fn realtime_app() -> String {
+    EXAMPLE_APP
+        .replace("anonymous = true", "anonymous = false")
+        .replace(
+            "max_subscriptions_per_connection = 100",
+            "max_subscriptions_per_connection = 3",
+        )
+        .replace("heartbeat_seconds = 30", "heartbeat_seconds = 1")
+        .replace(
+            "[collections.notes]\n",
+            "[collections.notes]\nhints = \"all\"\n",
+        )
+}
+
+async fn closes_with(ws: &mut Ws, code: u16) -> String {
+    let (got, reason) = ws.closed().await;
+    assert_eq!(got, code, "expected close {code}, got {got} {reason:?}");
+    reason
+}
+
+#[tokio::test]
+async fn every_close_code_has_its_trigger() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let sub = json!({ "type": "subscribe", "id": "1", "payload": { "query": "subscription { changes { cursor } }" } });
+
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send_text("{ not json").await;
+    assert_eq!(closes_with(&mut ws, 4400).await, "Invalid message received");
+
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send(json!({ "type": "unknown" })).await;
+    closes_with(&mut ws, 4400).await;
+
+    let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "").await;
+    ws.send(sub.clone()).await;
+    assert_eq!(
+        closes_with(&mut ws, 4401).await,
+        "Unauthorized",
+        "subscribe before ack"
+    );
+
+    let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "").await;
+    ws.send(json!({ "type": "connection_init", "payload": { "token": "not-a-token" } }))
+        .await;
+    assert!(
+        closes_with(&mut ws, 4403).await.starts_with("Forbidden"),
+        "a bad token"
+    );
+
+    let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "").await;
+    ws.send(json!({ "type": "connection_init" })).await;
+    assert!(
+        closes_with(&mut ws, 4403).await.contains("sign in"),
+        "anonymous sockets are off in this app"
+    );
+
+    let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "?token=garbage").await;
+    ws.send(json!({ "type": "connection_init" })).await;
+    closes_with(&mut ws, 4403).await;
+
+    let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "").await;
+    assert_eq!(
+        closes_with(&mut ws, 4408).await,
+        "Connection initialisation timeout",
+        "no connection_init in time"
+    );
+
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send(sub.clone()).await;
+    ws.send(sub.clone()).await;
+    assert_eq!(
+        closes_with(&mut ws, 4409).await,
+        "Subscriber for 1 already exists"
+    );
+
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        closes_with(&mut ws, 4429).await,
+        "Too many initialisation requests"
+    );
+
+    let mut ws = Ws::open(&s.base, None, "").await;
+    assert!(
+        closes_with(&mut ws, 4406)
+            .await
+            .contains("graphql-transport-ws"),
+        "no subprotocol: accepted, then 4406 saying which to use"
+    );
+    let refused = Ws::try_open(&s.base, Some("graphql-sse"), "").await;
+    assert!(
+        refused.is_err_and(|e| e.contains("400")),
+        "an unknown subprotocol is refused in HTTP, before the client's handshake fails"
+    );
+
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send_text(&format!(
+        "{{\"type\":\"ping\",\"payload\":{{\"x\":\"{}\"}}}}",
+        "x".repeat(70 * 1024)
+    ))
+    .await;
+    let (code, _) = ws.closed().await;
+    assert!(
+        code == 1009 || code == 4400,
+        "a frame over 64 KiB is refused, got {code}"
+    );
+    let health = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "and the server stays up");
+
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "livegate_realtime_closes_total{protocol=\"graphql-transport-ws\",code=\"4409\"} 1",
+        "livegate_realtime_closes_total{protocol=\"none\",code=\"4406\"} 2",
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn queries_and_mutations_work_over_the_socket() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe(
+        "m",
+        "mutation { createPost(input: { title: \"over ws\" }) { title ownerId } }",
+        json!({}),
+    )
+    .await;
+    let created = ws.next_payload("m").await;
+    assert_eq!(created["data"]["createPost"]["title"], "over ws");
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "m" }))
+    );
+    ws.subscribe("q", "{ postsCount me { email } }", json!({}))
+        .await;
+    assert_eq!(
+        ws.next_payload("q").await["data"],
+        json!({ "postsCount": 1, "me": { "email": "admin@test.local" } })
+    );
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "q" }))
+    );
+    ws.subscribe("bad", "{ nope }", json!({})).await;
+    match ws.next().await {
+        Frame::Json(v) if v["type"] == "error" && v["id"] == "bad" => {
+            assert_eq!(
+                v["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+                "{v}"
+            );
+        }
+        other => panic!("expected an error message, got {other:?}"),
+    }
+    ws.subscribe(
+        "denied",
+        "mutation { deletePost(id: \"nope\") { id } }",
+        json!({}),
+    )
+    .await;
+    let denied = ws.next_payload("denied").await;
+    assert_eq!(
+        denied["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{denied}"
+    );
+    assert_eq!(denied["errors"][0]["path"], json!(["deletePost"]));
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// Collects `n` `next` payloads for `id` (fails on anything else).
+async fn collect(ws: &mut Ws, id: &str, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(ws.next_payload(id).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn events_reach_exactly_those_who_may_read_them() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let alice = s
+        .user_for("alice@test.local", livegate::access::Role::User, "default")
+        .await;
+    let bob = s
+        .user_for("bob@test.local", livegate::access::Role::User, "default")
+        .await;
+    let stranger = s
+        .user_for("boss@other.test", livegate::access::Role::Admin, "other")
+        .await;
+    let notes = "subscription { noteChanged { action record { title ownerId } } }";
+    let mut socks = Vec::new();
+    for token in [&alice.token, &bob.token, &s.token, &stranger.token] {
+        let mut ws = Ws::acked(&s.base, Some(token)).await;
+        ws.subscribe("n", notes, json!({})).await;
+        ws.subscribe("h", "subscription { changes(collections: [\"notes\", \"posts\"]) { collection action cursor } }", json!({})).await;
+        socks.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let note = s
+        .gql_as(
+            Some(&alice.token),
+            "mutation { createNote(input: { title: \"secret\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    let note_id = note["data"]["createNote"]["id"].clone();
+    s.gql_as(
+        Some(&alice.token),
+        "mutation($id: ID!) { deleteNote(id: $id) { id } }",
+        json!({ "id": note_id }),
+    )
+    .await;
+    s.gql_as(
+        Some(&bob.token),
+        "mutation { createPost(input: { title: \"public\" }) { id } }",
+        json!({}),
+    )
+    .await;
+
+    let [alice_ws, bob_ws, admin_ws, stranger_ws] = &mut socks[..] else {
+        unreachable!()
+    };
+    for (who, ws) in [("alice (owner)", &mut *alice_ws), ("admin", &mut *admin_ws)] {
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            match ws.next().await {
+                Frame::Json(v) => seen.push((
+                    v["id"].as_str().unwrap_or_default().to_string(),
+                    v["payload"]["data"].clone(),
+                )),
+                other => panic!("{who}: {other:?}"),
+            }
+        }
+        let changed: Vec<_> = seen
+            .iter()
+            .filter(|(id, _)| id == "n")
+            .map(|(_, d)| d["noteChanged"]["action"].clone())
+            .collect();
+        assert_eq!(
+            changed,
+            [json!("CREATE"), json!("DELETE")],
+            "{who} reads the note, so sees its create and delete"
+        );
+        let hints: Vec<_> = seen
+            .iter()
+            .filter(|(id, _)| id == "h")
+            .map(|(_, d)| d["changes"]["collection"].clone())
+            .collect();
+        assert_eq!(
+            hints,
+            [json!("notes"), json!("notes"), json!("posts")],
+            "{who}: hints, with collection keys"
+        );
+    }
+    // Bob may not read Alice's note, but `notes` hints every signed-in viewer.
+    let mut bob_seen = Vec::new();
+    while bob_seen.len() < 3 {
+        match bob_ws.next().await {
+            Frame::Json(v) => bob_seen.push(v),
+            other => panic!("bob: {other:?}"),
+        }
+    }
+    assert!(
+        bob_seen.iter().all(|v| v["id"] == "h"),
+        "bob gets no noteChanged event: {bob_seen:?}"
+    );
+    assert!(
+        bob_seen.iter().all(|v| v["payload"]["data"]["changes"]
+            .as_object()
+            .is_some_and(|o| o
+                .keys()
+                .all(|k| ["collection", "action", "cursor"].contains(&k.as_str()))))
+    );
+    bob_ws.silent_for(Duration::from_millis(300)).await;
+    stranger_ws.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn anonymous_sockets_see_only_anon_collections() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut ws = Ws::acked(&s.base, None).await;
+    ws.subscribe("p", POST_CHANGED, json!({})).await;
+    ws.subscribe("n", "subscription { noteChanged { id } }", json!({}))
+        .await;
+    // As graphql-ws's reference server does: a subscription that cannot start is a
+    // `next` with the error, then `complete` (`error` is for invalid operations).
+    let denied = ws.next_payload("n").await;
+    assert_eq!(
+        denied["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{denied}"
+    );
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "n" }))
+    );
+    create_post(&s, json!({ "title": "for everyone" })).await;
+    s.data(
+        "mutation { createNote(input: { title: \"private\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let ev = ws.next_payload("p").await;
+    assert_eq!(ev["data"]["postChanged"]["record"]["title"], "for everyone");
+    ws.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn where_matches_the_row_before_or_after_the_change() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe(
+        "w",
+        POST_CHANGED,
+        json!({ "where": { "published": { "eq": true } }, "actions": ["CREATE", "UPDATE"] }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let public = create_post(&s, json!({ "title": "public", "published": true })).await;
+    let draft = create_post(&s, json!({ "title": "draft" })).await;
+    s.data(
+        "mutation($id: ID!) { updatePost(id: $id, input: { title: \"draft 2\" }) { id } }",
+        json!({ "id": draft["id"] }),
+    )
+    .await;
+    s.data(
+        "mutation($id: ID!) { updatePost(id: $id, input: { published: false }) { id } }",
+        json!({ "id": public["id"] }),
+    )
+    .await;
+    s.data(
+        "mutation($id: ID!) { deletePost(id: $id) { id } }",
+        json!({ "id": public["id"] }),
+    )
+    .await;
+    let got = collect(&mut ws, "w", 2).await;
+    assert_eq!(got[0]["data"]["postChanged"]["action"], "CREATE");
+    assert_eq!(got[0]["data"]["postChanged"]["record"]["title"], "public");
+    assert_eq!(
+        got[1]["data"]["postChanged"]["action"], "UPDATE",
+        "the row left the filter: matched before the change"
+    );
+    assert_eq!(got[1]["data"]["postChanged"]["record"]["published"], false);
+    ws.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn resume_replays_then_goes_live_with_no_gap_and_no_duplicate() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut first = Vec::new();
+    for i in 0..30 {
+        first.push(create_post(&s, json!({ "title": format!("before {i}") })).await);
+    }
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe(
+        "r",
+        "subscription { postChanged(actions: [CREATE]) { cursor } }",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = create_post(&s, json!({ "title": "marker" })).await;
+    let marker = ws.next_payload("r").await["data"]["postChanged"]["cursor"]
+        .as_str()
+        .expect("cursor")
+        .parse::<i64>()
+        .expect("n");
+    ws.send(json!({ "type": "complete", "id": "r" })).await;
+    assert!(p["id"].is_string());
+
+    // Resume from the 10th event of history while writes keep landing.
+    let writer = {
+        let (base, token) = (s.base.clone(), s.token.clone());
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for i in 0..40 {
+                c.post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"during {i}\" }}) {{ id }} }}") }))
+                    .send()
+                    .await
+                    .expect("write");
+            }
+        })
+    };
+    let from = marker - 21;
+    ws.subscribe("r2", "subscription($a: String) { postChanged(after: $a, actions: [CREATE]) { cursor record { title } } }", json!({ "a": from.to_string() })).await;
+    writer.await.expect("writer");
+    let total = 20 + 1 + 40;
+    let got = collect(&mut ws, "r2", total).await;
+    let cursors: Vec<i64> = got
+        .iter()
+        .map(|v| {
+            v["data"]["postChanged"]["cursor"]
+                .as_str()
+                .expect("c")
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    assert_eq!(
+        cursors,
+        ((from + 1)..=(from + total as i64)).collect::<Vec<_>>(),
+        "every event after the cursor, once, in order"
+    );
+    assert_eq!(
+        got[19]["data"]["postChanged"]["record"]["title"],
+        "before 29"
+    );
+    assert_eq!(got[20]["data"]["postChanged"]["record"]["title"], "marker");
+    ws.silent_for(Duration::from_millis(300)).await;
+
+    ws.subscribe(
+        "bad",
+        "subscription { postChanged(after: \"not-a-cursor\") { cursor } }",
+        json!({}),
+    )
+    .await;
+    let bad = ws.next_payload("bad").await;
+    assert_eq!(
+        bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{bad}"
+    );
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "bad" }))
+    );
+    // Once history is pruned past a cursor, resuming from it is CURSOR_EXPIRED.
+    s.state
+        .store()
+        .prune_events(chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .expect("prune");
+    ws.subscribe(
+        "old",
+        "subscription($a: String) { postChanged(after: $a) { cursor } }",
+        json!({ "a": from.to_string() }),
+    )
+    .await;
+    let expired = ws.next_payload("old").await;
+    assert_eq!(
+        expired["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED",
+        "{expired}"
+    );
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "old" }))
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn too_many_subscriptions_keeps_the_connection() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    for id in ["1", "2", "3"] {
+        ws.subscribe(id, "subscription { changes { cursor } }", json!({}))
+            .await;
+    }
+    ws.subscribe("4", "subscription { changes { cursor } }", json!({}))
+        .await;
+    match ws.next().await {
+        Frame::Json(v) => {
+            assert_eq!(
+                (v["type"].as_str(), v["id"].as_str()),
+                (Some("error"), Some("4")),
+                "{v}"
+            );
+            assert_eq!(
+                v["payload"][0]["extensions"]["code"],
+                "TOO_MANY_SUBSCRIPTIONS"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    ws.send(json!({ "type": "complete", "id": "1" })).await;
+    ws.subscribe("5", "subscription { changes { collection } }", json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    create_post(&s, json!({ "title": "x" })).await;
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < 3 {
+        if let Frame::Json(v) = ws.next().await {
+            ids.push(v["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["2", "3", "5"],
+        "the connection stayed up and the freed slot was reused"
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_peers_that_stop_answering() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    assert_eq!(
+        ws.raw_within(Duration::from_millis(1800)).await,
+        Some(Frame::Json(json!({ "type": "ping" }))),
+        "a ping every heartbeat"
+    );
+    ws.send(json!({ "type": "pong" })).await;
+    assert_eq!(
+        ws.raw_within(Duration::from_millis(1800)).await,
+        Some(Frame::Json(json!({ "type": "ping" }))),
+        "answered: still up"
+    );
+    // No pong this time.
+    match ws.raw_within(Duration::from_millis(1800)).await {
+        Some(Frame::Closed(code, _)) => assert_eq!(code, 1001),
+        other => panic!("expected the silent peer to be dropped, got {other:?}"),
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_its_socket_with_4403() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let me = s
+        .user_for("short@test.local", livegate::access::Role::User, "default")
+        .await;
+    let claims = json!({ "sub": me.id, "email": "short@test.local", "role": "USER", "account": me.account_id, "exp": chrono::Utc::now().timestamp() + 2 });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::harness::TEST_SECRET.as_bytes()),
+    )
+    .expect("sign");
+    let mut ws = Ws::acked(&s.base, Some(&token)).await;
+    ws.subscribe("1", "subscription { changes { cursor } }", json!({}))
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(closes_with(&mut ws, 4403).await, "Forbidden: token expired");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed at expiry"
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn sign_out_closes_that_sessions_sockets() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &realtime_app()).await;
+    let up = |email: &'static str| {
+        let s = &s;
+        async move {
+            s.gql_as(None, "mutation($e: String!) { signUp(email: $e, password: \"correct horse\") { accessToken refreshToken } }", json!({ "e": email }))
+                .await["data"]["signUp"]
+                .clone()
+        }
+    };
+    let one = up("one@test.local").await;
+    let other = up("other@test.local").await;
+    let mut ws1 = Ws::acked(&s.base, one["accessToken"].as_str()).await;
+    let mut ws2 = Ws::acked(&s.base, other["accessToken"].as_str()).await;
+    s.gql_as(
+        None,
+        "mutation($t: String!) { signOut(refreshToken: $t) }",
+        json!({ "t": one["refreshToken"] }),
+    )
+    .await;
+    assert_eq!(
+        closes_with(&mut ws1, 4403).await,
+        "Forbidden: session signed out"
+    );
+    ws2.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_cut_off_without_delaying_others_and_resumes() {
+    let db = Db::fresh().await;
+    let app = db.app_file("app.toml", EXAMPLE_APP);
+    let ws_config = livegate::transport::ws::WsConfig {
+        bus_capacity: 8,
+        ..Default::default()
+    };
+    let s = Server::start_full(
+        &db,
+        app,
+        Default::default(),
+        Server::test_auth(&db),
+        ws_config,
+    )
+    .await
+    .expect("start");
+    let q = "subscription($a: String) { postChanged(after: $a) { cursor record { body } } }";
+    let mut fast = Ws::acked(&s.base, Some(&s.token)).await;
+    fast.subscribe("f", q, json!({})).await;
+    let mut slow = Ws::acked(&s.base, Some(&s.token)).await;
+    slow.subscribe("s", q, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Big rows, so the slow reader's socket buffers fill and its server task stalls
+    // while the bus moves on.
+    let body = "x".repeat(400_000);
+    let n = 120;
+    let fast_reader = tokio::spawn(async move {
+        let got = collect(&mut fast, "f", n).await;
+        got.iter()
+            .map(|v| {
+                v["data"]["postChanged"]["cursor"]
+                    .as_str()
+                    .expect("c")
+                    .parse::<i64>()
+                    .expect("n")
+            })
+            .collect::<Vec<_>>()
+    });
+    // The slow client reads one message every 100 ms, far slower than the writes.
+    let slow_reader = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match slow.next().await {
+                Frame::Json(v) => {
+                    let cursor = v["payload"]["data"]["postChanged"]["cursor"]
+                        .as_str()
+                        .map(str::to_string);
+                    assert!(
+                        cursor.is_some(),
+                        "only events before the close, no error frame: {}",
+                        v.to_string().chars().take(200).collect::<String>()
+                    );
+                    last = cursor;
+                }
+                Frame::Closed(code, _) => return (code, last),
+            }
+        }
+    });
+    for i in 0..n {
+        create_post(&s, json!({ "title": format!("big {i}"), "body": body })).await;
+    }
+    let fast_cursors = fast_reader.await.expect("fast reader");
+    assert_eq!(
+        fast_cursors.len(),
+        n,
+        "the fast subscriber got everything while the slow one stalled"
+    );
+    let (code, last) = slow_reader.await.expect("slow reader");
+    assert_eq!(
+        code, 1013,
+        "the lagging subscriber's connection is closed with 1013"
+    );
+    let last = last.unwrap_or_else(|| panic!("it received some events first (closed {code})"));
+    let mut again = Ws::acked(&s.base, Some(&s.token)).await;
+    again.subscribe("s", q, json!({ "a": last })).await;
+    let rest_count = (fast_cursors[n - 1] - last.parse::<i64>().expect("n")) as usize;
+    let rest = collect(&mut again, "s", rest_count).await;
+    let rest_cursors: Vec<i64> = rest
+        .iter()
+        .map(|v| {
+            v["data"]["postChanged"]["cursor"]
+                .as_str()
+                .expect("c")
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    assert_eq!(
+        rest_cursors.last(),
+        fast_cursors.last(),
+        "resuming with the last cursor delivers the rest: nothing lost"
+    );
+    assert!(rest_cursors.windows(2).all(|w| w[1] == w[0] + 1));
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_legacy_subscriptions_transport_ws_protocol() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut ws = Ws::open(&s.base, Some(LEGACY), "").await;
+    ws.send(json!({ "type": "connection_init", "payload": { "authToken": "ignored", "token": s.token } })).await;
+    assert_eq!(
+        ws.raw_within(Duration::from_secs(5)).await,
+        Some(Frame::Json(json!({ "type": "connection_ack" })))
+    );
+    assert_eq!(
+        ws.raw_within(Duration::from_secs(5)).await,
+        Some(Frame::Json(json!({ "type": "ka" }))),
+        "keep-alive right after the ack"
+    );
+    ws.send(json!({ "type": "start", "id": "1", "payload": { "query": "subscription { postChanged { action record { title } } }" } })).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    create_post(&s, json!({ "title": "legacy" })).await;
+    match ws.next().await {
+        Frame::Json(v) => {
+            assert_eq!(
+                (v["type"].as_str(), v["id"].as_str()),
+                (Some("data"), Some("1")),
+                "{v}"
+            );
+            assert_eq!(
+                v["payload"]["data"]["postChanged"]["record"]["title"],
+                "legacy"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    ws.send(json!({ "type": "stop", "id": "1" })).await;
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "1" }))
+    );
+    ws.send(json!({ "type": "start", "id": "2", "payload": { "query": "{ postsCount }" } }))
+        .await;
+    match ws.next().await {
+        Frame::Json(v) => assert_eq!(v["payload"]["data"]["postsCount"], 1, "{v}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "complete", "id": "2" }))
+    );
+    ws.send(json!({ "type": "connection_terminate" })).await;
+    assert_eq!(ws.closed().await.0, 1000);
+
+    let mut bad = Ws::open(&s.base, Some(LEGACY), "").await;
+    bad.send(json!({ "type": "connection_init", "payload": { "token": "garbage" } }))
+        .await;
+    match bad.next().await {
+        Frame::Json(v) => assert_eq!(v["type"], "connection_error", "{v}"),
+        other => panic!("{other:?}"),
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_abrupt_disconnect_frees_everything() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let metric = |name: &'static str| {
+        let s = &s;
+        async move {
+            let text = s
+                .client
+                .get(format!("{}/metrics", s.base))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe("1", "subscription { changes { cursor } }", json!({}))
+        .await;
+    ws.subscribe("2", POST_CHANGED, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(metric("livegate_realtime_subscriptions ").await, 2.0);
+    assert_eq!(
+        metric("livegate_realtime_connections{protocol=\"graphql-transport-ws\"}").await,
+        1.0
+    );
+    create_post(&s, json!({ "title": "seen" })).await;
+    ws.next().await;
+    ws.abort().await;
+    let mut freed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if metric("livegate_realtime_subscriptions ").await == 0.0
+            && metric("livegate_realtime_connections{protocol=\"graphql-transport-ws\"}").await
+                == 0.0
+        {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a dropped TCP connection frees its subscriptions");
+    assert!(metric("livegate_events_published_total").await >= 1.0);
+    assert!(metric("livegate_deliveries_total").await >= 1.0);
     s.stop().await;
     db.drop_db().await;
 }

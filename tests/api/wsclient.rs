@@ -40,6 +40,26 @@ impl Ws {
         Ws { stream }
     }
 
+    /// Like [`Ws::open`], but returns the handshake error instead of failing.
+    pub async fn try_open(
+        base: &str,
+        subprotocol: Option<&str>,
+        query: &str,
+    ) -> Result<Ws, String> {
+        let url = format!("{}/graphql{query}", base.replace("http://", "ws://"));
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        if let Some(p) = subprotocol {
+            req.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(p).map_err(|e| e.to_string())?,
+            );
+        }
+        connect_async(req)
+            .await
+            .map(|(stream, _)| Ws { stream })
+            .map_err(|e| e.to_string())
+    }
+
     /// Opens a graphql-transport-ws connection and completes `connection_init` with
     /// `token` (none: anonymous); fails the test unless acknowledged.
     pub async fn acked(base: &str, token: Option<&str>) -> Ws {

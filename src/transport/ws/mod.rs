@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value as Json};
@@ -49,6 +49,9 @@ impl Default for WsConfig {
     }
 }
 
+const OVERFLOW_REASON: &str =
+    "Try again later: this connection fell behind; resume with your last cursor";
+
 /// How long one frame may take to leave; a peer that does not read is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +74,13 @@ pub fn upgrade(
         Some("graphql-ws") => Some(Proto::Legacy),
         _ => None,
     };
+    // A client that names only subprotocols we do not speak would abort its own
+    // handshake if we accepted: refuse it in HTTP, where it can read why.
+    if proto.is_none() && headers.contains_key(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {
+        app.metrics().closed("none", 4406);
+        let body = "unsupported WebSocket subprotocol: use graphql-transport-ws (graphql-ws) or graphql-ws (subscriptions-transport-ws)\n";
+        return (axum::http::StatusCode::BAD_REQUEST, body).into_response();
+    }
     // Credentials on the URL or in headers; `?token=` is accepted on sockets too.
     let mut creds = Credentials::from_http(headers, query);
     if let Ok(c) = &mut creds
@@ -192,7 +202,7 @@ impl Connection {
                     }
                 }
                 _ = sleep_until(expiry), if conn.identity.is_some() => conn.close(4403, "Forbidden: token expired").await,
-                _ = overflow.raised() => conn.close(1013, "Try again later: this connection fell behind; resume with your last cursor").await,
+                _ = overflow.raised() => conn.close(1013, OVERFLOW_REASON).await,
                 revoked = revocations.recv() => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
                     if let (Ok(session), Some(mine)) = (&revoked, mine) && session == mine {
@@ -308,13 +318,18 @@ impl Connection {
         }
         request.extensions =
             serde_json::from_value(Json::Object(req.extensions)).unwrap_or_default();
-        let stream = self
+        let mut stream = self
             .app
             .schema()
             .execute_stream(request)
             .map(|r| OpEvent::Response(Box::new(r)))
             .chain(futures_util::stream::once(async { OpEvent::End }))
-            .boxed();
+            .boxed()
+            .peekable();
+        // Streams are lazy: poll once now, so that a subscription is on the bus
+        // before the next client frame is read (a peeked item is kept).
+        let _ = futures_util::FutureExt::now_or_never(std::pin::Pin::new(&mut stream).peek());
+        let stream = stream.boxed();
         self.op_meta
             .insert(id.clone(), (req.query, req.operation_name, false));
         self.ops.insert(id, stream);
@@ -322,6 +337,10 @@ impl Connection {
     }
 
     async fn on_event(&mut self, id: String, event: OpEvent) {
+        if self.overflow.is_raised() {
+            // Deliver nothing more: the client resumes from the last cursor it got.
+            return self.close(1013, OVERFLOW_REASON).await;
+        }
         let outs = match event {
             OpEvent::End => {
                 self.app.metrics().subscriptions.dec();
