@@ -172,6 +172,19 @@ impl Ws {
         }
     }
 
+    /// Sends a close frame with `code` and returns the server's reply.
+    pub async fn close_handshake(&mut self, code: u16) -> Option<Frame> {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::from(code),
+            reason: "bye".into(),
+        };
+        self.stream
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("send close");
+        self.raw_within(Duration::from_secs(5)).await
+    }
+
     /// Drops the TCP connection without a close frame.
     pub async fn abort(self) {
         drop(self.stream);

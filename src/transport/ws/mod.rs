@@ -178,7 +178,15 @@ impl Connection {
                         }
                         Some(Ok(Message::Binary(_))) => conn.close(4400, "Binary messages are not supported").await,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(Message::Close(_))) => {
+                            // Complete the closing handshake (RFC 6455 §5.5.1): the
+                            // reply is queued by the library and leaves on flush.
+                            // Without it clients see 1006, and graphql-ws treats its
+                            // own lazy close as a failed connection.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close()).await;
+                            break;
+                        }
+                        None => break,
                         Some(Err(e)) => {
                             let too_big = e.to_string().to_lowercase().contains("too") || e.to_string().contains("size");
                             if too_big {
