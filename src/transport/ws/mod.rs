@@ -65,8 +65,12 @@ pub fn upgrade(
     peer: SocketAddr,
 ) -> Response {
     let limits = app.ws_config();
+    // Small buffers: the defaults (128 KiB each way, allocated per connection)
+    // would dominate the memory of an idle subscriber, and every send flushes anyway.
     let ws = ws
         .protocols([Proto::TransportWs.name(), Proto::Legacy.name()])
+        .read_buffer_size(1024)
+        .write_buffer_size(1024)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
     let proto = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {

@@ -1,0 +1,225 @@
+//! Minimal protocol clients for the load generator: tokens, GraphQL over HTTP,
+//! graphql-transport-ws and GraphQL over SSE (distinct connections), with
+//! connections spread over several loopback source addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+use crate::Target;
+
+/// An HS256 token for user `sub` of the default account.
+pub fn token(secret: &str, sub: &str) -> String {
+    let claims = json!({ "sub": sub, "role": "USER", "account": "default", "exp": now_nanos() / 1_000_000_000 + 24 * 3600 });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+/// Wall-clock nanoseconds (shared by sender and receivers on one machine).
+pub fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("{host} is not IP:port"))?;
+    Ok((addr, format!("/{path}")))
+}
+
+/// A TCP connection to the target from loopback source `source`.
+pub async fn tcp(target: &Target, source: IpAddr) -> anyhow::Result<TcpStream> {
+    let (addr, _) = server_addr(&target.url)?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    Ok(socket.connect(addr).await?)
+}
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Opens a graphql-transport-ws connection and completes init with `token`.
+pub async fn ws_open(target: &Target, source: IpAddr, token: &str) -> anyhow::Result<Ws> {
+    let stream = tcp(target, source).await?;
+    let url = target.url.replace("http://", "ws://");
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut ws, _) = client_async(req, stream).await?;
+    ws.send(Message::text(
+        json!({ "type": "connection_init", "payload": { "token": token } }).to_string(),
+    ))
+    .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str())?;
+                match v["type"].as_str() {
+                    Some("connection_ack") => return Ok(ws),
+                    Some("ping") => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(f))) => bail!("closed before ack: {f:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("closed before ack"),
+        }
+    }
+}
+
+/// Sends `subscribe` for `query` as operation `id`.
+pub async fn ws_subscribe(ws: &mut Ws, id: &str, query: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(
+        json!({ "type": "subscribe", "id": id, "payload": { "query": query } }).to_string(),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The next `next` payload, answering pings; `None` when the connection ends.
+pub async fn ws_next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).ok()?;
+                match v["type"].as_str() {
+                    Some("next") => return Some(v["payload"].clone()),
+                    Some("ping") => {
+                        let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
+                    }
+                    Some("error" | "complete") => return None,
+                    _ => {}
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A GraphQL-over-SSE subscription (distinct connections mode): yields each
+/// `next` event's data.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+}
+
+pub async fn sse_open(
+    client: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    query: &str,
+) -> anyhow::Result<Sse> {
+    let resp = client
+        .post(&target.url)
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "query": query }))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("SSE subscribe: HTTP {}", resp.status());
+    }
+    Ok(Sse {
+        body: Box::pin(resp.bytes_stream()),
+        buf: Vec::new(),
+    })
+}
+
+impl Sse {
+    /// The next `next` event's JSON data; `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block);
+                let mut event = "message";
+                let mut data = String::new();
+                for line in text.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = if e.trim() == "next" {
+                            "next"
+                        } else if e.trim() == "complete" {
+                            "complete"
+                        } else {
+                            "other"
+                        };
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                match event {
+                    "next" | "message" if !data.is_empty() => {
+                        return serde_json::from_str(&data).ok();
+                    }
+                    "complete" => return None,
+                    _ => continue,
+                }
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// POSTs a GraphQL request; returns the body and the time it took.
+pub async fn gql(
+    client: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<(Value, Duration)> {
+    let started = std::time::Instant::now();
+    let body: Value = client
+        .post(&target.url)
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let took = started.elapsed();
+    if body.get("errors").is_some() {
+        bail!("GraphQL errors: {body}");
+    }
+    Ok((body, took))
+}
+
+/// The server's resident memory in bytes (Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A client for many concurrent HTTP requests.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}

@@ -1,0 +1,131 @@
+//! The markdown report: one row per target and scenario, with livegate/peer ratios.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(0.0)
+}
+
+/// The headline figure of a result, its unit, and whether larger is better.
+fn headline(r: &Value) -> (String, f64, &'static str, bool) {
+    let t = r["transport"].as_str().unwrap_or("ws");
+    match r["scenario"].as_str().unwrap_or_default() {
+        "fanout" => (
+            format!("fanout {}×{} {t}", r["subscribers"], r["events"]),
+            num(r, &["deliveries_per_s"]),
+            "deliveries/s",
+            true,
+        ),
+        "latency" => (
+            format!("latency {}×{}/s {t} (p99)", r["subscribers"], r["rate"]),
+            num(r, &["latency_ms", "p99"]),
+            "ms p99",
+            false,
+        ),
+        "idle" => (
+            format!("idle {} {t}", r["connections"]),
+            num(r, &["bytes_per_connection"]) / 1024.0,
+            "KiB/conn",
+            false,
+        ),
+        "connect" => (
+            "connect".to_string(),
+            num(r, &["connections_per_s"]),
+            "conn/s",
+            true,
+        ),
+        "crud" => (
+            format!("crud c={}", r["concurrency"]),
+            num(r, &["requests_per_s"]),
+            "req/s",
+            true,
+        ),
+        other => (other.to_string(), 0.0, "", true),
+    }
+}
+
+fn details(r: &Value) -> String {
+    match r["scenario"].as_str().unwrap_or_default() {
+        "fanout" | "latency" => format!(
+            "missing {} · latency p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms · mutation p50/p99 {:.1}/{:.1} ms",
+            r["missing"],
+            num(r, &["latency_ms", "p50"]),
+            num(r, &["latency_ms", "p90"]),
+            num(r, &["latency_ms", "p99"]),
+            num(r, &["latency_ms", "max"]),
+            num(r, &["mutation_ms", "p50"]),
+            num(r, &["mutation_ms", "p99"])
+        ),
+        "idle" => format!(
+            "RSS {:.0} → {:.0} MiB",
+            num(r, &["rss_before_mib"]),
+            num(r, &["rss_after_mib"])
+        ),
+        "connect" => format!(
+            "{} connections, {} failed, p99 {:.1} ms",
+            r["connections"],
+            r["failed"],
+            num(r, &["latency_ms", "p99"])
+        ),
+        "crud" => format!(
+            "{} requests, {} errors, p50/p99 {:.1}/{:.1} ms",
+            r["requests"],
+            r["errors"],
+            num(r, &["latency_ms", "p50"]),
+            num(r, &["latency_ms", "p99"])
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Reads result lines from `files` and renders the table.
+pub fn markdown(files: &[PathBuf]) -> anyhow::Result<String> {
+    let mut results = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(f)?
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+        {
+            results.push(serde_json::from_str::<Value>(line)?);
+        }
+    }
+    let mut out = String::from(
+        "| scenario | target | result | livegate ÷ target | details |\n|---|---|---|---|---|\n",
+    );
+    let mut scenarios: Vec<String> = Vec::new();
+    for r in &results {
+        let name = headline(r).0;
+        if !scenarios.contains(&name) {
+            scenarios.push(name);
+        }
+    }
+    for s in scenarios {
+        let rows: Vec<&Value> = results.iter().filter(|r| headline(r).0 == s).collect();
+        let ours = rows
+            .iter()
+            .find(|r| r["target"] == "livegate")
+            .map(|r| headline(r).1);
+        for r in rows {
+            let (_, value, unit, bigger_is_better) = headline(r);
+            let ratio = match ours {
+                Some(o) if r["target"] != "livegate" && value > 0.0 && o > 0.0 => {
+                    let x = if bigger_is_better {
+                        o / value
+                    } else {
+                        value / o
+                    };
+                    format!("{x:.1}×")
+                }
+                _ => "".to_string(),
+            };
+            out.push_str(&format!(
+                "| {s} | {} | {value:.1} {unit} | {ratio} | {} |\n",
+                r["target"].as_str().unwrap_or("?"),
+                details(r)
+            ));
+        }
+    }
+    Ok(out)
+}

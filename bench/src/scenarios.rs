@@ -1,0 +1,378 @@
+//! The scenarios. Each returns one JSON object with its parameters and results.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::Target;
+use crate::client::{
+    gql, http_client, now_nanos, rss_bytes, sse_open, token, ws_next, ws_open, ws_subscribe,
+};
+
+const SUBSCRIPTION: &str = "subscription { postChanged { action id record { title } } }";
+const CREATE: &str = "mutation($t: String!) { createPost(input: { title: $t }) { id } }";
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
+}
+
+fn unreachable_hist() -> Histogram<u64> {
+    // new(3) cannot fail for a valid significant-figures value.
+    Histogram::new(2).unwrap_or_else(|_| panic!("hdrhistogram"))
+}
+
+/// Percentiles of a histogram of microseconds, in milliseconds.
+fn ms(h: &Histogram<u64>) -> Value {
+    let q = |p: f64| (h.value_at_quantile(p) as f64) / 1000.0;
+    json!({ "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": h.max() as f64 / 1000.0, "count": h.len() })
+}
+
+/// The send time carried in a title `bench:<n>:<nanos>`.
+fn sent_at(title: &str) -> Option<u128> {
+    title
+        .strip_prefix("bench:")?
+        .split(':')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// What all subscribers count and time.
+struct Tally {
+    received: AtomicUsize,
+    warm: AtomicUsize,
+    /// One latency histogram per subscriber (never contended), merged at the end.
+    latencies: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Histogram<u64>>>>>,
+    last_at: AtomicU64,
+}
+
+impl Tally {
+    fn new() -> Arc<Tally> {
+        Arc::new(Tally {
+            received: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
+            latencies: Default::default(),
+            last_at: AtomicU64::new(0),
+        })
+    }
+
+    fn merged(&self) -> Histogram<u64> {
+        let mut all = hist();
+        for h in self.latencies.lock().map(|l| l.clone()).unwrap_or_default() {
+            if let Ok(h) = h.lock() {
+                let _ = all.add(&*h);
+            }
+        }
+        all
+    }
+}
+
+async fn run_subscriber(
+    mut next: impl FnMut() -> futures_util::future::BoxFuture<'static, Option<Value>>,
+    tally: Arc<Tally>,
+) {
+    let local = Arc::new(std::sync::Mutex::new(hist()));
+    if let Ok(mut l) = tally.latencies.lock() {
+        l.push(local.clone());
+    }
+    while let Some(payload) = next().await {
+        let title = payload["data"]["postChanged"]["record"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if title.starts_with("warmup:") {
+            tally.warm.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        if let Some(sent) = sent_at(&title) {
+            let now = now_nanos();
+            if let Ok(mut h) = local.lock() {
+                let _ = h.record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
+            }
+            tally.received.fetch_add(1, Ordering::Relaxed);
+            tally.last_at.fetch_max(now as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Opens `n` subscribers (ws or sse) that feed `tally`, `concurrency` at a time.
+async fn open_subscribers(
+    target: &Target,
+    n: usize,
+    transport: &str,
+    tally: Arc<Tally>,
+) -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(256));
+    let mut opening = Vec::with_capacity(n);
+    let http = http_client();
+    for i in 0..n {
+        let (target, tally, gate, transport, http) = (
+            target.clone(),
+            tally.clone(),
+            gate.clone(),
+            transport.to_string(),
+            http.clone(),
+        );
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let source = target.sources[i % target.sources.len()];
+            let tok = token(&target.secret, &format!("sub-{i}"));
+            if transport == "sse" {
+                let sse = Arc::new(Mutex::new(
+                    sse_open(&http, &target, &tok, SUBSCRIPTION).await?,
+                ));
+                tokio::spawn(run_subscriber(
+                    move || {
+                        let sse = sse.clone();
+                        Box::pin(async move { sse.lock().await.next().await })
+                    },
+                    tally,
+                ));
+            } else {
+                let mut ws = ws_open(&target, source, &tok).await?;
+                ws_subscribe(&mut ws, "1", SUBSCRIPTION).await?;
+                let ws = Arc::new(Mutex::new(ws));
+                tokio::spawn(run_subscriber(
+                    move || {
+                        let ws = ws.clone();
+                        Box::pin(async move { ws_next(&mut *ws.lock().await).await })
+                    },
+                    tally,
+                ));
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for o in opening {
+        o.await??;
+    }
+    Ok(())
+}
+
+/// Sends warm-up events until every subscriber got one (subscriptions are live).
+async fn warm_up(target: &Target, tally: &Tally, n: usize) -> anyhow::Result<()> {
+    let http = http_client();
+    let tok = token(&target.secret, "sender");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while tally.warm.load(Ordering::SeqCst) < n {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} subscribers became live",
+                tally.warm.load(Ordering::SeqCst)
+            );
+        }
+        tally.warm.store(0, Ordering::SeqCst);
+        gql(
+            &http,
+            target,
+            &tok,
+            CREATE,
+            json!({ "t": format!("warmup:{i}") }),
+        )
+        .await?;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500 + n as u64 / 20)).await;
+    }
+    // Let the last warm-up events drain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+pub async fn fanout(
+    target: &Target,
+    subscribers: usize,
+    events: usize,
+    rate: f64,
+    transport: &str,
+    timeout: u64,
+) -> anyhow::Result<Value> {
+    let tally = Tally::new();
+    open_subscribers(target, subscribers, transport, tally.clone())
+        .await
+        .context("opening subscribers")?;
+    warm_up(target, &tally, subscribers).await?;
+    let http = http_client();
+    let tok = token(&target.secret, "sender");
+    let mut mutation = hist();
+    let started = now_nanos();
+    let clock = Instant::now();
+    for i in 0..events {
+        if rate > 0.0 {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(clock.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let (_, took) = gql(
+            &http,
+            target,
+            &tok,
+            CREATE,
+            json!({ "t": format!("bench:{i}:{}", now_nanos()) }),
+        )
+        .await?;
+        let _ = mutation.record(took.as_micros().max(1) as u64);
+    }
+    let expected = subscribers * events;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut last = (0, Instant::now());
+    while tally.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = tally.received.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let received = tally.received.load(Ordering::Relaxed);
+    let end = tally.last_at.load(Ordering::Relaxed) as u128;
+    let seconds = (end.saturating_sub(started)) as f64 / 1e9;
+    let latency = tally.merged();
+    Ok(json!({
+        "target": target.name, "scenario": if rate > 0.0 { "latency" } else { "fanout" }, "transport": transport,
+        "subscribers": subscribers, "events": events, "rate": rate,
+        "expected": expected, "received": received, "missing": expected.saturating_sub(received),
+        "seconds": seconds, "deliveries_per_s": if seconds > 0.0 { received as f64 / seconds } else { 0.0 },
+        "latency_ms": ms(&latency), "mutation_ms": ms(&mutation),
+    }))
+}
+
+pub async fn idle(target: &Target, connections: usize, transport: &str) -> anyhow::Result<Value> {
+    let pid = target.pid.context("idle needs --pid")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes(pid).context("reading the server's memory")?;
+    let tally = Tally::new();
+    open_subscribers(target, connections, transport, tally.clone())
+        .await
+        .context("opening connections")?;
+    warm_up(target, &tally, connections).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_bytes(pid).context("reading the server's memory")?;
+    Ok(json!({
+        "target": target.name, "scenario": "idle", "transport": transport, "connections": connections,
+        "rss_before_mib": before as f64 / 1048576.0, "rss_after_mib": after as f64 / 1048576.0,
+        "bytes_per_connection": (after.saturating_sub(before)) as f64 / connections as f64,
+    }))
+}
+
+pub async fn connect(
+    target: &Target,
+    connections: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let latency = Arc::new(Mutex::new(hist()));
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let (target, gate, latency) = (target.clone(), gate.clone(), latency.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let t = Instant::now();
+            let tok = token(&target.secret, &format!("c-{i}"));
+            let mut ws = ws_open(&target, target.sources[i % target.sources.len()], &tok).await?;
+            ws_subscribe(&mut ws, "1", SUBSCRIPTION).await?;
+            let _ = latency
+                .lock()
+                .await
+                .record(t.elapsed().as_micros().max(1) as u64);
+            let _ = futures_util::SinkExt::close(&mut ws).await;
+            anyhow::Ok(())
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(()))) {
+            failed += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let latency = latency.lock().await;
+    Ok(json!({
+        "target": target.name, "scenario": "connect", "connections": connections, "concurrency": concurrency, "failed": failed,
+        "seconds": seconds, "connections_per_s": (connections - failed) as f64 / seconds, "latency_ms": ms(&latency),
+    }))
+}
+
+pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::Result<Value> {
+    let http = http_client();
+    let tok = token(&target.secret, "crud");
+    let (seed, _) = gql(&http, target, &tok, CREATE, json!({ "t": "seed" })).await?;
+    let id = seed["data"]["createPost"]["id"]
+        .as_str()
+        .context("created id")?
+        .to_string();
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let (http, target, tok, id) = (http.clone(), target.clone(), tok.clone(), id.clone());
+        workers.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut errors = 0u64;
+            let mut i = w;
+            while Instant::now() < stop {
+                let r = match i % 3 {
+                    0 => {
+                        gql(
+                            &http,
+                            &target,
+                            &tok,
+                            CREATE,
+                            json!({ "t": format!("crud {i}") }),
+                        )
+                        .await
+                    }
+                    1 => {
+                        gql(
+                            &http,
+                            &target,
+                            &tok,
+                            "{ posts(limit: 20) { id title } }",
+                            json!({}),
+                        )
+                        .await
+                    }
+                    _ => {
+                        gql(
+                            &http,
+                            &target,
+                            &tok,
+                            "query($id: ID!) { post(id: $id) { id title } }",
+                            json!({ "id": id }),
+                        )
+                        .await
+                    }
+                };
+                match r {
+                    Ok((_, took)) => {
+                        let _ = h.record(took.as_micros().max(1) as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+                i += concurrency;
+            }
+            (h, errors)
+        }));
+    }
+    let mut all = hist();
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await?;
+        let _ = all.add(&h);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "target": target.name, "scenario": "crud", "concurrency": concurrency, "seconds": elapsed,
+        "requests": all.len(), "errors": errors, "requests_per_s": all.len() as f64 / elapsed, "latency_ms": ms(&all),
+    }))
+}
