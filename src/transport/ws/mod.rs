@@ -377,33 +377,46 @@ impl Connection {
                     self.op_meta.remove(&id);
                     self.machine.failed(&id, errors)
                 } else {
-                    if !response.errors.is_empty()
-                        && let Ok(doc) = async_graphql::parser::parse_query(query.as_str())
-                    {
-                        crate::graphql::complete(
-                            self.app.schema().registry(),
-                            &doc,
-                            op_name.as_deref(),
-                            &mut response,
-                        );
+                    if !response.errors.is_empty() {
+                        if let Ok(doc) = async_graphql::parser::parse_query(query.as_str()) {
+                            crate::graphql::complete(
+                                self.app.schema().registry(),
+                                &doc,
+                                op_name.as_deref(),
+                                &mut response,
+                            );
+                        }
+                        let errors =
+                            crate::transport::http::coded_errors(&response.errors, query, false);
+                        response.errors =
+                            serde_json::from_value(Json::Array(errors)).unwrap_or_default();
                     }
-                    let errors =
-                        crate::transport::http::coded_errors(&response.errors, query, false);
-                    let mut payload = Map::new();
-                    payload.insert(
-                        "data".into(),
-                        response.data.clone().into_json().unwrap_or(Json::Null),
-                    );
-                    if !errors.is_empty() {
-                        payload.insert("errors".into(), Json::Array(errors));
-                    }
+                    // Serialize the response straight into the frame.
+                    let payload = match serde_json::to_string(&Payload {
+                        data: &response.data,
+                        errors: &response.errors,
+                    }) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot serialize a result");
+                            return;
+                        }
+                    };
                     self.app.metrics().deliveries.inc();
-                    self.machine.result(&id, Json::Object(payload))
+                    self.machine.result_text(&id, &payload)
                 }
             }
         };
         self.apply(outs).await;
     }
+}
+
+/// The `payload` of a result frame: `data`, and `errors` when there are any.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    data: &'a async_graphql::Value,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
 }
 
 /// The tokio instant at which a token that expires at `at` does.

@@ -286,6 +286,22 @@ impl Machine {
         vec![frame(json!({ "type": ty, "id": id, "payload": payload }))]
     }
 
+    /// Like [`Machine::result`] with the payload already serialized (the hot path:
+    /// no JSON tree is built per delivery).
+    pub fn result_text(&mut self, id: &str, payload: &str) -> Vec<Out> {
+        if !self.active.contains(id) {
+            return vec![];
+        }
+        let ty = match self.proto {
+            Proto::TransportWs => "next",
+            Proto::Legacy => "data",
+        };
+        let id = serde_json::to_string(id).unwrap_or_default();
+        vec![Out::Send(format!(
+            r#"{{"type":"{ty}","id":{id},"payload":{payload}}}"#
+        ))]
+    }
+
     /// Operation `id` failed before producing results (validation, access, …).
     pub fn failed(&mut self, id: &str, errors: Vec<Json>) -> Vec<Out> {
         if !self.active.remove(id) {
