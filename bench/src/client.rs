@@ -97,19 +97,21 @@ pub async fn ws_subscribe(ws: &mut Ws, id: &str, query: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// The next `next` payload, answering pings; `None` when the connection ends.
-pub async fn ws_next(ws: &mut Ws) -> Option<Value> {
+/// The text of the next `next` frame, answering pings; `None` when the operation
+/// or connection ends. The frame is not parsed: the generator shares a core with
+/// nothing but itself, and its own parsing would show up as server latency.
+pub async fn ws_next(ws: &mut Ws) -> Option<String> {
     loop {
         match ws.next().await? {
             Ok(Message::Text(t)) => {
-                let v: Value = serde_json::from_str(t.as_str()).ok()?;
-                match v["type"].as_str() {
-                    Some("next") => return Some(v["payload"].clone()),
-                    Some("ping") => {
-                        let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
-                    }
-                    Some("error" | "complete") => return None,
-                    _ => {}
+                let t = t.as_str();
+                if t.starts_with(r#"{"type":"next""#) || t.contains(r#""type":"next""#) {
+                    return Some(t.to_string());
+                }
+                if t.contains(r#""type":"ping""#) {
+                    let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
+                } else if t.contains(r#""type":"error""#) || t.contains(r#""type":"complete""#) {
+                    return None;
                 }
             }
             Ok(Message::Close(_)) | Err(_) => return None,
@@ -148,8 +150,8 @@ pub async fn sse_open(
 }
 
 impl Sse {
-    /// The next `next` event's JSON data; `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<Value> {
+    /// The next `next` event's data, unparsed; `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.buf.drain(..end + 2).collect();

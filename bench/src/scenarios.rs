@@ -73,24 +73,30 @@ impl Tally {
     }
 }
 
+/// The title in a result frame, found without parsing the frame.
+fn title_of(frame: &str) -> &str {
+    let Some(at) = frame.find(r#""title":""#) else {
+        return "";
+    };
+    let rest = &frame[at + 9..];
+    &rest[..rest.find('"').unwrap_or(rest.len())]
+}
+
 async fn run_subscriber(
-    mut next: impl FnMut() -> futures_util::future::BoxFuture<'static, Option<Value>>,
+    mut next: impl FnMut() -> futures_util::future::BoxFuture<'static, Option<String>>,
     tally: Arc<Tally>,
 ) {
     let local = Arc::new(std::sync::Mutex::new(hist()));
     if let Ok(mut l) = tally.latencies.lock() {
         l.push(local.clone());
     }
-    while let Some(payload) = next().await {
-        let title = payload["data"]["postChanged"]["record"]["title"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    while let Some(frame) = next().await {
+        let title = title_of(&frame);
         if title.starts_with("warmup:") {
             tally.warm.fetch_add(1, Ordering::SeqCst);
             continue;
         }
-        if let Some(sent) = sent_at(&title) {
+        if let Some(sent) = sent_at(title) {
             let now = now_nanos();
             if let Ok(mut h) = local.lock() {
                 let _ = h.record(((now.saturating_sub(sent)) / 1000).max(1) as u64);

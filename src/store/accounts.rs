@@ -41,12 +41,21 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("account {slug} vanished")))
     }
 
-    /// The account whose `id` or `slug` is `key`.
+    /// The account whose `id` or `slug` is `key`. Accounts never change once made,
+    /// so found ones are cached: this runs for every authenticated request.
     pub async fn find_account(&self, key: &str) -> Result<Option<Account>, StoreError> {
-        match self.account_by("id", key).await? {
-            Some(a) => Ok(Some(a)),
-            None => self.account_by("slug", key).await,
+        if let Some(a) = self.accounts.read().ok().and_then(|c| c.get(key).cloned()) {
+            return Ok(Some(a));
         }
+        let found = match self.account_by("id", key).await? {
+            Some(a) => Some(a),
+            None => self.account_by("slug", key).await?,
+        };
+        if let (Some(a), Ok(mut cache)) = (&found, self.accounts.write()) {
+            cache.insert(a.id.clone(), a.clone());
+            cache.insert(a.slug.clone(), a.clone());
+        }
+        Ok(found)
     }
 
     async fn account_by(&self, column: &str, value: &str) -> Result<Option<Account>, StoreError> {

@@ -45,6 +45,8 @@ pub struct Store {
     db: DatabaseConnection,
     catalog: Arc<Catalog>,
     outbox: Arc<Outbox>,
+    /// Accounts by id and by slug (they never change once created).
+    accounts: Arc<std::sync::RwLock<std::collections::HashMap<String, Account>>>,
 }
 
 /// A database URL that cannot be used, said so that a person can fix it.
@@ -111,6 +113,7 @@ impl Store {
             db,
             catalog,
             outbox: Arc::new(Outbox::new(BUS_CAPACITY)),
+            accounts: Arc::default(),
         })
     }
 
