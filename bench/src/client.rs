@@ -173,7 +173,7 @@ impl Sse {
                 }
                 match event {
                     "next" | "message" if !data.is_empty() => {
-                        return serde_json::from_str(&data).ok();
+                        return Some(data);
                     }
                     "complete" => return None,
                     _ => continue,
