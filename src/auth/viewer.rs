@@ -51,33 +51,13 @@ pub async fn resolve_viewer(
     default_account_id: &str,
     creds: &Credentials,
 ) -> Result<(Viewer, Option<Identity>), AuthError> {
-    let unknown = |key: &str| AuthError::UnknownAccount(key.to_string());
     let Some(token) = &creds.token else {
-        let account_id = match creds.account.as_deref().filter(|a| !a.is_empty()) {
-            Some(key) => {
-                store
-                    .find_account(key)
-                    .await
-                    .map_err(|_| unknown(key))?
-                    .ok_or_else(|| unknown(key))?
-                    .id
-            }
-            None => default_account_id.to_string(),
-        };
+        let named = creds.account.as_deref().filter(|a| !a.is_empty());
+        let account_id = account_id(store, named, default_account_id).await?;
         return Ok((Viewer::anonymous(account_id), None));
     };
     let identity = tokens.verify(token)?;
-    let account_id = match identity.account.as_deref() {
-        Some(key) => {
-            store
-                .find_account(key)
-                .await
-                .map_err(|_| unknown(key))?
-                .ok_or_else(|| unknown(key))?
-                .id
-        }
-        None => default_account_id.to_string(),
-    };
+    let account_id = account_id(store, identity.account.as_deref(), default_account_id).await?;
     if let Some(session) = &identity.session_id
         && store
             .session_revoked(session)
@@ -94,4 +74,22 @@ pub async fn resolve_viewer(
         email: identity.email.clone(),
     };
     Ok((viewer, Some(identity)))
+}
+
+/// The id of the account `key` names (by id or slug), or the default one.
+async fn account_id(
+    store: &Store,
+    key: Option<&str>,
+    default_account_id: &str,
+) -> Result<String, AuthError> {
+    let Some(key) = key else {
+        return Ok(default_account_id.to_string());
+    };
+    let unknown = || AuthError::UnknownAccount(key.to_string());
+    Ok(store
+        .find_account(key)
+        .await
+        .map_err(|_| unknown())?
+        .ok_or_else(unknown)?
+        .id)
 }

@@ -56,17 +56,12 @@ fn change_field(name: &str, ty: TypeRef, doc: &str, get: fn(&Change) -> Value) -
 
 /// `<Type>Change` for one collection.
 fn change_type(c: &Collection) -> Object {
-    Object::new(&c.names.change_type)
+    let obj = Object::new(&c.names.change_type)
         .description(format!(
             "A committed change to a {} row.",
             c.names.type_name
         ))
-        .field(change_field(
-            "action",
-            TypeRef::named_nn("ChangeAction"),
-            "What the change did.",
-            |ch| action_value(ch.action),
-        ))
+        .field(action_field())
         .field(change_field(
             "id",
             TypeRef::named_nn(TypeRef::ID),
@@ -81,24 +76,13 @@ fn change_type(c: &Collection) -> Object {
                 })
             })
             .description("The row after the change; for DELETE, the row as it was."),
-        )
-        .field(change_field(
-            "cursor",
-            TypeRef::named_nn(TypeRef::STRING),
-            "Opaque; pass as `after` to resume after this change.",
-            |ch| Value::from(ch.seq.to_string()),
-        ))
-        .field(change_field(
-            "at",
-            TypeRef::named_nn(DATETIME),
-            "When the change was committed.",
-            |ch| Value::from(format_datetime(&ch.at)),
-        ))
+        );
+    with_cursor_and_at(obj)
 }
 
 /// The shared `Change` type of the `changes` feed.
 pub fn hint_type() -> Object {
-    Object::new("Change")
+    let obj = Object::new("Change")
         .description(
             "A detail-free hint that a collection changed: re-fetch what you show from it.",
         )
@@ -108,24 +92,33 @@ pub fn hint_type() -> Object {
             "The collection's key, as in the app file.",
             |ch| Value::from(ch.collection.clone()),
         ))
-        .field(change_field(
-            "action",
-            TypeRef::named_nn("ChangeAction"),
-            "What the change did.",
-            |ch| action_value(ch.action),
-        ))
-        .field(change_field(
-            "cursor",
-            TypeRef::named_nn(TypeRef::STRING),
-            "Opaque; pass as `after` to resume after this change.",
-            |ch| Value::from(ch.seq.to_string()),
-        ))
-        .field(change_field(
-            "at",
-            TypeRef::named_nn(DATETIME),
-            "When the change was committed.",
-            |ch| Value::from(format_datetime(&ch.at)),
-        ))
+        .field(action_field());
+    with_cursor_and_at(obj)
+}
+
+fn action_field() -> Field {
+    change_field(
+        "action",
+        TypeRef::named_nn("ChangeAction"),
+        "What the change did.",
+        |ch| action_value(ch.action),
+    )
+}
+
+/// The `cursor` and `at` fields every change type ends with.
+fn with_cursor_and_at(obj: Object) -> Object {
+    obj.field(change_field(
+        "cursor",
+        TypeRef::named_nn(TypeRef::STRING),
+        "Opaque; pass as `after` to resume after this change.",
+        |ch| Value::from(ch.seq.to_string()),
+    ))
+    .field(change_field(
+        "at",
+        TypeRef::named_nn(DATETIME),
+        "When the change was committed.",
+        |ch| Value::from(format_datetime(&ch.at)),
+    ))
 }
 
 fn after_arg(ctx: &ResolverContext<'_>) -> Result<Option<i64>, ApiError> {

@@ -117,18 +117,30 @@ impl Store {
     }
 
     async fn user_where(&self, column: &str, value: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.user_row(column, value).await?.map(|(user, _)| user))
+    }
+
+    /// The user whose `column` is `value`, with its password hash.
+    pub(super) async fn user_row(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<(User, Option<String>)>, StoreError> {
         let q = Query::select()
-            .columns(["id", "account_id", "email", "role"])
+            .columns(["id", "account_id", "email", "role", "password_hash"])
             .from("livegate_users")
             .and_where(Expr::col(column.to_string()).eq(value))
             .to_owned();
         Ok(match self.db.query_one(&q).await? {
-            Some(r) => Some(User {
-                id: r.try_get("", "id")?,
-                account_id: r.try_get("", "account_id")?,
-                email: r.try_get("", "email")?,
-                role: r.try_get("", "role")?,
-            }),
+            Some(r) => Some((
+                User {
+                    id: r.try_get("", "id")?,
+                    account_id: r.try_get("", "account_id")?,
+                    email: r.try_get("", "email")?,
+                    role: r.try_get("", "role")?,
+                },
+                r.try_get("", "password_hash")?,
+            )),
             None => None,
         })
     }

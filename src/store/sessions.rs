@@ -93,23 +93,7 @@ impl Store {
         &self,
         email: &str,
     ) -> Result<Option<(User, Option<String>)>, StoreError> {
-        let q = Query::select()
-            .columns(["id", "account_id", "email", "role", "password_hash"])
-            .from("livegate_users")
-            .and_where(Expr::col("email").eq(email))
-            .to_owned();
-        Ok(match self.db.query_one(&q).await? {
-            Some(r) => Some((
-                User {
-                    id: r.try_get("", "id")?,
-                    account_id: r.try_get("", "account_id")?,
-                    email: r.try_get("", "email")?,
-                    role: r.try_get("", "role")?,
-                },
-                r.try_get("", "password_hash")?,
-            )),
-            None => None,
-        })
+        self.user_row("email", email).await
     }
 
     /// Starts a session for `user_id` with its first refresh token.
