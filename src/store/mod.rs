@@ -86,7 +86,13 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| ConnectError::Folder(dir.display().to_string(), e))?;
             }
-            opts.max_connections(8).min_connections(1);
+            // sqlx gives each SQLite connection its own worker thread: more of them
+            // than cores only adds context switches (WAL readers still overlap).
+            let cores = std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1) as u32;
+            opts.max_connections((cores * 2).clamp(2, 8))
+                .min_connections(1);
             opts.map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
                 o.create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)

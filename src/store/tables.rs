@@ -2,7 +2,8 @@
 //! compared with what `livegate_fields` says its table holds: a new collection gets
 //! its table, a new field its column; a removed or retyped field stops start-up with
 //! a message that says what to do, and nothing is changed (all checks run before
-//! any statement, and the changes run in one transaction).
+//! any statement, and the changes run in one transaction). Indexes: `(account_id,
+//! created_at)`, `(account_id, id)` (the default list order), `owner_id`, every ref.
 
 use sea_orm::sea_query::{ColumnDef, Expr, ExprTrait, Index, Query, Table};
 use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
@@ -116,6 +117,9 @@ impl Store {
                     record(&txn, &c.key, &f.key, &stored_kind(f)).await?;
                 }
             } else {
+                // Lists default to id order within an account; tables made before
+                // this index existed get it here.
+                create_index(&txn, &c.key, &["account_id", "id"]).await?;
                 for f in added {
                     let mut def = column_def(&f, self.backend());
                     if let Some(default) = &f.default {
@@ -197,6 +201,7 @@ async fn create_table(
     }
     txn.execute(&t).await?;
     create_index(txn, &c.key, &["account_id", "created_at"]).await?;
+    create_index(txn, &c.key, &["account_id", "id"]).await?;
     create_index(txn, &c.key, &["owner_id"]).await?;
     for f in c.fields.iter().filter(|f| f.kind == FieldKind::Ref) {
         create_index(txn, &c.key, &[&f.column]).await?;
