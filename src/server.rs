@@ -50,6 +50,10 @@ struct Inner {
     auth: Arc<SignIn>,
     default_account_id: String,
     ws: WsConfig,
+    /// Flips to `true` when the server is shutting down. axum's graceful shutdown
+    /// does not track upgraded connections; WebSocket connections watch this and
+    /// close with 1001, so clients get a close frame instead of a dropped socket.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -68,6 +72,10 @@ impl AppState {
     /// Tokens, sign-up/sign-in and sessions.
     pub fn auth(&self) -> &Arc<SignIn> {
         &self.0.auth
+    }
+    /// Resolves once the server starts shutting down.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stopping.subscribe()
     }
     /// WebSocket transport settings.
     pub fn ws_config(&self) -> WsConfig {
@@ -98,6 +106,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(SignIn::new(tokens)),
         default_account_id: account.id,
         ws: config.ws,
+        stopping: tokio::sync::watch::channel(false).0,
     })))
 }
 
@@ -146,6 +155,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let handle = state.clone();
     let handle_for_tasks = state.clone();
+    let stopping = state.0.stopping.clone();
     let store = state.store().clone();
     let auth = state.auth().clone();
     let router = app(state);
@@ -164,7 +174,10 @@ pub async fn start(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        })
         .await;
         sweeper.abort();
         housekeeping.abort();

@@ -905,3 +905,26 @@ async fn the_server_answers_a_close_frame() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_sockets_and_finishes() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe("1", POST_CHANGED, json!({})).await;
+    let mut legacy = Ws::open(&s.base, Some(LEGACY), "").await;
+    legacy
+        .send(json!({ "type": "connection_init", "payload": { "token": s.token } }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), s.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "graceful shutdown must not wait forever on open sockets"
+    );
+    assert_eq!(
+        closes_with(&mut ws, 1001).await,
+        "Going away: the server is shutting down"
+    );
+    db.drop_db().await;
+}

@@ -3,8 +3,8 @@
 //! protocol state, the running operations (each an `execute_stream`, polled
 //! together so a busy one never holds up another) and the timers: init timeout
 //! (4408), heartbeat (the server pings; a peer that stops answering is dropped),
-//! token expiry (4403), sign-out of its session (4403) and subscriber overflow
-//! (1013, so the client resumes from its cursor).
+//! token expiry (4403), sign-out of its session (4403), subscriber overflow
+//! (1013, so the client resumes from its cursor) and server shutdown (1001).
 
 pub mod protocol;
 
@@ -164,6 +164,7 @@ impl Connection {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
         let mut awaiting_pong = false;
         let mut revocations = app.auth().revocations();
+        let mut stopping = app.stopping();
         let overflow = conn.overflow.clone();
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         while !conn.closed {
@@ -215,6 +216,8 @@ impl Connection {
                 }
                 _ = sleep_until(expiry), if conn.identity.is_some() => conn.close(4403, "Forbidden: token expired").await,
                 _ = overflow.raised() => conn.close(1013, OVERFLOW_REASON).await,
+                // The value only ever turns true (or its sender goes): either way, leave.
+                _ = stopping.changed() => conn.close(1001, "Going away: the server is shutting down").await,
                 revoked = revocations.recv() => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
                     if let (Ok(session), Some(mine)) = (&revoked, mine) && session == mine {
