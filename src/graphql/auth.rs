@@ -6,16 +6,11 @@ use async_graphql::dynamic::{
     Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
 };
 
-use super::RequestCtx;
 use super::errors::{ApiError, resolve};
+use super::request_ctx;
 use crate::auth::{Session, SessionError};
 use crate::store::User;
 use crate::values::format_datetime;
-
-fn request_ctx<'a>(ctx: &ResolverContext<'a>) -> Result<&'a RequestCtx, ApiError> {
-    ctx.data::<RequestCtx>()
-        .map_err(|_| ApiError::internal("request context missing"))
-}
 
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {

@@ -8,16 +8,11 @@ use async_graphql::dynamic::{Field, FieldValue, InputValue, ResolverContext, Typ
 
 use super::errors::{ApiError, resolve};
 use super::input::{check_input, parse_order, parse_where};
-use super::{Limits, RequestCtx};
+use super::{Limits, RequestCtx, request_ctx};
 use crate::access::{ReadScope, Viewer, may_create, may_write_row, read_scope};
 use crate::catalog::{Catalog, Collection, USERS};
 use crate::store::{Filter, Scope};
 use crate::values::{Row, new_id, now};
-
-fn request_ctx<'a>(ctx: &ResolverContext<'a>) -> Result<&'a RequestCtx, ApiError> {
-    ctx.data::<RequestCtx>()
-        .map_err(|_| ApiError::internal("request context missing"))
-}
 
 /// The store scope for reading `c`, or `None` when the viewer may read nothing.
 fn read_scope_of<'v>(

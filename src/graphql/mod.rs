@@ -61,6 +61,14 @@ pub struct RequestCtx {
     pub overflow: Option<Arc<Overflow>>,
 }
 
+/// The request's context; missing only if a transport forgot it (a bug).
+fn request_ctx<'a>(
+    ctx: &async_graphql::dynamic::ResolverContext<'a>,
+) -> Result<&'a RequestCtx, ApiError> {
+    ctx.data::<RequestCtx>()
+        .map_err(|_| ApiError::internal("request context missing"))
+}
+
 /// Builds the executable schema for `catalog`.
 pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, SchemaError> {
     let mut query = Object::new("Query").description("Read the collections of this app.");

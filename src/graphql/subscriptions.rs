@@ -12,9 +12,9 @@ use async_graphql::dynamic::{
 };
 use futures_util::StreamExt;
 
-use super::RequestCtx;
 use super::errors::ApiError;
 use super::input::parse_where;
+use super::request_ctx;
 use super::types::DATETIME;
 use crate::access::read_scope;
 use crate::catalog::{Catalog, Collection};
@@ -141,9 +141,7 @@ fn start<'a>(
     impl futures_util::Stream<Item = async_graphql::Result<FieldValue<'a>>> + Send + use<'a>,
     ApiError,
 > {
-    let rc = ctx
-        .data::<RequestCtx>()
-        .map_err(|_| ApiError::internal("request context missing"))?;
+    let rc = request_ctx(ctx)?;
     let after = after_arg(ctx)?;
     let stream = feed(
         rc.store.clone(),
@@ -179,7 +177,7 @@ pub fn build(catalog: &Arc<Catalog>) -> (Subscription, Vec<Object>) {
             SubscriptionField::new(&c.names.changed, TypeRef::named_nn(&c.names.change_type), move |ctx| {
                 let (c, cat) = (coll.clone(), cat.clone());
                 subscribe((|| {
-                    let rc = ctx.data::<RequestCtx>().map_err(|_| ApiError::internal("request context missing"))?;
+                    let rc = request_ctx(&ctx)?;
                     read_scope(&rc.viewer, c.read).map_err(|d| ApiError::denied(d, &format!("read {}", c.key)))?;
                     let actions = match ctx.args.get("actions").filter(|v| !v.is_null()) {
                         Some(list) => Some(

@@ -8,7 +8,6 @@ use async_graphql::dynamic::{
     TypeRef,
 };
 
-use super::RequestCtx;
 use super::errors::resolve;
 use crate::access::may_read_row;
 use crate::catalog::{Catalog, Collection, FieldKind};
@@ -364,7 +363,7 @@ fn ref_object_field(catalog: &Catalog, name: &str, key: &str, target: &str) -> F
         let key = key.clone();
         let target_coll = target_coll.clone();
         resolve(async move {
-            let rc = ctx.data::<RequestCtx>()?;
+            let rc = super::request_ctx(&ctx)?;
             let row = ctx.parent_value.try_downcast_ref::<Row>()?;
             let Some(id) = row.data.get(&key).and_then(|v| v.as_str()) else {
                 return Ok(None);

@@ -80,27 +80,13 @@ impl Store {
         email: &str,
         role: &str,
     ) -> Result<User, StoreError> {
-        let insert = Query::insert()
-            .into_table("livegate_users")
-            .columns([
-                "id",
-                "account_id",
-                "email",
-                "password_hash",
-                "role",
-                "created_at",
-            ])
-            .values_panic([
-                new_id().into(),
-                account.id.clone().into(),
-                email.into(),
-                None::<String>.into(),
-                role.into(),
-                now().into(),
-            ])
-            .on_conflict(OnConflict::column("email").do_nothing().to_owned())
-            .to_owned();
-        self.db.execute(&insert).await?;
+        let user = User {
+            id: new_id(),
+            account_id: account.id.clone(),
+            email: email.to_string(),
+            role: role.to_string(),
+        };
+        self.db.execute(&insert_user(&user, None)).await?;
         self.user_by_email(email)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("user {email} vanished")))
@@ -144,4 +130,32 @@ impl Store {
             None => None,
         })
     }
+}
+
+/// Inserts `user` unless its email is taken (then nothing happens: check
+/// `rows_affected`). Emails are unique per deployment.
+pub(super) fn insert_user(
+    user: &User,
+    password_hash: Option<&str>,
+) -> sea_orm::sea_query::InsertStatement {
+    Query::insert()
+        .into_table("livegate_users")
+        .columns([
+            "id",
+            "account_id",
+            "email",
+            "password_hash",
+            "role",
+            "created_at",
+        ])
+        .values_panic([
+            user.id.clone().into(),
+            user.account_id.clone().into(),
+            user.email.clone().into(),
+            password_hash.map(str::to_string).into(),
+            user.role.clone().into(),
+            now().into(),
+        ])
+        .on_conflict(OnConflict::column("email").do_nothing().to_owned())
+        .to_owned()
 }

@@ -59,27 +59,12 @@ impl Store {
             email: email.to_string(),
             role: role.to_string(),
         };
-        let q = Query::insert()
-            .into_table("livegate_users")
-            .columns([
-                "id",
-                "account_id",
-                "email",
-                "password_hash",
-                "role",
-                "created_at",
-            ])
-            .values_panic([
-                user.id.clone().into(),
-                user.account_id.clone().into(),
-                email.into(),
-                password_hash.into(),
-                role.into(),
-                now().into(),
-            ])
-            .on_conflict(OnConflict::column("email").do_nothing().to_owned())
-            .to_owned();
-        if txn.execute(&q).await?.rows_affected() == 0 {
+        if txn
+            .execute(&super::accounts::insert_user(&user, Some(password_hash)))
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Err(StoreError::Conflict(
                 "an account with this email already exists".into(),
             ));
