@@ -8,7 +8,7 @@
 use crate::catalog::Level;
 
 /// A viewer's role within its account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     User,
     Admin,

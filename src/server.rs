@@ -19,6 +19,7 @@ use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::http;
+use crate::transport::operation::Renderings;
 use crate::transport::ws::WsConfig;
 
 /// Everything `serve` needs, from flags and environment.
@@ -50,6 +51,8 @@ struct Inner {
     auth: Arc<SignIn>,
     default_account_id: String,
     ws: WsConfig,
+    /// Groups of equivalent subscriptions sharing rendered events.
+    renderings: Arc<Renderings>,
     /// Flips to `true` when the server is shutting down. axum's graceful shutdown
     /// does not track upgraded connections; WebSocket connections watch this and
     /// close with 1001, so clients get a close frame instead of a dropped socket.
@@ -72,6 +75,10 @@ impl AppState {
     /// Tokens, sign-up/sign-in and sessions.
     pub fn auth(&self) -> &Arc<SignIn> {
         &self.0.auth
+    }
+    /// Groups of equivalent subscriptions sharing rendered events.
+    pub fn renderings(&self) -> &Arc<Renderings> {
+        &self.0.renderings
     }
     /// Resolves once the server starts shutting down.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -106,6 +113,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(SignIn::new(tokens)),
         default_account_id: account.id,
         ws: config.ws,
+        renderings: Arc::default(),
         stopping: tokio::sync::watch::channel(false).0,
     })))
 }

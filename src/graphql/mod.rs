@@ -21,8 +21,8 @@ use async_graphql::dynamic::{Object, Schema, SchemaError};
 use crate::access::Viewer;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
-use crate::realtime::Overflow;
-use crate::store::Store;
+use crate::realtime::{FeedError, Overflow};
+use crate::store::{Change, Store};
 
 pub use errors::ApiError;
 pub use response::complete;
@@ -59,6 +59,68 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// Raised by a subscription that fell behind (realtime transports only).
     pub overflow: Option<Arc<Overflow>>,
+    /// Set by streaming transports: a subscription field hands its feed over
+    /// here instead of streaming through the executor (see [`Handoff`]).
+    pub handoff: Option<Arc<Handoff>>,
+    /// Set when rendering one event for a subscription (see [`Pinned`]).
+    pub pinned: Option<Pinned>,
+}
+
+impl RequestCtx {
+    /// The context of a plain request (HTTP, or a socket's query or mutation).
+    pub fn new(store: Store, viewer: Viewer, auth: Arc<SignIn>, client_ip: Option<IpAddr>) -> Self {
+        RequestCtx {
+            store,
+            viewer,
+            auth,
+            client_ip,
+            overflow: None,
+            handoff: None,
+            pinned: None,
+        }
+    }
+}
+
+/// A subscription's started feed, handed to the transport.
+///
+/// Fan-out is the hot path: resolving the selection of every event once per
+/// subscriber in the executor would cost as much as everything else together. So
+/// a streaming transport asks each subscription field to hand its feed over (the
+/// field checks access, parses its arguments and starts the feed exactly as
+/// before), then renders each event once per group of equivalent subscriptions
+/// by executing the operation again with the event [`Pinned`], and shares the
+/// bytes.
+pub struct Feed {
+    /// The viewer's feed: already filtered by account, access and arguments.
+    pub stream: futures_util::stream::BoxStream<'static, Result<Arc<Change>, FeedError>>,
+    /// Whether the rendered event depends on who views it (the selection reaches
+    /// `ref` objects, whose access is checked per viewer).
+    pub viewer_dependent: bool,
+}
+
+/// Where a subscription field leaves its [`Feed`].
+#[derive(Default)]
+pub struct Handoff(std::sync::Mutex<Option<Feed>>);
+
+impl Handoff {
+    fn put(&self, feed: Feed) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(feed);
+        }
+    }
+
+    /// The feed a subscription field handed over, if one did.
+    pub fn take(&self) -> Option<Feed> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// What a subscription field yields, once, when an operation is executed to
+/// render one event of its feed.
+#[derive(Clone)]
+pub enum Pinned {
+    Change(Arc<Change>),
+    Error(FeedError),
 }
 
 /// The request's context; missing only if a transport forgot it (a bug).

@@ -11,11 +11,12 @@ use async_graphql::dynamic::{
     SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
 
 use super::errors::ApiError;
 use super::input::parse_where;
-use super::request_ctx;
 use super::types::DATETIME;
+use super::{Feed, Pinned, request_ctx};
 use crate::access::read_scope;
 use crate::catalog::{Catalog, Collection};
 use crate::realtime::{FeedError, Selection, feed, parse_cursor};
@@ -132,18 +133,26 @@ fn after_arg(ctx: &ResolverContext<'_>) -> Result<Option<i64>, ApiError> {
     }
 }
 
-/// Starts the feed for `selection` for the request's viewer.
+/// Starts the feed for `selection` for the request's viewer: streamed through
+/// the executor, or handed to a streaming transport (see [`Handoff`]). When the
+/// operation is executed to render one event, yields just that event.
+///
+/// [`Handoff`]: super::Handoff
 fn start<'a>(
     ctx: &ResolverContext<'_>,
     catalog: &Arc<Catalog>,
     selection: Selection,
-) -> Result<
-    impl futures_util::Stream<Item = async_graphql::Result<FieldValue<'a>>> + Send + use<'a>,
-    ApiError,
-> {
+) -> Result<BoxStream<'a, async_graphql::Result<FieldValue<'a>>>, ApiError> {
     let rc = request_ctx(ctx)?;
+    if let Some(pinned) = &rc.pinned {
+        let item = match pinned {
+            Pinned::Change(ch) => Ok(FieldValue::owned_any(ch.clone())),
+            Pinned::Error(e) => Err(ApiError::from(e.clone()).into_gql()),
+        };
+        return Ok(stream::once(async move { item }).boxed());
+    }
     let after = after_arg(ctx)?;
-    let stream = feed(
+    let feed = feed(
         rc.store.clone(),
         catalog.clone(),
         rc.viewer.clone(),
@@ -151,10 +160,29 @@ fn start<'a>(
         after,
         rc.overflow.clone(),
     );
-    Ok(stream.map(|item| {
-        item.map(FieldValue::owned_any)
-            .map_err(|e| ApiError::from(e).into_gql())
-    }))
+    if let Some(handoff) = &rc.handoff {
+        handoff.put(Feed {
+            stream: feed.boxed(),
+            viewer_dependent: viewer_dependent(ctx),
+        });
+        return Ok(stream::empty().boxed());
+    }
+    Ok(feed
+        .map(|item| {
+            item.map(FieldValue::owned_any)
+                .map_err(|e| ApiError::from(e).into_gql())
+        })
+        .boxed())
+}
+
+/// Whether what the subscription selects depends on the viewer: only `ref`
+/// objects do (each is access-checked for the viewer), and they are the only
+/// fields with selections of their own below the change's fields.
+fn viewer_dependent(ctx: &ResolverContext<'_>) -> bool {
+    ctx.field().selection_set().any(|top| {
+        top.selection_set()
+            .any(|f| f.selection_set().next().is_some())
+    })
 }
 
 fn subscribe<'a, S>(result: Result<S, ApiError>) -> SubscriptionFieldFuture<'a>

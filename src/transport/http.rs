@@ -322,13 +322,12 @@ async fn execute(
     let query = params.query;
     let mut request = async_graphql::Request::new(query.clone())
         .variables(Variables::from_json(Json::Object(params.variables)))
-        .data(RequestCtx {
-            store: app.store().clone(),
+        .data(RequestCtx::new(
+            app.store().clone(),
             viewer,
-            auth: app.auth().clone(),
-            client_ip: Some(peer.ip()),
-            overflow: None,
-        });
+            app.auth().clone(),
+            Some(peer.ip()),
+        ));
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name);
     }

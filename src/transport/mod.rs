@@ -3,4 +3,5 @@
 //! them decides access.
 
 pub mod http;
+pub mod operation;
 pub mod ws;

@@ -578,6 +578,7 @@ async fn sign_in_is_rate_limited_per_email_and_per_address() {
     let db = Db::fresh().await;
     let s = Server::start(&db, EXAMPLE_APP).await;
     sign_up(&s, "limited@example.com", "correct horse", None).await;
+    let started = std::time::Instant::now();
     for i in 0..10 {
         assert_eq!(
             code(&sign_in(&s, "limited@example.com", "wrong horse").await),
@@ -605,11 +606,20 @@ async fn sign_in_is_rate_limited_per_email_and_per_address() {
             "attempt {i}"
         );
     }
-    assert_eq!(
-        code(&sign_in(&s, "fresh@example.com", "wrong horse").await),
-        "RATE_LIMITED",
-        "the 31st attempt from one address"
-    );
+    // The address's allowance refills at one attempt per 2 s: on a loaded machine
+    // the attempts above may have earned one or two more.
+    let mut extra = 0;
+    while code(&sign_in(&s, &format!("fresh{extra}@example.com"), "wrong horse").await)
+        != "RATE_LIMITED"
+    {
+        extra += 1;
+        let earned = started.elapsed().as_secs() / 2 + 1;
+        assert!(
+            extra <= earned,
+            "{extra} attempts past the 30th from one address got through in {:?}",
+            started.elapsed()
+        );
+    }
     s.stop().await;
     db.drop_db().await;
 }

@@ -928,3 +928,82 @@ async fn shutdown_closes_sockets_and_finishes() {
     );
     db.drop_db().await;
 }
+
+/// Subscribers with the same operation share each rendered event, but never
+/// across what they may see: a `ref` to a row one viewer may not read renders
+/// as null for that viewer only.
+#[tokio::test]
+async fn shared_renderings_never_cross_viewers() {
+    let db = Db::fresh().await;
+    let app = format!(
+        "{EXAMPLE_APP}\n[collections.links]\nread = \"anon\"\ncreate = \"user\"\nupdate = \"owner\"\ndelete = \"owner\"\n\n[collections.links.fields]\ntitle = \"string\"\nnote = {{ type = \"ref\", collection = \"notes\" }}\n"
+    );
+    let s = Server::start(&db, &app).await;
+    let alice = s
+        .user_for("alice@test.local", livegate::access::Role::User, "default")
+        .await;
+    let bob = s
+        .user_for("bob@test.local", livegate::access::Role::User, "default")
+        .await;
+    let with_ref = "subscription { linkChanged { action record { title note { title } } } }";
+    let without_ref = "subscription { linkChanged { action record { title noteId } } }";
+    // Two sockets per viewer, each with both operations: four groups of two.
+    let mut socks = Vec::new();
+    for token in [&alice.token, &bob.token, &alice.token, &bob.token] {
+        let mut ws = Ws::acked(&s.base, Some(token)).await;
+        ws.subscribe("r", with_ref, json!({})).await;
+        ws.subscribe("p", without_ref, json!({})).await;
+        socks.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let note = s
+        .gql_as(
+            Some(&alice.token),
+            "mutation { createNote(input: { title: \"alice's secret\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    let note_id = note["data"]["createNote"]["id"].clone();
+    for title in ["first", "second"] {
+        let link = s
+            .gql_as(
+                Some(&alice.token),
+                "mutation($note: ID!, $title: String) { createLink(input: { title: $title, noteId: $note }) { id } }",
+                json!({ "note": note_id, "title": title }),
+            )
+            .await;
+        assert!(link["errors"].is_null(), "{link}");
+    }
+    for (i, ws) in socks.iter_mut().enumerate() {
+        let alice_sees = i % 2 == 0;
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        while with.len() < 2 || without.len() < 2 {
+            match ws.next().await {
+                Frame::Json(v) if v["id"] == "r" => with.push(v["payload"].clone()),
+                Frame::Json(v) if v["id"] == "p" => without.push(v["payload"].clone()),
+                other => panic!("socket {i}: {other:?}"),
+            }
+        }
+        for (n, (w, wo)) in with.iter().zip(&without).enumerate() {
+            let title = ["first", "second"][n];
+            let expected_note = if alice_sees {
+                json!({ "title": "alice's secret" })
+            } else {
+                Value::Null
+            };
+            assert_eq!(
+                w,
+                &json!({ "data": { "linkChanged": { "action": "CREATE", "record": { "title": title, "note": expected_note } } } }),
+                "socket {i} (alice: {alice_sees})"
+            );
+            assert_eq!(
+                wo,
+                &json!({ "data": { "linkChanged": { "action": "CREATE", "record": { "title": title, "noteId": note_id } } } }),
+                "socket {i}: the id of a ref is plain data"
+            );
+        }
+    }
+    s.stop().await;
+    db.drop_db().await;
+}

@@ -22,9 +22,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
 use self::protocol::{Machine, OpRequest, Out, Proto};
+use super::operation::{self, OpEvent, Origin};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
-use crate::graphql::RequestCtx;
 use crate::realtime::Overflow;
 use crate::server::AppState;
 
@@ -112,20 +112,11 @@ pub fn upgrade(
     })
 }
 
-/// What an operation's stream yields.
-enum OpEvent {
-    Response(Box<async_graphql::Response>),
-    End,
-}
-
 struct Connection {
     app: AppState,
     machine: Machine,
     sink: SplitSink<WebSocket, Message>,
     ops: StreamMap<String, BoxStream<'static, OpEvent>>,
-    /// Query text and operation name per running operation (for error paths), and
-    /// whether it has sent a result yet.
-    op_meta: std::collections::HashMap<String, (String, Option<String>, bool)>,
     url_creds: Result<Credentials, AuthError>,
     viewer: Option<Viewer>,
     identity: Option<Identity>,
@@ -151,7 +142,6 @@ impl Connection {
             app: app.clone(),
             sink,
             ops: StreamMap::new(),
-            op_meta: Default::default(),
             url_creds,
             viewer: None,
             identity: None,
@@ -262,7 +252,6 @@ impl Connection {
                     if self.ops.remove(&id).is_some() {
                         self.app.metrics().subscriptions.dec();
                     }
-                    self.op_meta.remove(&id);
                 }
             }
         }
@@ -317,37 +306,16 @@ impl Connection {
         let Some(viewer) = self.viewer.clone() else {
             return;
         };
-        let mut request = async_graphql::Request::new(req.query.clone())
-            .variables(async_graphql::Variables::from_json(Json::Object(
-                req.variables,
-            )))
-            .data(RequestCtx {
-                store: self.app.store().clone(),
-                viewer,
-                auth: self.app.auth().clone(),
-                client_ip: Some(self.peer.ip()),
-                overflow: Some(self.overflow.clone()),
-            });
-        if let Some(name) = &req.operation_name {
-            request = request.operation_name(name);
-        }
-        request.extensions =
-            serde_json::from_value(Json::Object(req.extensions)).unwrap_or_default();
-        let mut stream = self
-            .app
-            .schema()
-            .execute_stream(request)
-            .map(|r| OpEvent::Response(Box::new(r)))
-            .chain(futures_util::stream::once(async { OpEvent::End }))
-            .boxed()
-            .peekable();
+        let origin = Origin {
+            viewer,
+            client_ip: Some(self.peer.ip()),
+            overflow: self.overflow.clone(),
+        };
+        let mut stream = operation::execute(self.app.clone(), req, origin).peekable();
         // Streams are lazy: poll once now, so that a subscription is on the bus
         // before the next client frame is read (a peeked item is kept).
         let _ = futures_util::FutureExt::now_or_never(std::pin::Pin::new(&mut stream).peek());
-        let stream = stream.boxed();
-        self.op_meta
-            .insert(id.clone(), (req.query, req.operation_name, false));
-        self.ops.insert(id, stream);
+        self.ops.insert(id, stream.boxed());
         self.app.metrics().subscriptions.inc();
     }
 
@@ -359,67 +327,21 @@ impl Connection {
         let outs = match event {
             OpEvent::End => {
                 self.app.metrics().subscriptions.dec();
-                self.op_meta.remove(&id);
                 self.machine.finished(&id)
             }
-            OpEvent::Response(mut response) => {
-                let Some((query, op_name, started)) = self.op_meta.get_mut(&id) else {
-                    return;
-                };
-                let request_error = !*started
-                    && !response.errors.is_empty()
-                    && response.data == async_graphql::Value::Null
-                    && response.errors.iter().all(|e| e.path.is_empty());
-                *started = true;
-                if request_error {
-                    let errors =
-                        crate::transport::http::coded_errors(&response.errors, query, true);
-                    if self.ops.remove(&id).is_some() {
-                        self.app.metrics().subscriptions.dec();
-                    }
-                    self.op_meta.remove(&id);
-                    self.machine.failed(&id, errors)
-                } else {
-                    if !response.errors.is_empty() {
-                        if let Ok(doc) = async_graphql::parser::parse_query(query.as_str()) {
-                            crate::graphql::complete(
-                                self.app.schema().registry(),
-                                &doc,
-                                op_name.as_deref(),
-                                &mut response,
-                            );
-                        }
-                        let errors =
-                            crate::transport::http::coded_errors(&response.errors, query, false);
-                        response.errors =
-                            serde_json::from_value(Json::Array(errors)).unwrap_or_default();
-                    }
-                    // Serialize the response straight into the frame.
-                    let payload = match serde_json::to_string(&Payload {
-                        data: &response.data,
-                        errors: &response.errors,
-                    }) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot serialize a result");
-                            return;
-                        }
-                    };
-                    self.app.metrics().deliveries.inc();
-                    self.machine.result_text(&id, &payload)
+            OpEvent::Failed(errors) => {
+                if self.ops.remove(&id).is_some() {
+                    self.app.metrics().subscriptions.dec();
                 }
+                self.machine.failed(&id, errors)
+            }
+            OpEvent::Next { payload, .. } => {
+                self.app.metrics().deliveries.inc();
+                self.machine.result_text(&id, &payload)
             }
         };
         self.apply(outs).await;
     }
-}
-
-/// The `payload` of a result frame: `data`, and `errors` when there are any.
-#[derive(serde::Serialize)]
-struct Payload<'a> {
-    data: &'a async_graphql::Value,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [async_graphql::ServerError],
 }
 
 /// The tokio instant at which a token that expires at `at` does.

@@ -34,13 +34,7 @@ impl Proto {
 }
 
 /// A GraphQL request carried by `subscribe` / `start`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpRequest {
-    pub query: String,
-    pub operation_name: Option<String>,
-    pub variables: Map<String, Json>,
-    pub extensions: Map<String, Json>,
-}
+pub use crate::transport::operation::OpRequest;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,323 @@
+//! One GraphQL operation on a streaming transport (WebSocket, SSE): its results
+//! as ready-to-send JSON payloads, whatever the operation is.
+//!
+//! Queries and mutations run through the executor as on HTTP. A subscription
+//! field hands its feed over (see [`crate::graphql::Handoff`]) and each event is
+//! rendered once per group of equivalent subscriptions: same document, operation
+//! name and variables, same account, and, when the selection reaches `ref`
+//! objects, the same viewer. The group executes the operation again with the
+//! event pinned and every member sends the same bytes. This keeps the per-subscriber
+//! cost of an event to an access check and a frame, whatever the selection.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value as Json};
+
+use crate::access::{Role, Viewer};
+use crate::graphql::{Handoff, Pinned, RequestCtx};
+use crate::realtime::{FeedError, Overflow};
+use crate::server::AppState;
+use crate::store::Change;
+
+/// An operation as a client sent it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OpRequest {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: Map<String, Json>,
+    pub extensions: Map<String, Json>,
+}
+
+/// What an operation produces, in order.
+#[derive(Debug, Clone)]
+pub enum OpEvent {
+    /// A result: the JSON `payload` (`data`, and `errors` if any); `cursor` is the
+    /// event's resume cursor for subscription events.
+    Next {
+        payload: Arc<str>,
+        cursor: Option<i64>,
+    },
+    /// The operation failed before executing (invalid document, bad variables):
+    /// coded GraphQL errors. Nothing follows.
+    Failed(Vec<Json>),
+    /// No more results.
+    End,
+}
+
+/// Who runs the operation, and on which connection.
+#[derive(Clone)]
+pub struct Origin {
+    pub viewer: Viewer,
+    pub client_ip: Option<IpAddr>,
+    /// Raised when one of the connection's feeds falls behind.
+    pub overflow: Arc<Overflow>,
+}
+
+/// Runs `req` for `origin`. Polling the stream once starts a subscription's
+/// feed (it is on the bus from then on).
+pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'static, OpEvent> {
+    let handoff = Arc::new(Handoff::default());
+    let mut ctx = RequestCtx::new(
+        app.store().clone(),
+        origin.viewer.clone(),
+        app.auth().clone(),
+        origin.client_ip,
+    );
+    ctx.overflow = Some(origin.overflow.clone());
+    ctx.handoff = Some(handoff.clone());
+    let responses = app.schema().execute_stream(request(&req, ctx));
+    async_stream::stream! {
+        let mut responses = responses;
+        let mut first = true;
+        while let Some(response) = responses.next().await {
+            match finish(&app, response, &req, first) {
+                Ok(payload) => yield OpEvent::Next { payload: payload.into(), cursor: None },
+                Err(errors) => { yield OpEvent::Failed(errors); return; }
+            }
+            first = false;
+        }
+        drop(responses);
+        if let Some(feed) = handoff.take() {
+            let group = app.renderings().group(&req, &origin.viewer, feed.viewer_dependent);
+            let mut events = feed.stream;
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(change) => {
+                        let cursor = Some(change.seq);
+                        let payload = group.render(&app, change).await;
+                        yield OpEvent::Next { payload, cursor };
+                    }
+                    // The connection closes (1013, or the SSE stream ends) and the
+                    // client resumes from the last cursor it got.
+                    Err(FeedError::Overflow) => return,
+                    Err(e) => {
+                        let payload = group.render_pinned(&app, Pinned::Error(e)).await;
+                        yield OpEvent::Next { payload, cursor: None };
+                        break;
+                    }
+                }
+            }
+        }
+        yield OpEvent::End;
+    }
+    .boxed()
+}
+
+fn request(req: &OpRequest, ctx: RequestCtx) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(req.query.clone())
+        .variables(async_graphql::Variables::from_json(Json::Object(
+            req.variables.clone(),
+        )))
+        .data(ctx);
+    if let Some(name) = &req.operation_name {
+        request = request.operation_name(name);
+    }
+    request.extensions =
+        serde_json::from_value(Json::Object(req.extensions.clone())).unwrap_or_default();
+    request
+}
+
+/// Turns an executed response into its payload, every error coded; a request
+/// error (the first response, nothing executed) comes back as its errors.
+fn finish(
+    app: &AppState,
+    mut response: async_graphql::Response,
+    req: &OpRequest,
+    first: bool,
+) -> Result<String, Vec<Json>> {
+    let request_error = first
+        && !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty());
+    if request_error {
+        return Err(super::http::coded_errors(
+            &response.errors,
+            &req.query,
+            true,
+        ));
+    }
+    if !response.errors.is_empty() {
+        if let Ok(doc) = async_graphql::parser::parse_query(req.query.as_str()) {
+            crate::graphql::complete(
+                app.schema().registry(),
+                &doc,
+                req.operation_name.as_deref(),
+                &mut response,
+            );
+        }
+        let errors = super::http::coded_errors(&response.errors, &req.query, false);
+        response.errors = serde_json::from_value(Json::Array(errors)).unwrap_or_default();
+    }
+    serde_json::to_string(&Payload {
+        data: &response.data,
+        errors: &response.errors,
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize a result");
+        vec![serde_json::json!({
+            "message": "Internal server error",
+            "extensions": { "code": "INTERNAL" }
+        })]
+    })
+}
+
+/// The `payload` of a result: `data`, and `errors` when there are any.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    data: &'a async_graphql::Value,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+}
+
+/// Rendered events kept per group, newest last: enough for subscribers that are
+/// a little behind the others; one further behind renders again.
+const KEPT_RENDERINGS: usize = 256;
+
+/// What makes subscriptions equivalent: they render every event identically.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct GroupKey {
+    query: String,
+    operation_name: Option<String>,
+    variables: String,
+    account_id: String,
+    /// The viewer, when the rendering depends on it.
+    viewer: Option<(Option<String>, Role)>,
+}
+
+/// The live groups of equivalent subscriptions.
+#[derive(Default)]
+pub struct Renderings {
+    groups: Mutex<HashMap<Arc<GroupKey>, Weak<Group>>>,
+}
+
+impl Renderings {
+    /// The group of the subscription `req` of `viewer`, created if it is the first.
+    fn group(
+        self: &Arc<Self>,
+        req: &OpRequest,
+        viewer: &Viewer,
+        viewer_dependent: bool,
+    ) -> Arc<Group> {
+        let key = Arc::new(GroupKey {
+            query: req.query.clone(),
+            operation_name: req.operation_name.clone(),
+            variables: Json::Object(req.variables.clone()).to_string(),
+            account_id: viewer.account_id.clone(),
+            viewer: viewer_dependent.then(|| (viewer.user_id.clone(), viewer.role)),
+        });
+        let Ok(mut groups) = self.groups.lock() else {
+            return Arc::new(Group::new(key, req, viewer, Weak::new()));
+        };
+        if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
+            return group;
+        }
+        let group = Arc::new(Group::new(key.clone(), req, viewer, Arc::downgrade(self)));
+        groups.insert(key, Arc::downgrade(&group));
+        group
+    }
+
+    /// Live groups (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.groups.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    /// Whether no group is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Equivalent subscriptions, sharing their rendered events.
+struct Group {
+    key: Arc<GroupKey>,
+    req: OpRequest,
+    /// Renders for everyone in the group (the viewer itself when it matters).
+    viewer: Viewer,
+    recent: Mutex<VecDeque<(i64, Arc<str>)>>,
+    owner: Weak<Renderings>,
+}
+
+impl Group {
+    fn new(key: Arc<GroupKey>, req: &OpRequest, viewer: &Viewer, owner: Weak<Renderings>) -> Self {
+        Group {
+            key,
+            req: OpRequest {
+                extensions: Map::new(),
+                ..req.clone()
+            },
+            viewer: viewer.clone(),
+            recent: Mutex::new(VecDeque::new()),
+            owner,
+        }
+    }
+
+    /// The payload of `change` for this group: shared when another member
+    /// rendered it already.
+    async fn render(self: &Arc<Self>, app: &AppState, change: Arc<Change>) -> Arc<str> {
+        let seq = change.seq;
+        // Alone in the group: nobody to share with, so keep nothing.
+        let shared = Arc::strong_count(self) > 1;
+        if shared && let Some(hit) = self.cached(seq) {
+            return hit;
+        }
+        let payload = self.render_pinned(app, Pinned::Change(change)).await;
+        if shared && let Ok(mut recent) = self.recent.lock() {
+            // Members render in nearly the same order; keep the list sorted.
+            let at = recent.partition_point(|(s, _)| *s < seq);
+            if recent.get(at).is_none_or(|(s, _)| *s != seq) {
+                recent.insert(at, (seq, payload.clone()));
+            }
+            while recent.len() > KEPT_RENDERINGS {
+                recent.pop_front();
+            }
+        }
+        payload
+    }
+
+    fn cached(&self, seq: i64) -> Option<Arc<str>> {
+        let recent = self.recent.lock().ok()?;
+        let at = recent.partition_point(|(s, _)| *s < seq);
+        recent
+            .get(at)
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Executes the operation with `pinned` as its subscription field's one item.
+    async fn render_pinned(&self, app: &AppState, pinned: Pinned) -> Arc<str> {
+        let mut ctx = RequestCtx::new(
+            app.store().clone(),
+            self.viewer.clone(),
+            app.auth().clone(),
+            None,
+        );
+        ctx.pinned = Some(pinned);
+        let mut responses = app.schema().execute_stream(request(&self.req, ctx));
+        let payload = match responses.next().await {
+            Some(response) => finish(app, response, &self.req, false),
+            None => Err(vec![]),
+        };
+        match payload {
+            Ok(p) => p.into(),
+            Err(_) => {
+                tracing::error!("a subscription event could not be rendered");
+                r#"{"data":null,"errors":[{"message":"Internal server error","extensions":{"code":"INTERNAL"}}]}"#.into()
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade()
+            && let Ok(mut groups) = owner.groups.lock()
+            && groups.get(&self.key).is_some_and(|g| g.strong_count() == 0)
+        {
+            groups.remove(&self.key);
+        }
+    }
+}
