@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthConfig, SignIn, Tokens};
@@ -20,7 +20,9 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::http;
 use crate::transport::operation::Renderings;
+use crate::transport::sse::single::Reservations;
 use crate::transport::ws::WsConfig;
+use crate::transport::{feed, sse};
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ struct Inner {
     ws: WsConfig,
     /// Groups of equivalent subscriptions sharing rendered events.
     renderings: Arc<Renderings>,
+    /// graphql-sse stream reservations (single connection mode).
+    sse: Arc<Reservations>,
     /// Flips to `true` when the server is shutting down. axum's graceful shutdown
     /// does not track upgraded connections; WebSocket connections watch this and
     /// close with 1001, so clients get a close frame instead of a dropped socket.
@@ -79,6 +83,10 @@ impl AppState {
     /// Groups of equivalent subscriptions sharing rendered events.
     pub fn renderings(&self) -> &Arc<Renderings> {
         &self.0.renderings
+    }
+    /// graphql-sse stream reservations (single connection mode).
+    pub fn sse(&self) -> &Arc<Reservations> {
+        &self.0.sse
     }
     /// Resolves once the server starts shutting down.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -114,14 +122,35 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         default_account_id: account.id,
         ws: config.ws,
         renderings: Arc::default(),
+        sse: Arc::default(),
         stopping: tokio::sync::watch::channel(false).0,
     })))
+}
+
+/// Every graphql-sse request on `/graphql/stream`, and `PUT`/`DELETE` on `/graphql`.
+async fn sse_request(
+    State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    sse::handle(app, peer, method, headers, query, body).await
 }
 
 /// The HTTP routes.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/graphql", get(http::get).post(http::post))
+        .route(
+            "/graphql",
+            get(http::get)
+                .post(http::post)
+                .put(sse_request)
+                .delete(sse_request),
+        )
+        .route("/graphql/stream", any(sse_request))
+        .route("/realtime", get(feed::realtime))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)

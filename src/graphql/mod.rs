@@ -64,6 +64,9 @@ pub struct RequestCtx {
     pub handoff: Option<Arc<Handoff>>,
     /// Set when rendering one event for a subscription (see [`Pinned`]).
     pub pinned: Option<Pinned>,
+    /// A cursor the transport resumes from (SSE `Last-Event-ID`): it takes the
+    /// place of a subscription's `after` argument.
+    pub resume_after: Option<i64>,
 }
 
 impl RequestCtx {
@@ -77,6 +80,7 @@ impl RequestCtx {
             overflow: None,
             handoff: None,
             pinned: None,
+            resume_after: None,
         }
     }
 }

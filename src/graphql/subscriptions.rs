@@ -151,7 +151,10 @@ fn start<'a>(
         };
         return Ok(stream::once(async move { item }).boxed());
     }
-    let after = after_arg(ctx)?;
+    let after = match rc.resume_after {
+        Some(cursor) => Some(cursor),
+        None => after_arg(ctx)?,
+    };
     let feed = feed(
         rc.store.clone(),
         catalog.clone(),

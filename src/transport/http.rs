@@ -29,7 +29,7 @@ const APPLICATION_JSON: &str = "application/json; charset=utf-8";
 
 /// The response media type the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
+pub(crate) enum Media {
     GraphqlResponseJson,
     Json,
 }
@@ -81,15 +81,15 @@ fn negotiate(headers: &HeaderMap) -> Option<Media> {
 }
 
 /// The parameters of a GraphQL request.
-struct Params {
-    query: String,
-    operation_name: Option<String>,
-    variables: Map<String, Json>,
-    extensions: Map<String, Json>,
+pub(crate) struct Params {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: Map<String, Json>,
+    pub extensions: Map<String, Json>,
 }
 
 /// A request that is not a well-formed GraphQL-over-HTTP request.
-fn bad_request(media: Media, status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn bad_request(media: Media, status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut resp = (status, body.to_string()).into_response();
     resp.headers_mut().insert(
@@ -100,7 +100,7 @@ fn bad_request(media: Media, status: StatusCode, code: &str, message: &str) -> R
 }
 
 /// A request refused before any GraphQL runs.
-struct Rejection {
+pub(crate) struct Rejection {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -115,12 +115,12 @@ impl Rejection {
         }
     }
 
-    fn into_response(self, media: Media) -> Response {
+    pub(crate) fn into_response(self, media: Media) -> Response {
         bad_request(media, self.status, self.code, &self.message)
     }
 }
 
-fn params_from_json(body: Json) -> Result<Params, Rejection> {
+pub(crate) fn params_from_json(body: Json) -> Result<Params, Rejection> {
     let bad = Rejection::bad;
     let Json::Object(mut obj) = body else {
         return Err(bad("the request body must be a JSON object with a `query`"));
@@ -156,7 +156,7 @@ fn params_from_json(body: Json) -> Result<Params, Rejection> {
     })
 }
 
-fn params_from_query_string(raw: Option<&str>) -> Result<Params, Rejection> {
+pub(crate) fn params_from_query_string(raw: Option<&str>) -> Result<Params, Rejection> {
     let bad = Rejection::bad;
     let mut obj = Map::new();
     for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
@@ -171,7 +171,10 @@ fn params_from_query_string(raw: Option<&str>) -> Result<Params, Rejection> {
 }
 
 /// The operation `name` selects in `doc` (or the only one), if it can be told.
-fn selected_operation(doc: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+pub(crate) fn selected_operation(
+    doc: &ExecutableDocument,
+    name: Option<&str>,
+) -> Option<OperationType> {
     match (&doc.operations, name) {
         (DocumentOperations::Single(op), None) => Some(op.node.ty),
         (DocumentOperations::Single(_), Some(_)) => None,
@@ -201,7 +204,7 @@ pub async fn viewer_of(
     .map(|(viewer, _)| viewer)
 }
 
-fn unauthenticated(media: Media, e: &AuthError) -> Response {
+pub(crate) fn unauthenticated(media: Media, e: &AuthError) -> Response {
     let mut resp = bad_request(
         media,
         StatusCode::UNAUTHORIZED,
@@ -237,6 +240,10 @@ pub async fn get(
         };
     }
     let headers = parts.headers;
+    if crate::transport::sse::wants(&headers, raw.as_deref(), &parts.method) {
+        return crate::transport::sse::handle(app, peer, parts.method, headers, raw, Bytes::new())
+            .await;
+    }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -254,9 +261,28 @@ pub async fn post(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
+    if crate::transport::sse::wants(&headers, raw.as_deref(), &axum::http::Method::POST) {
+        return crate::transport::sse::handle(
+            app,
+            peer,
+            axum::http::Method::POST,
+            headers,
+            raw,
+            body,
+        )
+        .await;
+    }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
+    match params_from_body(&headers, &body) {
+        Ok(params) => execute(app, media, params, false, &headers, raw.as_deref(), peer).await,
+        Err(rejection) => rejection.into_response(media),
+    }
+}
+
+/// The parameters of a `POST`: a UTF-8 JSON body.
+pub(crate) fn params_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Rejection> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -268,28 +294,15 @@ pub async fn post(
     let charset_ok = parts
         .all(|p| !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\"");
     if mime != "application/json" || !charset_ok {
-        return bad_request(
-            media,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "BAD_USER_INPUT",
-            "send the request as Content-Type: application/json (UTF-8)",
-        );
+        return Err(Rejection {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "BAD_USER_INPUT",
+            message: "send the request as Content-Type: application/json (UTF-8)".into(),
+        });
     }
-    let body: Json = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return bad_request(
-                media,
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!("the request body is not valid JSON: {e}"),
-            );
-        }
-    };
-    match params_from_json(body) {
-        Ok(params) => execute(app, media, params, false, &headers, raw.as_deref(), peer).await,
-        Err(rejection) => rejection.into_response(media),
-    }
+    let body: Json = serde_json::from_slice(body)
+        .map_err(|e| Rejection::bad(&format!("the request body is not valid JSON: {e}")))?;
+    params_from_json(body)
 }
 
 fn not_acceptable() -> Response {

@@ -2,6 +2,16 @@
 //! out. Each transport resolves the viewer and hands the schema a request; none of
 //! them decides access.
 
+pub mod feed;
 pub mod http;
 pub mod operation;
+pub mod sse;
 pub mod ws;
+
+/// The tokio instant at which a token that expires at `at` does.
+pub(crate) fn expiry_instant(at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
+    let left = (at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(std::time::Duration::ZERO);
+    tokio::time::Instant::now() + left
+}

@@ -55,6 +55,8 @@ pub struct Origin {
     pub client_ip: Option<IpAddr>,
     /// Raised when one of the connection's feeds falls behind.
     pub overflow: Arc<Overflow>,
+    /// Where a subscription resumes, when the transport says (SSE `Last-Event-ID`).
+    pub resume_after: Option<i64>,
 }
 
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
@@ -69,6 +71,7 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     );
     ctx.overflow = Some(origin.overflow.clone());
     ctx.handoff = Some(handoff.clone());
+    ctx.resume_after = origin.resume_after;
     let responses = app.schema().execute_stream(request(&req, ctx));
     async_stream::stream! {
         let mut responses = responses;

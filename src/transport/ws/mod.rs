@@ -19,6 +19,8 @@ use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value as Json};
 use tokio::time::{Instant, sleep_until};
+
+use super::expiry_instant;
 use tokio_stream::StreamMap;
 
 use self::protocol::{Machine, OpRequest, Out, Proto};
@@ -310,6 +312,7 @@ impl Connection {
             viewer,
             client_ip: Some(self.peer.ip()),
             overflow: self.overflow.clone(),
+            resume_after: None,
         };
         let mut stream = operation::execute(self.app.clone(), req, origin).peekable();
         // Streams are lazy: poll once now, so that a subscription is on the bus
@@ -342,10 +345,4 @@ impl Connection {
         };
         self.apply(outs).await;
     }
-}
-
-/// The tokio instant at which a token that expires at `at` does.
-fn expiry_instant(at: chrono::DateTime<chrono::Utc>) -> Instant {
-    let left = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    Instant::now() + left
 }

@@ -1,0 +1,135 @@
+//! The life of one event stream, whatever it carries: a comment to open it,
+//! heartbeat comments every `heartbeat_seconds`, and an end when the token
+//! expires, its session signs out, a subscriber on it falls behind, or the server
+//! stops. A client that stops reading is never waited for: its feeds fall
+//! behind the bus's bounded ring and the stream ends, to be resumed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::time::sleep_until;
+
+use super::{complete_event, failed_event, next_event};
+use crate::auth::Identity;
+use crate::realtime::Overflow;
+use crate::server::AppState;
+use crate::transport::expiry_instant;
+use crate::transport::operation::OpEvent;
+
+/// Counts up now and down when dropped (when the client goes, too).
+pub(crate) struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub(crate) fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `events` as an SSE response that ends on expiry, sign-out, overflow or
+/// shutdown.
+pub fn sse_response<S>(
+    app: &AppState,
+    identity: Option<Identity>,
+    overflow: Arc<Overflow>,
+    protocol: &'static str,
+    events: S,
+) -> Response
+where
+    S: Stream<Item = Event> + Send + 'static,
+{
+    let beat = Duration::from_secs(app.catalog().realtime.heartbeat_seconds.into());
+    let stream = guarded(app.clone(), identity, overflow, protocol, events);
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(beat).text(""))
+        .into_response();
+    // Proxies such as nginx would otherwise buffer the stream.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn guarded<S>(
+    app: AppState,
+    identity: Option<Identity>,
+    overflow: Arc<Overflow>,
+    protocol: &'static str,
+    events: S,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
+where
+    S: Stream<Item = Event> + Send + 'static,
+{
+    async_stream::stream! {
+        let _open = GaugeGuard::new(app.metrics().connections(protocol));
+        let mut events = Box::pin(events);
+        let mut revocations = app.auth().revocations();
+        let mut stopping = app.stopping();
+        let session = identity.as_ref().and_then(|i| i.session_id.clone());
+        let expiry = identity
+            .as_ref()
+            .map(|i| expiry_instant(i.expires_at))
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        // Some clients count a stream as open only once its first bytes arrive.
+        yield Ok(Event::default().comment(""));
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    // After an overflow deliver nothing more: the client resumes
+                    // from the last cursor it got.
+                    Some(event) if !overflow.is_raised() => yield Ok(event),
+                    _ => break,
+                },
+                _ = sleep_until(expiry) => break,
+                _ = overflow.raised() => break,
+                // The value only ever turns true (or its sender goes): either way, leave.
+                _ = stopping.changed() => break,
+                revoked = revocations.recv() => {
+                    if let (Ok(revoked), Some(mine)) = (&revoked, &session) && revoked == mine {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The events of one operation on a stream of its own: its results, then
+/// `complete`.
+pub(crate) fn distinct_events(
+    app: AppState,
+    mut op: BoxStream<'static, OpEvent>,
+) -> impl Stream<Item = Event> + Send + 'static {
+    async_stream::stream! {
+        let _running = GaugeGuard::new(app.metrics().subscriptions.clone());
+        while let Some(event) = op.next().await {
+            match event {
+                OpEvent::Next { payload, cursor } => {
+                    app.metrics().deliveries.inc();
+                    yield next_event(None, &payload, cursor);
+                }
+                OpEvent::Failed(errors) => {
+                    yield failed_event(None, errors);
+                    yield complete_event(None);
+                    break;
+                }
+                OpEvent::End => {
+                    yield complete_event(None);
+                    break;
+                }
+            }
+        }
+    }
+}
