@@ -97,12 +97,29 @@ impl Reservations {
     }
 }
 
+/// Why a request on a reservation is refused.
+enum Refusal {
+    NotFound,
+    Conflict(&'static str),
+    Bad(&'static str),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NotFound => refuse(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such stream: reserve one with PUT",
+            ),
+            Refusal::Conflict(why) => refuse(StatusCode::CONFLICT, "CONFLICT", why),
+            Refusal::Bad(why) => refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", why),
+        }
+    }
+}
+
 fn not_found() -> Response {
-    refuse(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        "no such stream: reserve one with PUT",
-    )
+    Refusal::NotFound.into_response()
 }
 
 /// `PUT`: reserves a stream; answers its token.
@@ -190,17 +207,13 @@ pub async fn connect(
     let opened = app.sse().with(|m| match m.get_mut(&token) {
         Some(r) if r.owner == owner(&viewer) => match r.receiver.take() {
             Some(rx) => Ok((rx, r.overflow.clone())),
-            None => Err(refuse(
-                StatusCode::CONFLICT,
-                "CONFLICT",
-                "this stream is open already",
-            )),
+            None => Err(Refusal::Conflict("this stream is open already")),
         },
-        _ => Err(not_found()),
+        _ => Err(Refusal::NotFound),
     });
     let (receiver, overflow) = match opened {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let events = multiplexed(app.clone(), token, receiver);
     sse_response(&app, identity, overflow, "graphql-sse", events)
@@ -284,17 +297,15 @@ pub async fn stop(
                 let _ = r.control.send(Control::Stop(id.clone()));
                 Ok(())
             }
-            None => Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
+            None => Err(Refusal::Bad(
                 "name the operation to stop with ?operationId=",
             )),
         },
-        _ => Err(not_found()),
+        _ => Err(Refusal::NotFound),
     });
     match stopped {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -353,9 +364,7 @@ pub async fn operation(
     let claimed = app.sse().with(|m| match m.get_mut(&token) {
         Some(r) if r.owner == owner(&viewer) => {
             if r.ops.contains(&id) {
-                Err(refuse(
-                    StatusCode::CONFLICT,
-                    "CONFLICT",
+                Err(Refusal::Conflict(
                     "an operation with this id is running on the stream",
                 ))
             } else {
@@ -364,11 +373,11 @@ pub async fn operation(
                 Ok((r.control.clone(), r.overflow.clone(), too_many))
             }
         }
-        _ => Err(not_found()),
+        _ => Err(Refusal::NotFound),
     });
     let (control, overflow, too_many) = match claimed {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let op = if too_many {
         let message =
