@@ -103,6 +103,8 @@ pub(crate) async fn authenticate(
 }
 
 /// The cursor a reconnecting client names in `Last-Event-ID`.
+// The refusal is the response itself, built at most once per request.
+#[allow(clippy::result_large_err)]
 pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, Response> {
     match headers.get("last-event-id").map(|v| v.to_str()) {
         None => Ok(None),
@@ -123,6 +125,7 @@ pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, Response
 }
 
 /// The operation of a `GET` or `POST`, or the response that refuses it.
+#[allow(clippy::result_large_err)]
 pub(crate) fn params_of(
     method: &Method,
     headers: &HeaderMap,
