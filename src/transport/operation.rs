@@ -72,8 +72,20 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     ctx.overflow = Some(origin.overflow.clone());
     ctx.handoff = Some(handoff.clone());
     ctx.resume_after = origin.resume_after;
-    let responses = app.schema().execute_stream(request(&req, ctx));
+    let mut request = request(&req, ctx);
+    // A document that does not parse is a request error of its own kind.
+    let unparsable = request.parsed_query().err().map(|mut e| {
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", "GRAPHQL_PARSE_FAILED");
+        super::http::coded_errors(&[e], &req.query, true)
+    });
+    let responses = app.schema().execute_stream(request);
     async_stream::stream! {
+        if let Some(errors) = unparsable {
+            yield OpEvent::Failed(errors);
+            return;
+        }
         let mut responses = responses;
         let mut first = true;
         while let Some(response) = responses.next().await {

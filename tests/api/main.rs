@@ -11,5 +11,7 @@ mod filters;
 mod harness;
 mod http;
 mod realtime;
+mod sse;
+mod sseclient;
 mod validation;
 mod wsclient;
