@@ -18,8 +18,8 @@ use crate::catalog::Catalog;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::transport::http;
 use crate::transport::ws::WsConfig;
+use crate::transport::{http, playground};
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -116,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .route("/graphql", get(http::get).post(http::post))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(playground::routes())
         .with_state(state)
 }
 
