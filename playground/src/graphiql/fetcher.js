@@ -34,14 +34,20 @@ function isSubscription(params, documentAST) {
   }
 }
 
-/** What a failed subscription shows in the response pane. */
+function isCloseEvent(event) {
+  return event != null && typeof event === 'object' && 'code' in event && 'reason' in event;
+}
+
+/**
+ * What a failed subscription shows in the response pane: GraphQL errors as they
+ * came, anything else as a GraphQL-shaped error (a plain object, so GraphiQL shows
+ * the message without a stack trace).
+ */
 function describeError(err) {
   if (Array.isArray(err)) return err; // GraphQL errors from an `error` message
-  if (err && typeof err === 'object' && 'code' in err && 'reason' in err) {
-    return new Error(`WebSocket closed: ${err.code}${err.reason ? ` ${err.reason}` : ''}`);
-  }
-  if (err instanceof Error) return err;
-  return new Error('WebSocket error: could not reach livegate');
+  if (isCloseEvent(err)) return { message: `WebSocket closed: ${err.code}${err.reason ? ` ${err.reason}` : ''}` };
+  if (err instanceof Error) return { message: err.message };
+  return { message: 'WebSocket error: could not reach livegate' };
 }
 
 /**
@@ -56,10 +62,18 @@ export function createLivegateFetcher({ httpUrl, wsUrl }) {
   // subscription and closes it after the last, so an idle identity costs nothing.
   // A running subscription keeps the socket (and identity) it started with.
   const clients = new Map();
-  function clientFor(key, connectionParams) {
+  function clientFor(key, connectionParams, { refreshes = false } = {}) {
     let client = clients.get(key);
     if (!client) {
-      client = createClient({ url: wsUrl, connectionParams, lazy: true, retryAttempts: 3 });
+      client = createClient({
+        url: wsUrl,
+        connectionParams,
+        lazy: true,
+        retryAttempts: 3,
+        // 4403 is final (a bad token, or anonymous sockets not allowed) unless the
+        // token merely expired and the session can refresh it on reconnect.
+        shouldRetry: (event) => !(isCloseEvent(event) && event.code === 4403 && !(refreshes && /expired/i.test(event.reason))),
+      });
       clients.set(key, client);
     }
     return client;
@@ -78,6 +92,7 @@ export function createLivegateFetcher({ httpUrl, wsUrl }) {
       // Read the token at each (re)connect, so a reconnect after the server closed
       // an expired token's socket (4403) comes back with a refreshed one.
       const userId = session.user.id;
+      const options = { refreshes: Boolean(session.refreshToken) };
       return clientFor(`session:${userId}:${account || ''}`, async () => {
         const token = await freshAccessToken();
         const now = currentSession();
@@ -85,7 +100,7 @@ export function createLivegateFetcher({ httpUrl, wsUrl }) {
         // subscriptions rather than carry them on under another identity.
         if (!token || !now || now.user.id !== userId) throw new Error('signed out or in as another user');
         return withAccount({ token });
-      });
+      }, options);
     }
     return clientFor(`anonymous:${account || ''}`, () => withAccount({}));
   }
