@@ -1,6 +1,7 @@
 //! The command line (API.md §6): `serve` (the default), `schema`, `migrate`.
 //! Every flag has an environment fallback.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::graphql::Limits;
 use crate::server::{Config, shutdown_signal, start};
 use crate::store::Store;
+use crate::transport::playground;
 use crate::transport::ws::WsConfig;
 
 /// livegate: a declared app file served as a live GraphQL API.
@@ -247,6 +249,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         running.addr.to_string()
     };
-    println!("livegate listening on http://{shown}/graphql");
+    // Both lines in one write: a reader that takes only the first line (a test, a
+    // supervisor) and closes the pipe must not make the second one fail, and a
+    // closed stdout is no reason to stop serving, so errors are ignored.
+    let lines = format!(
+        "livegate listening on http://{shown}/graphql\nplayground: http://{shown}{}\n",
+        playground::PATH
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    drop(out);
     running.task.await.context("server task")?
 }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`cli`] | command line: `serve`, `schema`, `migrate` |
 //! | [`server`] | `AppState`, router, start-up and graceful shutdown |
-//! | [`transport`] | protocols: GraphQL over HTTP (later WebSocket, SSE, feed) |
+//! | [`transport`] | protocols: GraphQL over HTTP and WebSocket (later SSE, feed); the playground page |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
 //! | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | [`access`] | the one access policy: pure functions of viewer, level and owner |

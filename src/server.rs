@@ -18,11 +18,10 @@ use crate::catalog::Catalog;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::transport::http;
 use crate::transport::operation::Renderings;
 use crate::transport::sse::single::Reservations;
 use crate::transport::ws::WsConfig;
-use crate::transport::{feed, sse};
+use crate::transport::{feed, http, playground, sse};
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -153,6 +152,7 @@ pub fn app(state: AppState) -> Router {
         .route("/realtime", get(feed::realtime))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(playground::routes())
         .with_state(state)
 }
 

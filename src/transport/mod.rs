@@ -1,10 +1,12 @@
 //! Transports: bytes and protocols in, GraphQL requests to the schema, responses
 //! out. Each transport resolves the viewer and hands the schema a request; none of
-//! them decides access.
+//! them decides access. [`playground`] serves the embedded playground page,
+//! which talks to the others like any client.
 
 pub mod feed;
 pub mod http;
 pub mod operation;
+pub mod playground;
 pub mod sse;
 pub mod ws;
 

@@ -36,10 +36,9 @@ fn serve_then_signal(signal: &str) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
+    stdout.read_line(&mut line).expect("read");
     let url = line
         .trim()
         .strip_prefix("livegate listening on http://")
@@ -48,6 +47,13 @@ fn serve_then_signal(signal: &str) {
     assert!(
         http_get(addr, "/healthz").starts_with("HTTP/1.0 200"),
         "healthz answers"
+    );
+    let mut second = String::new();
+    stdout.read_line(&mut second).expect("read");
+    assert_eq!(second, format!("playground: http://{addr}/playground\n"));
+    assert!(
+        http_get(addr, "/playground").starts_with("HTTP/1.0 200"),
+        "the playground answers"
     );
     assert!(
         dir.path().join("data/live.db").exists(),

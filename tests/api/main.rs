@@ -10,6 +10,7 @@ mod crud;
 mod filters;
 mod harness;
 mod http;
+mod playground;
 mod realtime;
 mod sse;
 mod sseclient;
