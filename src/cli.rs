@@ -1,7 +1,8 @@
-//! The command line (API.md §6): `serve` (the default), `schema`, `migrate`.
+//! The command line (API.md §6): `serve` (the default), `schema` (and `schema --diff`),
+//! `migrate`, `token`.
 //! Every flag has an environment fallback.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use crate::access::Role;
 use crate::auth::{AuthConfig, Tokens, normalize_email};
 use crate::catalog::Catalog;
 use crate::graphql::Limits;
+use crate::schema_diff;
 use crate::server::{Config, shutdown_signal, start};
 use crate::store::Store;
 use crate::transport::playground;
@@ -31,8 +33,9 @@ pub struct Cli {
 enum Command {
     /// Serve the API (the default).
     Serve(ServeArgs),
-    /// Print the GraphQL SDL generated from the app file.
-    Schema(AppArgs),
+    /// Print the GraphQL SDL generated from the app file, or with `--diff OLD`
+    /// compare it with OLD and list breaking, dangerous and safe changes.
+    Schema(SchemaArgs),
     /// Apply migrations and reconcile collection tables, then exit.
     Migrate(DbArgs),
     /// Mint a development access token for a user (created, without a password,
@@ -118,6 +121,17 @@ struct AppArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+struct SchemaArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// An SDL file clients were built against (e.g. the committed
+    /// `schema/schema.graphql`): list what changed from it to the app file's schema,
+    /// and exit with 1 when a change breaks those clients.
+    #[arg(long, value_name = "OLD.graphql")]
+    diff: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
 struct DbArgs {
     #[command(flatten)]
     app: AppArgs,
@@ -174,14 +188,7 @@ pub async fn run() -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Schema(args)) => {
-            let catalog = Catalog::load(&args.app)?;
-            print!(
-                "{}",
-                crate::graphql::sdl(&catalog).context("building the GraphQL schema")?
-            );
-            Ok(())
-        }
+        Some(Command::Schema(args)) => schema(args),
         Some(Command::Migrate(args)) => {
             let catalog = Catalog::load(&args.app.app)?;
             let store = Store::connect(&args.database_url, catalog).await?;
@@ -195,6 +202,33 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Token(args)) => token(args).await,
     }
+}
+
+fn schema(args: SchemaArgs) -> anyhow::Result<()> {
+    let catalog = Catalog::load(&args.app.app)?;
+    let sdl = crate::graphql::sdl(&catalog).context("building the GraphQL schema")?;
+    // Written, not print!ed: a closed pipe (`livegate schema | head`) is an error
+    // to report, not a panic.
+    let mut out = std::io::stdout().lock();
+    let Some(old_path) = args.diff else {
+        out.write_all(sdl.as_bytes())?;
+        return Ok(());
+    };
+    let old = std::fs::read_to_string(&old_path)
+        .with_context(|| format!("cannot read {}", old_path.display()))?;
+    let new_name = format!("the schema of {}", args.app.app.display());
+    let changes = schema_diff::diff(&old_path.display().to_string(), &old, &new_name, &sdl)?;
+    let report = schema_diff::Report(&changes);
+    writeln!(out, "changes from {} to {new_name}:", old_path.display())?;
+    write!(out, "{report}")?;
+    let breaking = report.count(schema_diff::Severity::Breaking);
+    if breaking > 0 {
+        anyhow::bail!(
+            "{breaking} breaking change(s): clients built against {} may fail",
+            old_path.display()
+        );
+    }
+    Ok(())
 }
 
 async fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`cli`] | command line: `serve`, `schema`, `migrate` |
+//! | [`cli`] | command line: `serve`, `schema` (`--diff`), `migrate`, `token` |
 //! | [`server`] | `AppState`, router, start-up and graceful shutdown |
 //! | [`transport`] | protocols: GraphQL over HTTP and WebSocket (later SSE, feed); the playground page |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
@@ -14,6 +14,7 @@
 //! | [`catalog`] | the app file parsed and validated into an immutable catalog |
 //! | [`values`] | rows and typed scalars shared by store and GraphQL |
 //! | [`metrics`] | Prometheus metrics held in the app state |
+//! | [`schema_diff`] | `schema --diff`: breaking / dangerous / safe changes between two SDLs |
 
 pub mod access;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod graphql;
 pub mod metrics;
 pub mod realtime;
+pub mod schema_diff;
 pub mod server;
 pub mod store;
 pub mod transport;

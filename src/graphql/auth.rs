@@ -88,7 +88,7 @@ pub fn mutation_fields() -> Vec<Field> {
         })
     })
     .description("Creates a user with a password and signs it in. With `newAccount`, also creates that account (tenant) and makes the user its ADMIN; otherwise the user joins the default account.")
-    .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)))
+    .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)).description("The new user's email address; case and surrounding spaces are ignored."))
     .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)).description("At least 8 characters."))
     .argument(InputValue::new("newAccount", TypeRef::named(TypeRef::STRING)).description("Slug of a new account: lowercase letters, digits, dashes."));
     let sign_in = Field::new("signIn", TypeRef::named_nn("Session"), |ctx| {
@@ -99,8 +99,8 @@ pub fn mutation_fields() -> Vec<Field> {
         })
     })
     .description("Signs in with email and password. Rate-limited per email and per client address (RATE_LIMITED).")
-    .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)))
-    .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)));
+    .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)).description("The email address signed up with."))
+    .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)).description("The user's password."));
     let refresh = Field::new("refreshSession", TypeRef::named_nn("Session"), |ctx| {
         resolve(async move {
             let rc = request_ctx(&ctx)?;
@@ -109,7 +109,7 @@ pub fn mutation_fields() -> Vec<Field> {
         })
     })
     .description("Exchanges a refresh token for a new access token and a new refresh token (the old one stops working). Presenting an already-used refresh token revokes the whole session.")
-    .argument(InputValue::new("refreshToken", TypeRef::named_nn(TypeRef::STRING)));
+    .argument(InputValue::new("refreshToken", TypeRef::named_nn(TypeRef::STRING)).description("The `refreshToken` of the latest Session."));
     let sign_out = Field::new("signOut", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
         resolve(async move {
             let rc = request_ctx(&ctx)?;
@@ -118,7 +118,7 @@ pub fn mutation_fields() -> Vec<Field> {
         })
     })
     .description("Revokes the session of this refresh token: its refresh tokens and access tokens stop working. False when the token names no session.")
-    .argument(InputValue::new("refreshToken", TypeRef::named_nn(TypeRef::STRING)));
+    .argument(InputValue::new("refreshToken", TypeRef::named_nn(TypeRef::STRING)).description("A refresh token of the session to end."));
     vec![sign_up, sign_in, refresh, sign_out]
 }
 

@@ -133,7 +133,9 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
             "One {} by id; NOT_FOUND when it does not exist or you may not read it.",
             n.type_name
         ))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+        .argument(
+            InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The row's id."),
+        )
     };
     let count = {
         let coll = coll.clone();
@@ -156,7 +158,10 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
             "How many {} rows you may read match `where`.",
             n.type_name
         ))
-        .argument(InputValue::new("where", TypeRef::named(&n.where_input)))
+        .argument(
+            InputValue::new("where", TypeRef::named(&n.where_input))
+                .description("Only rows matching this."),
+        )
     };
     vec![list, get, count]
 }
@@ -221,7 +226,10 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             })
         })
         .description(format!("Creates a {}; you become its owner.", n.type_name))
-        .argument(InputValue::new("input", TypeRef::named_nn(&n.create_input)))
+        .argument(
+            InputValue::new("input", TypeRef::named_nn(&n.create_input))
+                .description("The new row's values."),
+        )
     };
     let update = {
         let (coll, catalog) = (coll.clone(), catalog.clone());
@@ -252,8 +260,13 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             "Changes the fields given of a {}; returns the row after the change.",
             n.type_name
         ))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("input", TypeRef::named_nn(&n.update_input)))
+        .argument(
+            InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The row's id."),
+        )
+        .argument(
+            InputValue::new("input", TypeRef::named_nn(&n.update_input))
+                .description("The fields to change."),
+        )
     };
     let delete = {
         let coll = coll.clone();
@@ -281,7 +294,9 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             "Deletes a {}; returns the row as it was.",
             n.type_name
         ))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+        .argument(
+            InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The row's id."),
+        )
     };
     vec![create, update, delete]
 }

@@ -102,7 +102,9 @@ pub fn register_shared(builder: SchemaBuilder) -> SchemaBuilder {
         .register(
             Enum::new("ChangeAction")
                 .description("What a change did to a row.")
-                .items(["CREATE", "UPDATE", "DELETE"]),
+                .item(EnumItem::new("CREATE").description("The row was created."))
+                .item(EnumItem::new("UPDATE").description("The row was changed."))
+                .item(EnumItem::new("DELETE").description("The row was deleted.")),
         )
         .register(
             Enum::new("SortDirection")
@@ -273,22 +275,27 @@ pub fn register_collection(
             InputValue::new("not", TypeRef::named(&n.where_input))
                 .description("This does not hold."),
         )
-        .field(InputValue::new("id", TypeRef::named("IDFilter")).description("On the id."))
-        .field(InputValue::new("ownerId", TypeRef::named("IDFilter")).description("On the owner."))
+        .field(
+            InputValue::new("id", TypeRef::named("IDFilter")).description("Conditions on the id."),
+        )
+        .field(
+            InputValue::new("ownerId", TypeRef::named("IDFilter"))
+                .description("Conditions on the owner's id."),
+        )
         .field(
             InputValue::new("createdAt", TypeRef::named("DateTimeFilter"))
-                .description("On the creation time."),
+                .description("Conditions on the creation time."),
         )
         .field(
             InputValue::new("updatedAt", TypeRef::named("DateTimeFilter"))
-                .description("On the time of the last change."),
+                .description("Conditions on the time of the last change."),
         );
     let mut fields_enum = Enum::new(&n.field_enum)
         .description(format!("Fields {} rows can be ordered by.", n.type_name))
-        .item(EnumItem::new("ID").description("The id (creation order)."))
-        .item(EnumItem::new("OWNER_ID").description("The owner."))
-        .item(EnumItem::new("CREATED_AT").description("The creation time."))
-        .item(EnumItem::new("UPDATED_AT").description("The time of the last change."));
+        .item(EnumItem::new("ID").description("Order by id (creation order)."))
+        .item(EnumItem::new("OWNER_ID").description("Order by the owner's id."))
+        .item(EnumItem::new("CREATED_AT").description("Order by creation time."))
+        .item(EnumItem::new("UPDATED_AT").description("Order by the time of the last change."));
     for f in &c.fields {
         let ty = scalar_type(f.kind);
         let out_ty = if f.non_null() {
@@ -323,10 +330,11 @@ pub fn register_collection(
         if let Some(ft) = filter_type(f.kind) {
             filter = filter.field(
                 InputValue::new(&f.gql_name, TypeRef::named(ft))
-                    .description(format!("On {}.", f.gql_name)),
+                    .description(format!("Conditions on `{}`.", f.gql_name)),
             );
-            fields_enum = fields_enum
-                .item(EnumItem::new(&f.enum_name).description(format!("{}.", f.gql_name)));
+            fields_enum = fields_enum.item(
+                EnumItem::new(&f.enum_name).description(format!("Order by `{}`.", f.gql_name)),
+            );
         }
     }
     let order = InputObject::new(&n.order_input)

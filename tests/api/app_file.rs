@@ -398,3 +398,82 @@ fn committed_schema_matches_the_example_app() {
         "schema/schema.graphql is stale: regenerate it with `cargo run -- schema > schema/schema.graphql` and commit it"
     );
 }
+
+/// Every schema element of the committed SDL that lacks a description: a path per
+/// element, e.g. `Query.post(id:)`.
+fn undocumented(sdl: &str) -> Vec<String> {
+    use async_graphql::parser::types::{InputValueDefinition, TypeKind, TypeSystemDefinition};
+    use async_graphql::parser::{Positioned, parse_schema};
+    fn inputs(owner: &str, list: &[Positioned<InputValueDefinition>], out: &mut Vec<String>) {
+        for v in list.iter().filter(|v| v.node.description.is_none()) {
+            out.push(format!("{owner}({}:)", v.node.name.node));
+        }
+    }
+    let doc = parse_schema(sdl).expect("the committed SDL parses");
+    let mut out = Vec::new();
+    for def in &doc.definitions {
+        let TypeSystemDefinition::Type(t) = def else {
+            continue;
+        };
+        let t = &t.node;
+        let name = t.name.node.as_str();
+        if t.description.is_none() {
+            out.push(name.to_string());
+        }
+        match &t.kind {
+            TypeKind::Object(o) => {
+                for f in &o.fields {
+                    let path = format!("{name}.{}", f.node.name.node);
+                    if f.node.description.is_none() {
+                        out.push(path.clone());
+                    }
+                    inputs(&path, &f.node.arguments, &mut out);
+                }
+            }
+            TypeKind::InputObject(i) => inputs(name, &i.fields, &mut out),
+            TypeKind::Enum(e) => {
+                for v in e.values.iter().filter(|v| v.node.description.is_none()) {
+                    out.push(format!("{name}.{}", v.node.value.node));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_type_field_argument_and_enum_value_is_described() {
+    let missing = undocumented(include_str!("../../schema/schema.graphql"));
+    assert!(
+        missing.is_empty(),
+        "schema/schema.graphql has elements without a description (generated types and the playground docs show them bare): {missing:?}"
+    );
+}
+
+#[test]
+fn app_file_descriptions_win_and_others_are_generated() {
+    let app = r#"
+[collections.chat_lines]
+description = "One line of chat."
+[collections.chat_lines.fields]
+text = { type = "string", description = "What was said." }
+mood = "string"
+"#;
+    let catalog = livegate::catalog::Catalog::parse("app.toml", app).expect("valid");
+    let sdl = livegate::graphql::sdl(&std::sync::Arc::new(catalog)).expect("sdl");
+    assert!(undocumented(&sdl).is_empty(), "{:?}", undocumented(&sdl));
+    assert!(
+        sdl.contains("\"\"\"\nOne line of chat.\n\"\"\"\ntype ChatLine {"),
+        "{sdl}"
+    );
+    assert!(
+        sdl.contains("\t\"\"\"\n\tWhat was said.\n\t\"\"\"\n\ttext: String"),
+        "{sdl}"
+    );
+    // Without one, a sentence is generated from the key.
+    assert!(
+        sdl.contains("\t\"\"\"\n\tThe `mood` field (string).\n\t\"\"\"\n\tmood: String"),
+        "{sdl}"
+    );
+}

@@ -131,3 +131,88 @@ fn schema_and_migrate_commands() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// Runs `livegate schema --app APP --diff OLD`: (exit code, stdout, stderr).
+fn schema_diff(app: &std::path::Path, old: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_livegate"))
+        .arg("schema")
+        .arg("--app")
+        .arg(app)
+        .arg("--diff")
+        .arg(old)
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn schema_diff_reports_a_removed_field_as_breaking() {
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/schema.graphql");
+    let example = std::fs::read_to_string(APP).expect("example app");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Unchanged: the committed schema is what the example app produces.
+    let same = dir.path().join("same.toml");
+    std::fs::write(&same, &example).expect("write");
+    let (code, stdout, stderr) = schema_diff(&same, committed);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("no changes"), "{stdout}");
+
+    // A copy without `posts.rating`: every client that selects or filters by it breaks.
+    let line = "rating = { type = \"float\", description = \"Average reader rating, 0 to 5.\" }\n";
+    assert!(
+        example.contains(line),
+        "the example app declares posts.rating"
+    );
+    let removed = dir.path().join("removed.toml");
+    std::fs::write(&removed, example.replacen(line, "", 1)).expect("write");
+    let (code, stdout, stderr) = schema_diff(&removed, committed);
+    assert_eq!(
+        code,
+        Some(1),
+        "a breaking change exits with 1: {stdout}{stderr}"
+    );
+    let breaking = stdout
+        .split("\nsafe:")
+        .next()
+        .and_then(|s| s.split("breaking:\n").nth(1))
+        .unwrap_or_else(|| panic!("a breaking section: {stdout}"));
+    for expected in [
+        "Field `Post.rating` was removed.",
+        "Input field `PostCreateInput.rating` was removed.",
+        "Input field `PostWhere.rating` was removed.",
+        "Enum value `PostField.RATING` was removed.",
+    ] {
+        assert!(breaking.contains(expected), "{expected} in {stdout}");
+    }
+    assert!(
+        stderr.contains("breaking change(s)"),
+        "stderr says why it failed: {stderr}"
+    );
+
+    // Adding an optional field is safe.
+    let added = dir.path().join("added.toml");
+    std::fs::write(
+        &added,
+        example.replacen(line, &format!("{line}subtitle = \"string\"\n"), 1),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = schema_diff(&added, committed);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("breaking:"), "{stdout}");
+    assert!(
+        stdout.contains("Field `Post.subtitle` was added."),
+        "{stdout}"
+    );
+
+    // An OLD file that is not SDL is an error naming it, not a report.
+    let junk = dir.path().join("junk.graphql");
+    std::fs::write(&junk, "type {").expect("write");
+    let (code, _, stderr) = schema_diff(&same, &junk.display().to_string());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("junk.graphql"), "{stderr}");
+}
