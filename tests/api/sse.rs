@@ -98,7 +98,12 @@ async fn distinct_connections_mode_over_get_and_post() {
     let ev = query.next().await;
     assert_eq!(ev.json(), json!({ "data": { "postsCount": 1 } }));
     assert_eq!(ev.id, None, "only change events carry cursors");
-    assert_eq!(query.next().await.event.as_deref(), Some("complete"));
+    let complete = query.next().await;
+    assert_eq!(complete.event.as_deref(), Some("complete"));
+    assert_eq!(
+        complete.data, "null",
+        "an EventSource dispatches no event without data"
+    );
     assert!(query.ends_within(Duration::from_secs(2)).await);
     let mut mutation = Sse::open(
         s.client
@@ -737,6 +742,14 @@ async fn heartbeats_keep_streams_open_and_expiry_ends_them() {
         "{:?}",
         started.elapsed()
     );
+    // Within the verifier's leeway for clock skew, but expired: refused, not an
+    // empty stream that ends at once.
+    let resp = get(&s, "/realtime")
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     s.stop().await;
     db.drop_db().await;
 }

@@ -92,6 +92,14 @@ pub(crate) async fn authenticate(
     )
     .await
     .map_err(|e| http::unauthenticated(Media::Json, &e))?;
+    // Tokens are accepted a few seconds past `exp` (clock skew); a stream opened
+    // with one would end at once, so refuse it while the client can still tell why.
+    if identity
+        .as_ref()
+        .is_some_and(|i| i.expires_at <= chrono::Utc::now())
+    {
+        return Err(http::unauthenticated(Media::Json, &AuthError::Expired));
+    }
     if viewer.user_id.is_none() && !app.catalog().realtime.anonymous {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
@@ -283,7 +291,9 @@ pub(crate) fn complete_event(op_id: Option<&str>) -> Event {
             r#"{{"id":{}}}"#,
             serde_json::to_string(id).unwrap_or_default()
         ),
-        None => String::new(),
+        // An event without data is never dispatched by an EventSource; graphql-sse
+        // reads `null` as "no data".
+        None => "null".to_string(),
     };
     Event::default().event("complete").data(data)
 }

@@ -5,10 +5,12 @@
 // and the server's realtime gauges from /metrics. Every wait has a deadline; a
 // failure shows what arrived.
 
+import { createHmac } from 'node:crypto';
 import net from 'node:net';
 
 import { EventSource } from 'eventsource';
 
+import { TEST_JWT_SECRET } from './helpers.js';
 import { Feed, WAIT_MS, sleep } from './realtime-helpers.js';
 
 /** The server's origin (`http://127.0.0.1:PORT`), from its /graphql URL. */
@@ -309,4 +311,16 @@ export async function waitForGauges(graphqlUrl, check, what, ms = WAIT_MS) {
  */
 export function failFast(work) {
   return work.then(() => new Promise(() => {}));
+}
+
+/**
+ * `token` (an HS256 access token the test server issued) re-signed with
+ * TEST_JWT_SECRET and `exp` set to `exp` (seconds since the epoch): the same
+ * user and session, expiring when a test wants.
+ */
+export function withExpiry(token, exp) {
+  const [header, payload] = token.split('.');
+  const claims = { ...JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')), exp };
+  const body = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  return `${body}.${createHmac('sha256', TEST_JWT_SECRET).update(body).digest('base64url')}`;
 }

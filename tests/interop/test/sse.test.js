@@ -7,8 +7,13 @@
 // and titles its rows with a unique prefix, which subscriptions filter on.
 //
 // Streams that must be live before a write are proven live with canary rows
-// (waitLive), as in realtime.test.js: nothing here depends on timing except the
-// "nothing more arrives" windows, which only make a failure visible sooner.
+// (waitLive), as in realtime.test.js. Timing matters only in three places: the
+// "nothing more arrives" windows (they make a failure visible sooner, never a
+// pass), the npm eventsource's 3 s reconnect delay (it only costs time), and
+// the token-expiry test, whose streams must go live within 4 s.
+//
+// Helpers (raw stream reader, recording fetch, cuttable TCP proxy, /metrics
+// gauges) are in sse-helpers.js.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -18,6 +23,7 @@ import { createClient } from 'graphql-sse';
 import { TEST_JWT_SECRET, bearer, gql, signUp, startServer, uniqueSuffix } from './helpers.js';
 import {
   Feed,
+  WAIT_MS,
   assertIncreasing,
   compareCursors,
   createPost,
@@ -37,6 +43,7 @@ import {
   realtimeGauges,
   recordingFetch,
   waitForGauges,
+  withExpiry,
 } from './sse-helpers.js';
 
 /** postChanged for posts whose title starts with $prefix, optionally only some actions. */
@@ -284,7 +291,9 @@ describe('graphql-sse client, single connection mode', () => {
     assert.match(String(streamToken), /^\S+$/, `expected the stream GET to carry the reservation token: ${wire()}`);
     const operations = http.requests.filter((r) => r.method === 'POST');
     assert.deepEqual(
-      operations.map((r) => [r.status, r.headers['x-graphql-event-stream-token'], JSON.parse(r.body).extensions?.operationId]),
+      operations
+        .map((r) => [r.status, r.headers['x-graphql-event-stream-token'], JSON.parse(r.body).extensions?.operationId])
+        .sort((x, y) => x[2].localeCompare(y[2])),
       [
         [202, streamToken, 'op-1'],
         [202, streamToken, 'op-2'],
@@ -326,7 +335,7 @@ describe('graphql-sse client, single connection mode', () => {
     );
     assert.equal(hints.error, undefined, `expected op-2 to keep running: ${hints.describe()}`);
     assert.equal(hints.done, false, `expected op-2 to keep running: ${hints.describe()}`);
-    assert.deepEqual(
+    assert.equal(
       http.requests.filter((r) => r.method === 'PUT' || r.method === 'GET').length,
       2,
       `expected all three operations to share the one reserved stream (one PUT, one GET): ${wire()}`,
@@ -602,7 +611,7 @@ describe('graphql-sse distinct stream resumed with Last-Event-ID (raw fetch read
     const context = () => `${first.feed.describe()}\n${second.feed.describe()}`;
     await second.feed.waitFor(
       () => titles.every((title) => mine().some((e) => changeOf(e).record.title === title)),
-      `all ${N} posts across both streams (the first got ${mine().length} before its cut)`,
+      `all ${N} posts across both streams (the first got ${nexts(first.feed).length - live} before its cut, after ${lastId})`,
     );
     const sentinel = await createPost(server.url, token, `${prefix}sentinel`);
     await second.feed.waitFor(() => nexts(second.feed).some((e) => changeOf(e)?.id === sentinel.id), 'the sentinel after the 30 posts');
@@ -750,6 +759,53 @@ describe('/realtime refusals', () => {
       assert.equal(res.status, 400, `expected 400 for ${what}, got ${res.status}: ${res.text ?? '(an open stream)'}`);
       assert.equal(JSON.parse(res.text).errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `expected BAD_USER_INPUT for ${what}: ${res.text}`);
     }
+  });
+});
+
+describe('token expiry', () => {
+  test('an access token that expires ends its streams: /realtime (the EventSource sees the end), a graphql-sse subscription (an error) and a raw graphql-sse stream', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    const session = await signUp(server.url);
+    const token = session.accessToken;
+    const prefix = newPrefix('expiry');
+    // Expires 4 s from now (whole seconds): time to go live, little to wait.
+    const exp = Math.floor(Date.now() / 1000) + 4;
+    const short = withExpiry(token, exp);
+
+    const es = eventSourceFeed(`${origin}/realtime?collections=posts&access_token=${encodeURIComponent(short)}`, { name: 'EventSource with an expiring token' });
+    t.after(() => es.es.close());
+    const { client, describe: wire } = sseClient(short);
+    t.after(() => client.dispose());
+    const feed = new Feed('postChanged over graphql-sse with an expiring token', wire);
+    client.subscribe({ query: POST_CHANGED, variables: { prefix } }, feed.sink);
+    const raw = await openStream(`${origin}/graphql/stream`, {
+      method: 'POST',
+      headers: { ...bearer(short), 'content-type': 'application/json' },
+      body: JSON.stringify({ query: POST_CHANGED, variables: { prefix } }),
+      name: 'raw graphql-sse stream with an expiring token',
+    });
+    assert.equal(raw.status, 200, `expected the raw stream to open: ${raw.text}`);
+    t.after(() => raw.abort());
+    // Writes use the long-lived token.
+    await waitLive(feed, { url: server.url, token, prefix, seen: seenPostTitled });
+    await waitLive(raw.feed, { url: server.url, token, prefix: `${prefix}raw-`, seen: (items) => items.some((e) => e.event === 'next') });
+    await waitLive(es.feed, { url: server.url, token, prefix: `${prefix}es-`, seen: (items) => items.length > 0 });
+    assert.ok(Date.now() < exp * 1000, 'expected the streams to be live before the token expires (took too long to go live)');
+
+    const ms = exp * 1000 - Date.now() + WAIT_MS;
+    await raw.feed.waitFor(() => raw.feed.done, 'the raw stream to end when its token expires', ms).catch((err) => {
+      throw raw.feed.error ? new Error(`expected the raw stream to end cleanly, got ${describeError(raw.feed.error)}`) : err;
+    });
+    const rawEnded = Date.now();
+    const err = await feed.waitForError('the graphql-sse subscription to error when its stream ends', ms);
+    await es.feed.waitFor(() => es.errors.length > 0, 'an error event on the EventSource when its stream ends', ms);
+
+    assert.ok(rawEnded >= exp * 1000 - 50, `expected the stream to end at the token's expiry (${new Date(exp * 1000).toISOString()}), not before: it ended at ${new Date(rawEnded).toISOString()}`);
+    assert.ok(
+      !raw.feed.items.some((e) => e.event === 'complete'),
+      `expected an expired stream to end without completing the operation (the client must resume): ${raw.feed.describe()}`,
+    );
+    assert.equal(err?.name, 'NetworkError', `expected graphql-sse to report the ended stream as a NetworkError (retryable), got ${describeError(err)}: ${feed.describe()}`);
+    assert.equal(es.errors[0].readyState, 0, `expected the EventSource to be reconnecting (CONNECTING) after its stream ended: ${es.describe()}`);
   });
 });
 
