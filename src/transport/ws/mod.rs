@@ -155,16 +155,28 @@ impl Connection {
         let beat = Duration::from_secs(realtime.heartbeat_seconds.into());
         let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
         let mut awaiting_pong = false;
-        let mut revocations = app.auth().revocations();
+        // The futures every turn of the loop waits on are made once: building and
+        // registering them again per event was a large part of an idle wake-up.
+        let mut revocations =
+            tokio_stream::wrappers::BroadcastStream::new(app.auth().revocations());
         let mut stopping = app.stopping();
+        let stopping = std::pin::pin!(async move {
+            // The value only ever turns true (or its sender goes): either way, leave.
+            let _ = stopping.changed().await;
+        });
+        let mut stopping = stopping;
         let overflow = conn.overflow.clone();
+        let overflowed = std::pin::pin!(overflow.raised());
+        let mut overflowed = overflowed;
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let expiry = std::pin::pin!(sleep_until(far));
+        let mut expiry = expiry;
+        let mut expiry_set = false;
         while !conn.closed {
-            let expiry = conn
-                .identity
-                .as_ref()
-                .map(|i| expiry_instant(i.expires_at))
-                .unwrap_or(far);
+            if !expiry_set && let Some(identity) = &conn.identity {
+                expiry.as_mut().reset(expiry_instant(identity.expires_at));
+                expiry_set = true;
+            }
             tokio::select! {
                 msg = incoming.next() => {
                     awaiting_pong = false;
@@ -206,11 +218,10 @@ impl Connection {
                         conn.apply(vec![beat]).await;
                     }
                 }
-                _ = sleep_until(expiry), if conn.identity.is_some() => conn.close(4403, "Forbidden: token expired").await,
-                _ = overflow.raised() => conn.close(1013, OVERFLOW_REASON).await,
-                // The value only ever turns true (or its sender goes): either way, leave.
-                _ = stopping.changed() => conn.close(1001, "Going away: the server is shutting down").await,
-                revoked = revocations.recv() => {
+                _ = &mut expiry, if expiry_set => conn.close(4403, "Forbidden: token expired").await,
+                _ = &mut overflowed => conn.close(1013, OVERFLOW_REASON).await,
+                _ = &mut stopping => conn.close(1001, "Going away: the server is shutting down").await,
+                Some(revoked) = revocations.next() => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
                     if let (Ok(session), Some(mine)) = (&revoked, mine) && session == mine {
                         conn.close(4403, "Forbidden: session signed out").await;
@@ -223,9 +234,17 @@ impl Connection {
     }
 
     async fn send(&mut self, text: String) {
-        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
-            Ok(Ok(())) => {}
-            _ => self.closed = true,
+        let mut sending = self.sink.send(Message::Text(text.into()));
+        // Nearly every frame leaves at once; only a full socket needs the timer.
+        let sent = match futures_util::poll!(&mut sending) {
+            std::task::Poll::Ready(r) => r.is_ok(),
+            std::task::Poll::Pending => matches!(
+                tokio::time::timeout(SEND_TIMEOUT, sending).await,
+                Ok(Ok(()))
+            ),
+        };
+        if !sent {
+            self.closed = true;
         }
     }
 
