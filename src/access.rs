@@ -123,6 +123,12 @@ pub fn may_create(viewer: &Viewer, level: Level) -> Result<(), Denied> {
     }
 }
 
+/// Whether `viewer` may join (or send to) a room whose level for that is `level`
+/// (rooms have no owner: `anon`, `user`, `admin` or `none`).
+pub fn may_use_room(viewer: &Viewer, level: Level) -> Result<(), Denied> {
+    may_create(viewer, level)
+}
+
 /// Whether `viewer` may update or delete a row owned by `owner` when the
 /// collection's level for that action is `level`.
 pub fn may_write_row(viewer: &Viewer, level: Level, owner: Option<&str>) -> Result<(), Denied> {

@@ -17,6 +17,7 @@ use crate::auth::{AuthConfig, SignIn, Tokens};
 use crate::catalog::Catalog;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
+use crate::realtime::rooms::Rooms;
 use crate::store::Store;
 use crate::transport::operation::Renderings;
 use crate::transport::sse::single::Reservations;
@@ -56,6 +57,8 @@ struct Inner {
     renderings: Arc<Renderings>,
     /// graphql-sse stream reservations (single connection mode).
     sse: Arc<Reservations>,
+    /// Live rooms and their members.
+    rooms: Arc<Rooms>,
     /// Flips to `true` when the server is shutting down. axum's graceful shutdown
     /// does not track upgraded connections; WebSocket connections watch this and
     /// close with 1001, so clients get a close frame instead of a dropped socket.
@@ -87,6 +90,10 @@ impl AppState {
     pub fn sse(&self) -> &Arc<Reservations> {
         &self.0.sse
     }
+    /// Live rooms and their members.
+    pub fn rooms(&self) -> &Arc<Rooms> {
+        &self.0.rooms
+    }
     /// Resolves once the server starts shutting down.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.0.stopping.subscribe()
@@ -111,7 +118,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     store.reconcile(&config.app.display().to_string()).await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
     let tokens = Tokens::new(config.auth.clone())?;
-    let schema = build_schema(&catalog, config.limits).context("building the GraphQL schema")?;
+    let rooms = Arc::new(Rooms::default());
+    let schema = build_schema(&catalog, config.limits, rooms.clone())
+        .context("building the GraphQL schema")?;
     Ok(AppState(Arc::new(Inner {
         catalog,
         schema,
@@ -122,6 +131,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         ws: config.ws,
         renderings: Arc::default(),
         sse: Arc::default(),
+        rooms,
         stopping: tokio::sync::watch::channel(false).0,
     })))
 }
@@ -195,6 +205,7 @@ pub async fn start(
     let stopping = state.0.stopping.clone();
     let store = state.store().clone();
     let auth = state.auth().clone();
+    let rooms = state.rooms().clone();
     let router = app(state);
     let task = tokio::spawn(async move {
         // Rate-limit state for keys that went quiet is dropped once a minute, so a
@@ -204,6 +215,7 @@ pub async fn start(
             loop {
                 every.tick().await;
                 auth.forget_quiet_keys();
+                rooms.forget_quiet_senders();
             }
         });
         let housekeeping = tokio::spawn(housekeeping(handle_for_tasks));

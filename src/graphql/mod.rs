@@ -10,6 +10,7 @@ mod crud;
 mod errors;
 mod input;
 mod response;
+mod rooms;
 mod subscriptions;
 mod types;
 
@@ -21,6 +22,7 @@ use async_graphql::dynamic::{Object, Schema, SchemaError};
 use crate::access::Viewer;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
+use crate::realtime::rooms::{Peers, Rooms};
 use crate::realtime::{FeedError, Overflow};
 use crate::store::{Change, Store};
 
@@ -64,6 +66,8 @@ pub struct RequestCtx {
     pub handoff: Option<Arc<Handoff>>,
     /// Set when rendering one event for a subscription (see [`Pinned`]).
     pub pinned: Option<Pinned>,
+    /// The room memberships of the connection the request came over, if any.
+    pub peers: Option<Arc<Peers>>,
     /// A cursor the transport resumes from (SSE `Last-Event-ID`): it takes the
     /// place of a subscription's `after` argument.
     pub resume_after: Option<i64>,
@@ -81,6 +85,7 @@ impl RequestCtx {
             handoff: None,
             pinned: None,
             resume_after: None,
+            peers: None,
         }
     }
 }
@@ -136,20 +141,27 @@ fn request_ctx<'a>(
 }
 
 /// Builds the executable schema for `catalog`.
-pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, SchemaError> {
+pub fn build_schema(
+    catalog: &Arc<Catalog>,
+    limits: Limits,
+    rooms: Arc<Rooms>,
+) -> Result<Schema, SchemaError> {
     let mut query = Object::new("Query").description("Read the collections of this app.");
     let mut mutation = Object::new("Mutation").description("Create, update and delete rows.");
     let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"));
     let (subscription, change_types) = subscriptions::build(catalog);
-    builder = builder.register(subscription);
-    for t in change_types {
+    builder = builder.register(subscription.field(rooms::subscription_field(catalog)));
+    for t in change_types.into_iter().chain(rooms::types()) {
         builder = builder.register(t);
     }
     builder = types::register_shared(builder).register(auth::session_type());
-    query = query.field(auth::me_field());
+    query = query
+        .field(auth::me_field())
+        .field(rooms::members_field(catalog));
     for f in auth::mutation_fields() {
         mutation = mutation.field(f);
     }
+    mutation = mutation.field(rooms::send_field(catalog));
     for c in catalog.collections.values() {
         builder = types::register_collection(builder, catalog, c);
         for f in crud::query_fields(catalog, c, limits) {
@@ -163,6 +175,7 @@ pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, Sc
         .register(query)
         .register(mutation)
         .data(limits)
+        .data(rooms)
         .extension(response::ErrorPaths)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -171,6 +184,6 @@ pub fn build_schema(catalog: &Arc<Catalog>, limits: Limits) -> Result<Schema, Sc
 
 /// The SDL of the schema for `catalog`, as committed in `schema/schema.graphql`.
 pub fn sdl(catalog: &Arc<Catalog>) -> Result<String, SchemaError> {
-    let schema = build_schema(catalog, Limits::default())?;
+    let schema = build_schema(catalog, Limits::default(), Arc::default())?;
     Ok(schema.sdl())
 }

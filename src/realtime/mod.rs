@@ -8,6 +8,8 @@
 //! its connection's [`Overflow`] and ends; the transport closes (WebSocket 1013,
 //! SSE end of stream) and the client resumes from its last cursor.
 
+pub mod rooms;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

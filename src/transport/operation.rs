@@ -19,6 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::access::{Role, Viewer};
 use crate::graphql::{Handoff, Pinned, RequestCtx};
+use crate::realtime::rooms::Peers;
 use crate::realtime::{FeedError, Overflow};
 use crate::server::AppState;
 use crate::store::Change;
@@ -57,6 +58,8 @@ pub struct Origin {
     pub overflow: Arc<Overflow>,
     /// Where a subscription resumes, when the transport says (SSE `Last-Event-ID`).
     pub resume_after: Option<i64>,
+    /// The connection's room memberships (`sendToRoom` over it speaks as them).
+    pub peers: Option<Arc<Peers>>,
 }
 
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
@@ -72,6 +75,7 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     ctx.overflow = Some(origin.overflow.clone());
     ctx.handoff = Some(handoff.clone());
     ctx.resume_after = origin.resume_after;
+    ctx.peers = origin.peers.clone();
     let mut request = request(&req, ctx);
     // A document that does not parse is a request error of its own kind.
     let unparsable = request.parsed_query().err().map(|mut e| {

@@ -262,6 +262,7 @@ async fn distinct(
         client_ip: Some(peer.ip()),
         overflow: overflow.clone(),
         resume_after,
+        peers: None,
     };
     let op = start(&app, op_request(params), origin);
     let events = stream::distinct_events(app.clone(), op);

@@ -34,6 +34,7 @@ use super::{
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials};
 use crate::realtime::Overflow;
+use crate::realtime::rooms::Peers;
 use crate::server::AppState;
 use crate::transport::operation::{OpEvent, Origin};
 
@@ -56,6 +57,8 @@ struct Reservation {
     receiver: Option<mpsc::UnboundedReceiver<Control>>,
     /// Raised when one of its feeds falls behind.
     overflow: Arc<Overflow>,
+    /// Its room memberships: `sendToRoom` posted to it speaks as them.
+    peers: Arc<Peers>,
 }
 
 fn owner(viewer: &Viewer) -> (String, Option<String>) {
@@ -159,6 +162,7 @@ pub async fn reserve(
                 control,
                 receiver: Some(receiver),
                 overflow: Arc::new(Overflow::default()),
+                peers: Arc::default(),
             },
         );
         true
@@ -370,12 +374,17 @@ pub async fn operation(
             } else {
                 let too_many = r.ops.len() >= limit;
                 r.ops.insert(id.clone());
-                Ok((r.control.clone(), r.overflow.clone(), too_many))
+                Ok((
+                    r.control.clone(),
+                    r.overflow.clone(),
+                    r.peers.clone(),
+                    too_many,
+                ))
             }
         }
         _ => Err(Refusal::NotFound),
     });
-    let (control, overflow, too_many) = match claimed {
+    let (control, overflow, peers, too_many) = match claimed {
         Ok(v) => v,
         Err(refusal) => return refusal.into_response(),
     };
@@ -393,6 +402,7 @@ pub async fn operation(
             client_ip: Some(peer.ip()),
             overflow,
             resume_after,
+            peers: Some(peers),
         };
         start(&app, op_request(params), origin)
     };

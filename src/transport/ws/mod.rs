@@ -28,6 +28,7 @@ use super::operation::{self, OpEvent, Origin};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::Overflow;
+use crate::realtime::rooms::Peers;
 use crate::server::AppState;
 
 /// Transport settings for realtime connections.
@@ -123,6 +124,8 @@ struct Connection {
     viewer: Option<Viewer>,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
+    /// Its room memberships: `sendToRoom` over this socket speaks as them.
+    peers: Arc<Peers>,
     peer: SocketAddr,
     closed: bool,
 }
@@ -148,6 +151,7 @@ impl Connection {
             viewer: None,
             identity: None,
             overflow: Arc::new(Overflow::default()),
+            peers: Arc::default(),
             peer,
             closed: false,
         };
@@ -332,6 +336,7 @@ impl Connection {
             client_ip: Some(self.peer.ip()),
             overflow: self.overflow.clone(),
             resume_after: None,
+            peers: Some(self.peers.clone()),
         };
         let mut stream = operation::execute(self.app.clone(), req, origin).peekable();
         // Streams are lazy: poll once now, so that a subscription is on the bus

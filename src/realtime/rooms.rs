@@ -1,0 +1,388 @@
+//! Rooms: ephemeral messages between the members of a named room, and the live
+//! roster of who is there. Nothing here is stored; chat history belongs in a
+//! collection (the example app's `messages`).
+//!
+//! A member is one subscription (`room(name)`), with a `peerId` of its own, so
+//! one user may be in a room from several tabs. Joining and leaving are tied to
+//! the subscription's life: a [`Membership`] leaves when it is dropped, which
+//! happens when the subscription completes, its connection closes, or its
+//! connection is dropped for a missed heartbeat. A member's first event is the
+//! roster (`presence` / `sync`); later joins and leaves arrive as `presence`
+//! events to everyone else.
+//!
+//! Every event of a room is handed to each member under the room's lock, so all
+//! members see the same order (and each sender's messages in the order sent).
+//! Members have bounded buffers: one that falls that far behind is not waited
+//! for; its connection's [`Overflow`] is raised and it reconnects (and rejoins).
+//! A room is freed with its last member. Rooms are per account: the key is
+//! (account, name).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+
+use super::Overflow;
+
+/// Events a member may have waiting before it counts as fallen behind.
+pub const MEMBER_BUFFER: usize = 4096;
+
+/// Who is (or speaks) in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub peer_id: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Member {
+    /// A member with a fresh peer id.
+    pub fn new(user_id: Option<String>, email: Option<String>) -> Member {
+        Member {
+            peer_id: uuid::Uuid::now_v7().to_string(),
+            user_id,
+            email,
+        }
+    }
+
+    /// As it appears in presence payloads.
+    pub fn to_json(&self) -> Json {
+        json!({ "peerId": self.peer_id, "userId": self.user_id, "email": self.email })
+    }
+}
+
+/// One event of a room, as every member receives it.
+#[derive(Debug, Clone)]
+pub struct RoomEvent {
+    pub room: String,
+    pub kind: String,
+    pub payload: Option<Json>,
+    pub from: Member,
+    pub at: DateTime<Utc>,
+}
+
+struct Seat {
+    member: Member,
+    events: mpsc::Sender<Arc<RoomEvent>>,
+    overflow: Option<Arc<Overflow>>,
+}
+
+#[derive(Default)]
+struct Room {
+    /// In order of joining: the roster's order.
+    seats: IndexMap<String, Seat>,
+}
+
+impl Room {
+    /// Hands `event` to every member but `except`; a member whose buffer is
+    /// full is cut off (its connection closes and it rejoins).
+    fn deliver(&self, event: &Arc<RoomEvent>, except: Option<&str>) {
+        for (peer, seat) in &self.seats {
+            if Some(peer.as_str()) == except {
+                continue;
+            }
+            if seat.events.try_send(event.clone()).is_err()
+                && let Some(overflow) = &seat.overflow
+            {
+                tracing::info!("a room member fell behind; closing its connection");
+                overflow.raise();
+            }
+        }
+    }
+
+    fn roster(&self) -> Vec<Json> {
+        self.seats.values().map(|s| s.member.to_json()).collect()
+    }
+}
+
+type Key = (String, String);
+
+/// Every live room of every account.
+#[derive(Default)]
+pub struct Rooms {
+    rooms: Mutex<HashMap<Key, Room>>,
+    /// Message-rate limiters, one per rate (rules may differ by room pattern).
+    limiters: Mutex<HashMap<NonZeroU32, Arc<DefaultKeyedRateLimiter<String>>>>,
+}
+
+/// A member's place in a room; leaving when dropped.
+pub struct Membership {
+    rooms: Arc<Rooms>,
+    key: Key,
+    pub member: Member,
+    peers: Option<Arc<Peers>>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(peers) = &self.peers {
+            peers.remove(&self.member.peer_id);
+        }
+        self.rooms.leave(&self.key, &self.member.peer_id);
+    }
+}
+
+/// The memberships held by one connection (a WebSocket, or a reserved SSE
+/// stream), so that `sendToRoom` over it speaks as its member of that room.
+#[derive(Default)]
+pub struct Peers(Mutex<Vec<(Key, Member)>>);
+
+impl Peers {
+    fn add(&self, key: Key, member: Member) {
+        if let Ok(mut peers) = self.0.lock() {
+            peers.push((key, member));
+        }
+    }
+
+    fn remove(&self, peer_id: &str) {
+        if let Ok(mut peers) = self.0.lock() {
+            peers.retain(|(_, m)| m.peer_id != peer_id);
+        }
+    }
+
+    /// This connection's (first) member of room `name` of `account`.
+    pub fn member_in(&self, account: &str, name: &str) -> Option<Member> {
+        let peers = self.0.lock().ok()?;
+        peers
+            .iter()
+            .find(|((a, n), _)| a == account && n == name)
+            .map(|(_, m)| m.clone())
+    }
+}
+
+fn presence(room: &str, from: &Member, payload: Json) -> Arc<RoomEvent> {
+    Arc::new(RoomEvent {
+        room: room.to_string(),
+        kind: "presence".into(),
+        payload: Some(payload),
+        from: from.clone(),
+        at: Utc::now(),
+    })
+}
+
+impl Rooms {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Room>) -> T) -> T {
+        match self.rooms.lock() {
+            Ok(mut rooms) => f(&mut rooms),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Joins `member` to room `name` of `account`: the receiver starts with the
+    /// roster (`sync`), and everyone else hears of the join.
+    pub fn join(
+        self: &Arc<Self>,
+        account: &str,
+        name: &str,
+        member: Member,
+        overflow: Option<Arc<Overflow>>,
+        peers: Option<Arc<Peers>>,
+    ) -> (Membership, mpsc::Receiver<Arc<RoomEvent>>) {
+        let key = (account.to_string(), name.to_string());
+        let (tx, rx) = mpsc::channel(MEMBER_BUFFER);
+        self.with(|rooms| {
+            let room = rooms.entry(key.clone()).or_default();
+            room.seats.insert(
+                member.peer_id.clone(),
+                Seat {
+                    member: member.clone(),
+                    events: tx.clone(),
+                    overflow,
+                },
+            );
+            let sync = presence(
+                name,
+                &member,
+                json!({ "event": "sync", "members": room.roster() }),
+            );
+            // A fresh channel has room for it.
+            let _ = tx.try_send(sync);
+            let join = presence(
+                name,
+                &member,
+                json!({ "event": "join", "member": member.to_json() }),
+            );
+            room.deliver(&join, Some(&member.peer_id));
+        });
+        if let Some(peers) = &peers {
+            peers.add(key.clone(), member.clone());
+        }
+        let membership = Membership {
+            rooms: self.clone(),
+            key,
+            member,
+            peers,
+        };
+        (membership, rx)
+    }
+
+    fn leave(&self, key: &Key, peer: &str) {
+        self.with(|rooms| {
+            let Some(room) = rooms.get_mut(key) else {
+                return;
+            };
+            let Some(seat) = room.seats.shift_remove(peer) else {
+                return;
+            };
+            if room.seats.is_empty() {
+                rooms.remove(key);
+                return;
+            }
+            let leave = presence(
+                &key.1,
+                &seat.member,
+                json!({ "event": "leave", "member": seat.member.to_json() }),
+            );
+            room.deliver(&leave, None);
+        });
+    }
+
+    /// Relays a message to every member of the room (the sender's own seat
+    /// included). Returns whether anyone was there.
+    pub fn send(
+        &self,
+        account: &str,
+        name: &str,
+        kind: &str,
+        payload: Option<Json>,
+        from: Member,
+    ) -> bool {
+        let key = (account.to_string(), name.to_string());
+        self.with(|rooms| match rooms.get(&key) {
+            Some(room) => {
+                let event = Arc::new(RoomEvent {
+                    room: name.to_string(),
+                    kind: kind.to_string(),
+                    payload,
+                    from,
+                    at: Utc::now(),
+                });
+                room.deliver(&event, None);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The roster of a room (empty when nobody is there).
+    pub fn members(&self, account: &str, name: &str) -> Vec<Member> {
+        let key = (account.to_string(), name.to_string());
+        self.with(|rooms| {
+            rooms
+                .get(&key)
+                .map(|r| r.seats.values().map(|s| s.member.clone()).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Whether `sender` may send one more message at `per_second`.
+    pub fn allow_message(&self, per_second: u32, sender: String) -> bool {
+        let Some(rate) = NonZeroU32::new(per_second) else {
+            return false;
+        };
+        let limiter = {
+            let mut limiters = match self.limiters.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            limiters
+                .entry(rate)
+                .or_insert_with(|| Arc::new(RateLimiter::keyed(Quota::per_second(rate))))
+                .clone()
+        };
+        limiter.check_key(&sender).is_ok()
+    }
+
+    /// Forgets rate-limit state of senders that went quiet.
+    pub fn forget_quiet_senders(&self) {
+        if let Ok(limiters) = self.limiters.lock() {
+            for l in limiters.values() {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Live rooms (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.with(|r| r.len())
+    }
+
+    /// Whether no room is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str) -> Member {
+        Member::new(Some(name.into()), Some(format!("{name}@test")))
+    }
+
+    #[tokio::test]
+    async fn sync_join_message_leave_and_free() {
+        let rooms = Arc::new(Rooms::default());
+        let (a, mut ra) = rooms.join("acct", "r", member("a"), None, None);
+        let sync = ra.recv().await.expect("sync");
+        assert_eq!(sync.kind, "presence");
+        assert_eq!(sync.payload.as_ref().expect("p")["event"], "sync");
+        assert_eq!(
+            sync.payload.as_ref().expect("p")["members"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+        let (b, mut rb) = rooms.join("acct", "r", member("b"), None, None);
+        let sync_b = rb.recv().await.expect("sync");
+        assert_eq!(
+            sync_b.payload.as_ref().expect("p")["members"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        let join = ra.recv().await.expect("join");
+        assert_eq!(join.payload.as_ref().expect("p")["event"], "join");
+        assert_eq!(join.from, b.member);
+        // Another account's room of the same name is another room.
+        let (_c, mut rc) = rooms.join("other", "r", member("c"), None, None);
+        assert_eq!(
+            rc.recv().await.expect("sync").payload.as_ref().expect("p")["members"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+        assert!(rooms.send("acct", "r", "chat", Some(json!("hi")), a.member.clone()));
+        assert_eq!(ra.recv().await.expect("own message").kind, "chat");
+        assert_eq!(rb.recv().await.expect("message").payload, Some(json!("hi")));
+        assert!(rc.try_recv().is_err(), "nothing crosses accounts");
+        drop(b);
+        let leave = ra.recv().await.expect("leave");
+        assert_eq!(leave.payload.as_ref().expect("p")["event"], "leave");
+        assert_eq!(rooms.members("acct", "r"), vec![a.member.clone()]);
+        drop(a);
+        assert_eq!(rooms.len(), 1, "only the other account's room is left");
+    }
+
+    #[tokio::test]
+    async fn a_member_that_falls_behind_is_cut_off_without_holding_up_others() {
+        let rooms = Arc::new(Rooms::default());
+        let overflow = Arc::new(Overflow::default());
+        let (slow, _never_read) =
+            rooms.join("acct", "r", member("slow"), Some(overflow.clone()), None);
+        let (_fast, mut fast_rx) = rooms.join("acct", "r", member("fast"), None, None);
+        for i in 0..MEMBER_BUFFER + 10 {
+            rooms.send("acct", "r", "n", Some(json!(i)), slow.member.clone());
+            // The fast member keeps up.
+            while fast_rx.try_recv().is_ok() {}
+        }
+        assert!(overflow.is_raised());
+    }
+}
