@@ -17,12 +17,14 @@ mod types;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_graphql::dynamic::{Object, Schema, SchemaError};
+use async_graphql::dynamic::{FieldValue, Object, Schema, SchemaError};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use crate::access::Viewer;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
-use crate::realtime::rooms::{Peers, Rooms};
+use crate::realtime::rooms::{Peers, RoomEvent, Rooms};
 use crate::realtime::{FeedError, Overflow};
 use crate::store::{Change, Store};
 
@@ -100,8 +102,9 @@ impl RequestCtx {
 /// by executing the operation again with the event [`Pinned`], and shares the
 /// bytes.
 pub struct Feed {
-    /// The viewer's feed: already filtered by account, access and arguments.
-    pub stream: futures_util::stream::BoxStream<'static, Result<Arc<Change>, FeedError>>,
+    /// The viewer's events: changes already filtered by account, access and
+    /// arguments, or room events. A [`Pinned::Error`] ends it.
+    pub stream: BoxStream<'static, Pinned>,
     /// Whether the rendered event depends on who views it (the selection reaches
     /// `ref` objects, whose access is checked per viewer).
     pub viewer_dependent: bool,
@@ -125,11 +128,24 @@ impl Handoff {
 }
 
 /// What a subscription field yields, once, when an operation is executed to
-/// render one event of its feed.
+/// render one event of its feed; also what a handed-over feed carries.
 #[derive(Clone)]
 pub enum Pinned {
     Change(Arc<Change>),
+    Room(Arc<RoomEvent>),
     Error(FeedError),
+}
+
+impl Pinned {
+    /// The one-item stream a subscription field answers with when rendering.
+    pub(crate) fn once<'a>(&self) -> BoxStream<'a, async_graphql::Result<FieldValue<'a>>> {
+        let item = match self {
+            Pinned::Change(ch) => Ok(FieldValue::owned_any(ch.clone())),
+            Pinned::Room(ev) => Ok(FieldValue::owned_any(ev.clone())),
+            Pinned::Error(e) => Err(ApiError::from(e.clone()).into_gql()),
+        };
+        futures_util::stream::once(async move { item }).boxed()
+    }
 }
 
 /// The request's context; missing only if a transport forgot it (a bug).

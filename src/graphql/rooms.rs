@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::errors::{ApiError, resolve};
-use super::request_ctx;
 use super::types::{DATETIME, JSON};
+use super::{Feed, Pinned, request_ctx};
 use crate::access::may_use_room;
 use crate::catalog::{Catalog, RoomRule};
 use crate::realtime::rooms::{Member, RoomEvent, Rooms};
@@ -214,6 +214,9 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
             let name = room_name(&ctx, "name")?;
             allowed(&catalog, &ctx, &name, false)?;
             let rc = request_ctx(&ctx)?;
+            if let Some(pinned) = &rc.pinned {
+                return Ok(pinned.once());
+            }
             let member = Member::new(rc.viewer.user_id.clone(), rc.viewer.email.clone());
             let (membership, events) = rooms(&ctx)?.join(
                 &rc.viewer.account_id,
@@ -223,10 +226,21 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
                 rc.peers.clone(),
             );
             // The membership lives as long as the stream does.
-            Ok(ReceiverStream::new(events).map(move |event| {
+            let events = ReceiverStream::new(events).map(move |event| {
                 let _held = &membership;
-                Ok(FieldValue::owned_any(event))
-            }))
+                event
+            });
+            // On a streaming transport, each event is rendered once for every
+            // member with the same selection (a presence storm in a big room
+            // would otherwise cost members × events executions).
+            if let Some(handoff) = &rc.handoff {
+                handoff.put(Feed {
+                    stream: events.map(Pinned::Room).boxed(),
+                    viewer_dependent: false,
+                });
+                return Ok(futures_util::stream::empty().boxed());
+            }
+            Ok(events.map(|event| Ok(FieldValue::owned_any(event))).boxed())
         })();
         SubscriptionFieldFuture::new(async move { joined.map_err(ApiError::into_gql) })
     })

@@ -145,11 +145,7 @@ fn start<'a>(
 ) -> Result<BoxStream<'a, async_graphql::Result<FieldValue<'a>>>, ApiError> {
     let rc = request_ctx(ctx)?;
     if let Some(pinned) = &rc.pinned {
-        let item = match pinned {
-            Pinned::Change(ch) => Ok(FieldValue::owned_any(ch.clone())),
-            Pinned::Error(e) => Err(ApiError::from(e.clone()).into_gql()),
-        };
-        return Ok(stream::once(async move { item }).boxed());
+        return Ok(pinned.once());
     }
     let after = match rc.resume_after {
         Some(cursor) => Some(cursor),
@@ -165,7 +161,12 @@ fn start<'a>(
     );
     if let Some(handoff) = &rc.handoff {
         handoff.put(Feed {
-            stream: feed.boxed(),
+            stream: feed
+                .map(|item| match item {
+                    Ok(change) => Pinned::Change(change),
+                    Err(e) => Pinned::Error(e),
+                })
+                .boxed(),
             viewer_dependent: viewer_dependent(ctx),
         });
         return Ok(stream::empty().boxed());

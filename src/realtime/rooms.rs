@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -59,6 +60,8 @@ impl Member {
 /// One event of a room, as every member receives it.
 #[derive(Debug, Clone)]
 pub struct RoomEvent {
+    /// Unique and increasing: renderings of it are shared under this key.
+    pub id: i64,
     pub room: String,
     pub kind: String,
     pub payload: Option<Json>,
@@ -106,6 +109,8 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<HashMap<Key, Room>>,
+    /// The id of the next event.
+    next_id: AtomicI64,
     /// Message-rate limiters, one per rate (rules may differ by room pattern).
     limiters: Mutex<HashMap<NonZeroU32, Arc<DefaultKeyedRateLimiter<String>>>>,
 }
@@ -155,14 +160,25 @@ impl Peers {
     }
 }
 
-fn presence(room: &str, from: &Member, payload: Json) -> Arc<RoomEvent> {
+fn event(id: i64, room: &str, kind: &str, from: &Member, payload: Option<Json>) -> Arc<RoomEvent> {
     Arc::new(RoomEvent {
+        id,
         room: room.to_string(),
-        kind: "presence".into(),
-        payload: Some(payload),
+        kind: kind.to_string(),
+        payload,
         from: from.clone(),
         at: Utc::now(),
     })
+}
+
+impl Rooms {
+    fn next_id(&self) -> i64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn presence(&self, room: &str, from: &Member, payload: Json) -> Arc<RoomEvent> {
+        event(self.next_id(), room, "presence", from, Some(payload))
+    }
 }
 
 impl Rooms {
@@ -195,14 +211,14 @@ impl Rooms {
                     overflow,
                 },
             );
-            let sync = presence(
+            let sync = self.presence(
                 name,
                 &member,
                 json!({ "event": "sync", "members": room.roster() }),
             );
             // A fresh channel has room for it.
             let _ = tx.try_send(sync);
-            let join = presence(
+            let join = self.presence(
                 name,
                 &member,
                 json!({ "event": "join", "member": member.to_json() }),
@@ -233,7 +249,7 @@ impl Rooms {
                 rooms.remove(key);
                 return;
             }
-            let leave = presence(
+            let leave = self.presence(
                 &key.1,
                 &seat.member,
                 json!({ "event": "leave", "member": seat.member.to_json() }),
@@ -255,14 +271,7 @@ impl Rooms {
         let key = (account.to_string(), name.to_string());
         self.with(|rooms| match rooms.get(&key) {
             Some(room) => {
-                let event = Arc::new(RoomEvent {
-                    room: name.to_string(),
-                    kind: kind.to_string(),
-                    payload,
-                    from,
-                    at: Utc::now(),
-                });
-                room.deliver(&event, None);
+                room.deliver(&event(self.next_id(), name, kind, &from, payload), None);
                 true
             }
             None => false,

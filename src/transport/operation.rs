@@ -22,7 +22,6 @@ use crate::graphql::{Handoff, Pinned, RequestCtx};
 use crate::realtime::rooms::Peers;
 use crate::realtime::{FeedError, Overflow};
 use crate::server::AppState;
-use crate::store::Change;
 
 /// An operation as a client sent it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -104,21 +103,20 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
             let group = app.renderings().group(&req, &origin.viewer, feed.viewer_dependent);
             let mut events = feed.stream;
             while let Some(item) = events.next().await {
-                match item {
-                    Ok(change) => {
-                        let cursor = Some(change.seq);
-                        let payload = group.render(&app, change).await;
-                        yield OpEvent::Next { payload, cursor };
-                    }
+                let (key, cursor) = match &item {
+                    Pinned::Change(change) => (change.seq, Some(change.seq)),
+                    Pinned::Room(event) => (event.id, None),
                     // The connection closes (1013, or the SSE stream ends) and the
                     // client resumes from the last cursor it got.
-                    Err(FeedError::Overflow) => return,
-                    Err(e) => {
-                        let payload = group.render_pinned(&app, Pinned::Error(e)).await;
+                    Pinned::Error(FeedError::Overflow) => return,
+                    Pinned::Error(_) => {
+                        let payload = group.render_pinned(&app, item).await;
                         yield OpEvent::Next { payload, cursor: None };
                         break;
                     }
-                }
+                };
+                let payload = group.render(&app, key, item).await;
+                yield OpEvent::Next { payload, cursor };
             }
         }
         yield OpEvent::End;
@@ -276,14 +274,13 @@ impl Group {
 
     /// The payload of `change` for this group: shared when another member
     /// rendered it already.
-    async fn render(self: &Arc<Self>, app: &AppState, change: Arc<Change>) -> Arc<str> {
-        let seq = change.seq;
+    async fn render(self: &Arc<Self>, app: &AppState, seq: i64, item: Pinned) -> Arc<str> {
         // Alone in the group: nobody to share with, so keep nothing.
         let shared = Arc::strong_count(self) > 1;
         if shared && let Some(hit) = self.cached(seq) {
             return hit;
         }
-        let payload = self.render_pinned(app, Pinned::Change(change)).await;
+        let payload = self.render_pinned(app, item).await;
         if shared && let Ok(mut recent) = self.recent.lock() {
             // Members render in nearly the same order; keep the list sorted.
             let at = recent.partition_point(|(s, _)| *s < seq);

@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod playground;
 mod realtime;
+mod rooms;
 mod sse;
 mod sseclient;
 mod validation;
