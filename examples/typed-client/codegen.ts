@@ -10,9 +10,6 @@ const config: CodegenConfig = {
   documents: [
     'src/**/*.ts',
     '!src/gql/**',
-    // Rooms (`room(name)`, `sendToRoom`, `roomMembers`) are not in the schema yet;
-    // drop this line once they are, and codegen types src/room.ts too.
-    '!src/room.ts',
   ],
   generates: {
     'src/gql/': {

@@ -11,7 +11,8 @@ import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
 import { Changes, CreatePost, ListPosts, PostChanged, SignUp } from './documents.js';
-import type { ChangesSubscription, PostChangedSubscription, PostWhere } from './gql/graphql.js';
+import type { ChangesSubscription, PostChangedSubscription, PostWhere, RoomSubscription } from './gql/graphql.js';
+import { Room, RoomMembers, SendToRoom } from './room.js';
 import { request, subscribe } from './graphql.js';
 
 const url = process.env['LIVEGATE_URL'] ?? 'http://localhost:4000/graphql';
@@ -106,9 +107,44 @@ async function main(): Promise<void> {
     await client.dispose();
   }
 
+  await roomRoundTrip(token, deadline);
+
   const after = await request(url, ListPosts, { where: mine, limit: 10 }, token);
   log(`posts whose title starts with "${tag}": ${after.postsCount}`);
   log(`received postChanged (${postEvent?.action} ${postEvent?.id}) and changes (${changeEvent?.collection} ${changeEvent?.action}): done`);
+}
+
+/** Joins a room, sends a message to it over HTTP and waits for it to come back. */
+async function roomRoundTrip(token: string, deadline: number): Promise<void> {
+  const client = createClient({
+    url: url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: { token },
+    retryAttempts: 0,
+  });
+  const events: RoomSubscription['room'][] = [];
+  let failure: unknown;
+  const stop = subscribe(client, Room, { name: tag }, ({ room }) => {
+    log(`room ${room.room}: ${room.kind} ${JSON.stringify(room.payload)} from ${room.from.email ?? room.from.peerId}`);
+    events.push(room);
+  }, (error) => {
+    failure ??= error;
+  });
+  try {
+    // The first event of a member is the roster: the membership is live then.
+    await waitUntil(() => events.length > 0 || failure !== undefined, deadline);
+    if (failure !== undefined) throw failure;
+    const { roomMembers } = await request(url, RoomMembers, { room: tag }, token);
+    log(`roomMembers(${tag}): ${roomMembers.map((m) => m.email ?? m.peerId).join(', ')}`);
+    const { sendToRoom } = await request(url, SendToRoom, { room: tag, kind: 'chat', payload: { text: 'hello' } }, token);
+    log(`sendToRoom: ${sendToRoom}`);
+    await waitUntil(() => events.some((e) => e.kind === 'chat') || failure !== undefined, deadline);
+    if (failure !== undefined) throw failure;
+    if (!events.some((e) => e.kind === 'chat')) throw new Error('the room message did not come back in time');
+  } finally {
+    stop();
+    await client.dispose();
+  }
 }
 
 main().then(

@@ -1,7 +1,4 @@
-// Rooms: not in schema/schema.graphql yet, so codegen.ts and tsconfig.json leave
-// this file out. Once the rooms issue lands, remove `!src/room.ts` from codegen.ts
-// and `src/room.ts` from tsconfig.json's `exclude`: `npm run codegen` then types
-// these documents like the others.
+// Rooms: joining (a subscription), sending, and the roster, as typed documents.
 import { graphql } from './gql/index.js';
 
 export const Room = graphql(`
