@@ -19,8 +19,11 @@ const ROOT = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.join(ROOT, 'dist');
 const ASSETS = path.join(DIST, 'assets');
 
-/** The pages. A demo app would be `{ name: 'demo', source: 'src/demo', page: 'demo/index.html' }`. */
-const PAGES = [{ name: 'playground', source: 'src/graphiql', page: 'index.html' }];
+/** The pages: GraphiQL at /playground, the demo app at /playground/demo. */
+const PAGES = [
+  { name: 'playground', source: 'src/graphiql', page: 'index.html' },
+  { name: 'demo', source: 'src/demo', page: 'demo/index.html' },
+];
 
 /** Where dist/assets/ is, relative to a page's URL (see the header). */
 function assetsFrom(page) {

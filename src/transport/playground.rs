@@ -196,6 +196,10 @@ mod tests {
         let page = Dist::get("index.html").expect("playground/dist/index.html is embedded");
         let text = String::from_utf8_lossy(&page.data);
         assert!(text.contains("playground/assets/"), "{text}");
+        let demo =
+            Dist::get("demo/index.html").expect("playground/dist/demo/index.html is embedded");
+        let text = String::from_utf8_lossy(&demo.data);
+        assert!(text.contains("assets/demo-"), "{text}");
     }
 
     #[test]

@@ -301,3 +301,15 @@ pub async fn create_post(s: &Server, input: Value) -> Value {
         .await["createPost"]
         .clone()
 }
+
+/// Waits up to `within` for `done` to hold (checked every 20 ms); says whether it did.
+pub async fn eventually(within: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    done()
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server};
+use crate::harness::{Db, EXAMPLE_APP, Server, eventually};
 use crate::sseclient::Sse;
 use crate::wsclient::Ws;
 
@@ -136,15 +136,10 @@ async fn join_sync_presence_and_leave() {
     assert_eq!(peers(&roster["data"]["roomMembers"]), [peer_a]);
     // The last one out frees the room.
     a.send(json!({ "type": "complete", "id": "1" })).await;
-    let mut freed = false;
-    for _ in 0..50 {
-        if s.state.rooms().is_empty() {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed, "room state is freed when the last member leaves");
+    assert!(
+        eventually(Duration::from_secs(5), || s.state.rooms().is_empty()).await,
+        "room state is freed when the last member leaves"
+    );
     s.stop().await;
     db.drop_db().await;
 }
@@ -537,15 +532,10 @@ async fn a_room_of_a_thousand_members() {
     for r in readers {
         r.await.expect("every member got the broadcast");
     }
-    let mut freed = false;
-    for _ in 0..100 {
-        if s.state.rooms().is_empty() {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(freed, "all gone, the room is freed");
+    assert!(
+        eventually(Duration::from_secs(5), || s.state.rooms().is_empty()).await,
+        "all gone, the room is freed"
+    );
     s.stop().await;
     db.drop_db().await;
 }

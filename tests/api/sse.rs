@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, TEST_SECRET, create_post};
+use crate::harness::{Db, EXAMPLE_APP, Server, TEST_SECRET, create_post, eventually};
 use crate::sseclient::Sse;
 
 const STREAM: &str = "text/event-stream";
@@ -433,15 +433,10 @@ async fn single_connection_mode_and_its_status_codes() {
 
     // When the stream goes, so does its reservation.
     drop(stream);
-    let mut gone = false;
-    for _ in 0..50 {
-        if s.state.sse().is_empty() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(gone, "the reservation is released when its stream ends");
+    assert!(
+        eventually(Duration::from_secs(1), || s.state.sse().is_empty()).await,
+        "the reservation is released when its stream ends"
+    );
     assert_eq!(
         op("late", "{ postsCount }")
             .send()

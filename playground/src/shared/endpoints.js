@@ -3,7 +3,7 @@
 // Derived from `location`, never hard-coded: the same build works on any host and
 // port, under a path prefix behind a reverse proxy, and over https (wss for the
 // WebSocket). A page at `<base>/playground` or `<base>/playground/<name>` talks to
-// `<base>/graphql`.
+// `<base>/graphql` (and `<base>/realtime`).
 
 /** The URL of the page's `/playground` root, with a trailing slash. */
 function playgroundRoot(loc = window.location) {
@@ -23,4 +23,9 @@ export function graphqlWsUrl(loc = window.location) {
   const url = new URL(graphqlHttpUrl(loc));
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   return url.href;
+}
+
+/** `http(s)://host[:port][/prefix]/realtime`: the plain EventSource change feed. */
+export function realtimeUrl(loc = window.location) {
+  return new URL('../realtime', playgroundRoot(loc)).href;
 }

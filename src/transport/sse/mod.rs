@@ -164,6 +164,46 @@ pub(crate) fn params_of(
     Ok(params)
 }
 
+/// What an operation request carries, checked.
+pub(crate) struct Prepared {
+    pub viewer: Viewer,
+    pub identity: Option<Identity>,
+    /// `Last-Event-ID`, if the client resumes.
+    pub resume_after: Option<i64>,
+    pub params: Params,
+}
+
+/// Authenticates an operation request and reads its cursor and parameters, or
+/// answers the response that refuses it.
+pub(crate) async fn prepare(
+    app: &AppState,
+    creds: Result<Credentials, AuthError>,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Prepared, Response> {
+    let (viewer, identity) = authenticate(app, creds).await?;
+    let resume_after = last_event_id(headers)?;
+    let params = params_of(method, headers, query, body)?;
+    Ok(Prepared {
+        viewer,
+        identity,
+        resume_after,
+        params,
+    })
+}
+
+/// Whether `Accept` (absent: anything) names one of `types`.
+pub(crate) fn accepts_one_of(headers: &HeaderMap, types: &[&str]) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*")
+        .to_ascii_lowercase();
+    types.iter().any(|t| accept.contains(t))
+}
+
 pub(crate) fn op_request(params: Params) -> OpRequest {
     OpRequest {
         query: params.query,
@@ -244,15 +284,12 @@ async fn distinct(
     body: Bytes,
     creds: Result<Credentials, AuthError>,
 ) -> Response {
-    let (viewer, identity) = match authenticate(&app, creds).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let resume_after = match last_event_id(&headers) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let params = match params_of(&method, &headers, query, &body) {
+    let Prepared {
+        viewer,
+        identity,
+        resume_after,
+        params,
+    } = match prepare(&app, creds, &method, &headers, query, &body).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };

@@ -28,8 +28,8 @@ use tokio_stream::StreamMap;
 
 use super::stream::GaugeGuard;
 use super::{
-    authenticate, complete_event, failed_event, last_event_id, next_event, op_request, params_of,
-    refuse, sse_response, start,
+    Prepared, accepts_one_of, authenticate, complete_event, failed_event, next_event, op_request,
+    prepare, refuse, sse_response, start,
 };
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials};
@@ -132,12 +132,7 @@ pub async fn reserve(
     creds: Result<Credentials, AuthError>,
     token: Option<String>,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*")
-        .to_ascii_lowercase();
-    if !accept.contains("*/*") && !accept.contains("text/plain") && !accept.contains("text/*") {
+    if !accepts_one_of(headers, &["*/*", "text/plain", "text/*"]) {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
@@ -325,30 +320,19 @@ pub async fn operation(
     creds: Result<Credentials, AuthError>,
     token: String,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*")
-        .to_ascii_lowercase();
-    if !["*/*", "application/*", "application/json"]
-        .iter()
-        .any(|m| accept.contains(m))
-    {
+    if !accepts_one_of(&headers, &["*/*", "application/*", "application/json"]) {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
             "operations on a reserved stream accept application/json",
         );
     }
-    let (viewer, _) = match authenticate(&app, creds).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let resume_after = match last_event_id(&headers) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let params = match params_of(&method, &headers, query, &body) {
+    let Prepared {
+        viewer,
+        resume_after,
+        params,
+        ..
+    } = match prepare(&app, creds, &method, &headers, query, &body).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };

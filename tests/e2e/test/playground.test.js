@@ -6,50 +6,25 @@
 // Policy refuses: the page must work with no network.
 //
 // Needs LIVEGATE_BIN (or ../../target/debug/livegate) and /usr/bin/chromium
-// (CHROMIUM_BIN to use another); `.ci/run` provides both.
+// (CHROMIUM_BIN to use another); `.ci/run` provides both. The browser and the
+// request guard are in ../browser.js, shared with demo.test.js.
 //
 // Screenshots go to tests/e2e/screenshots/ (not committed; docs/playground.png is
 // a copy of playground-subscription.png).
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-import { chromium } from 'playwright-core';
 
 import { TEST_JWT_SECRET, startServer } from '../../interop/test/helpers.js';
-
-const SCREENSHOTS = fileURLToPath(new URL('../screenshots/', import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-/** Without the background-networking flags Chromium calls Google hosts on its own. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const STEP_TIMEOUT_MS = 20_000;
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+import { SCREENSHOTS, STEP_TIMEOUT_MS, assertStayedHome, eventually, guardedContext as guarded, launchBrowser } from '../browser.js';
 
 let server;
 let browser;
 
-function isLoopback(url) {
-  const { protocol, hostname } = new URL(url);
-  if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true;
-  return LOOPBACK.has(hostname);
-}
-
 before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
   server = await startServer({ env: { LIVEGATE_JWT_SECRET: TEST_JWT_SECRET } });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -57,34 +32,9 @@ after(async () => {
   await server?.stop();
 });
 
-/**
- * A browser context that blocks every request off loopback and records it in
- * `watch.leaks`, with what the page's Content-Security-Policy refused before it
- * reached the network; uncaught page errors go to `watch.errors`.
- */
-async function guardedContext(watch = { leaks: [], errors: [] }) {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
-  await context.route('**/*', (route) => {
-    const url = route.request().url();
-    if (isLoopback(url)) return route.continue();
-    watch.leaks.push(url);
-    return route.abort('blockedbyclient');
-  });
-  context.on('page', (page) => {
-    page.on('pageerror', (err) => watch.errors.push(`${page.url()}: ${err.message}`));
-    page.on('websocket', (ws) => {
-      if (!isLoopback(ws.url())) watch.leaks.push(ws.url());
-    });
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && msg.text().includes('Content Security Policy')) watch.leaks.push(msg.text());
-    });
-  });
-  return { context, watch };
-}
-
-function assertStayedHome(watch) {
-  assert.deepEqual(watch.leaks, [], `the page tried to leave the machine:\n${watch.leaks.join('\n')}`);
-  assert.deepEqual(watch.errors, [], `errors in the page:\n${watch.errors.join('\n')}`);
+/** A context of the shared browser that blocks and records requests off loopback (../browser.js). */
+function guardedContext() {
+  return guarded(browser);
 }
 
 /** The playground URL with `query` in it (the playground opens a tab with it). */
@@ -132,14 +82,6 @@ async function liveSubscriptions() {
   const text = await (await fetch(server.url.replace(/\/graphql$/, '/metrics'))).text();
   const line = text.split('\n').find((l) => l.startsWith('livegate_realtime_subscriptions'));
   return line ? Number(line.trim().split(/\s+/).pop()) : 0;
-}
-
-async function eventually(check, what) {
-  const deadline = Date.now() + STEP_TIMEOUT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test('sign up, query, subscribe, and see a mutation arrive live', { timeout: 180_000 }, async () => {
