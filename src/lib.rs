@@ -6,7 +6,8 @@
 //! |---|---|
 //! | [`cli`] | command line: `serve`, `schema` (`--diff`), `migrate`, `token` |
 //! | [`server`] | `AppState`, router, start-up and graceful shutdown |
-//! | [`transport`] | protocols: GraphQL over HTTP and WebSocket (later SSE, feed); the playground page |
+//! | [`transport`] | protocols: GraphQL over HTTP, WebSocket and SSE, the `/realtime` feed; the playground |
+//! | [`realtime`] | change feeds (replay, then live, filtered by access) and rooms with presence |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
 //! | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | [`access`] | the one access policy: pure functions of viewer, level and owner |
