@@ -183,6 +183,19 @@ impl Server {
         Ok(server)
     }
 
+    /// The example app with a bus of only `capacity` events, so that a slow
+    /// subscriber falls behind quickly.
+    pub async fn start_with_small_bus(db: &Db, capacity: usize) -> Server {
+        let app = db.app_file("app.toml", EXAMPLE_APP);
+        let ws = WsConfig {
+            bus_capacity: capacity,
+            ..Default::default()
+        };
+        Server::start_full(db, app, Limits::default(), Server::test_auth(db), ws)
+            .await
+            .expect("server starts")
+    }
+
     /// The auth settings test servers use.
     pub fn test_auth(db: &Db) -> AuthConfig {
         AuthConfig {

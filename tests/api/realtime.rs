@@ -673,20 +673,7 @@ async fn sign_out_closes_that_sessions_sockets() {
 #[tokio::test]
 async fn a_slow_subscriber_is_cut_off_without_delaying_others_and_resumes() {
     let db = Db::fresh().await;
-    let app = db.app_file("app.toml", EXAMPLE_APP);
-    let ws_config = livegate::transport::ws::WsConfig {
-        bus_capacity: 8,
-        ..Default::default()
-    };
-    let s = Server::start_full(
-        &db,
-        app,
-        Default::default(),
-        Server::test_auth(&db),
-        ws_config,
-    )
-    .await
-    .expect("start");
+    let s = Server::start_with_small_bus(&db, 8).await;
     let q = "subscription($a: String) { postChanged(after: $a) { cursor record { body } } }";
     let mut fast = Ws::acked(&s.base, Some(&s.token)).await;
     fast.subscribe("f", q, json!({})).await;

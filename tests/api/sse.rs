@@ -548,37 +548,15 @@ async fn last_event_id_resumes_with_no_gap_and_no_duplicate_while_writes_go_on()
     assert_eq!(cursor_of(&from_after.next().await), feed_cursors[n - 1]);
 
     // Bad and expired cursors are refused in HTTP.
-    let status = |r: reqwest::Response| r.status();
-    assert_eq!(
-        status(
-            get(&s, "/realtime")
-                .header("last-event-id", "yesterday")
-                .send()
-                .await
-                .expect("get")
-        ),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(
-            get(&s, "/realtime")
-                .query(&[("after", "999999")])
-                .send()
-                .await
-                .expect("get")
-        ),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(
-            get(&s, "/realtime")
-                .query(&[("collections", "posts,nope")])
-                .send()
-                .await
-                .expect("get")
-        ),
-        StatusCode::BAD_REQUEST
-    );
+    let refusals = [
+        get(&s, "/realtime").header("last-event-id", "yesterday"),
+        get(&s, "/realtime").query(&[("after", "999999")]),
+        get(&s, "/realtime").query(&[("collections", "posts,nope")]),
+    ];
+    for request in refusals {
+        let resp = request.send().await.expect("get");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{:?}", resp.url());
+    }
     s.state
         .store()
         .prune_events(chrono::Utc::now() + chrono::Duration::hours(1))
@@ -786,20 +764,7 @@ async fn sign_out_and_shutdown_end_streams() {
 #[tokio::test]
 async fn a_slow_reader_is_cut_off_without_delaying_others_and_resumes() {
     let db = Db::fresh().await;
-    let app = db.app_file("app.toml", EXAMPLE_APP);
-    let ws_config = livegate::transport::ws::WsConfig {
-        bus_capacity: 8,
-        ..Default::default()
-    };
-    let s = Server::start_full(
-        &db,
-        app,
-        Default::default(),
-        Server::test_auth(&db),
-        ws_config,
-    )
-    .await
-    .expect("start");
+    let s = Server::start_with_small_bus(&db, 8).await;
     let q = "subscription { postChanged { cursor record { body } } }";
     let mut fast = Sse::open(subscribe_get(&s, "/graphql/stream", q, Some(&s.token))).await;
     let mut slow = Sse::open(subscribe_get(&s, "/graphql/stream", q, Some(&s.token))).await;
