@@ -48,16 +48,21 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
 
 fn details(r: &Value) -> String {
     match r["scenario"].as_str().unwrap_or_default() {
-        "fanout" | "latency" => format!(
-            "missing {} · latency p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms · mutation p50/p99 {:.1}/{:.1} ms",
-            r["missing"],
-            num(r, &["latency_ms", "p50"]),
-            num(r, &["latency_ms", "p90"]),
-            num(r, &["latency_ms", "p99"]),
-            num(r, &["latency_ms", "max"]),
-            num(r, &["mutation_ms", "p50"]),
-            num(r, &["mutation_ms", "p99"])
-        ),
+        "fanout" | "latency" => {
+            format!(
+                "missing {} · latency p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms · mutation p50/p99 {:.1}/{:.1} ms",
+                r["missing"],
+                num(r, &["latency_ms", "p50"]),
+                num(r, &["latency_ms", "p90"]),
+                num(r, &["latency_ms", "p99"]),
+                num(r, &["latency_ms", "max"]),
+                num(r, &["mutation_ms", "p50"]),
+                num(r, &["mutation_ms", "p99"])
+            ) + &match r["deliveries_per_cpu_s"].as_f64() {
+                Some(per_cpu) => format!(" · {per_cpu:.0} deliveries per server CPU-second"),
+                None => String::new(),
+            }
+        }
         "idle" => format!(
             "RSS {:.0} → {:.0} MiB",
             num(r, &["rss_before_mib"]),

@@ -11,7 +11,8 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::Target;
 use crate::client::{
-    gql, http_client, now_nanos, rss_bytes, sse_open, token, ws_next, ws_open, ws_subscribe,
+    cpu_seconds, gql, http_client, now_nanos, rss_bytes, sse_open, token, ws_next, ws_open,
+    ws_subscribe,
 };
 
 const SUBSCRIPTION: &str = "subscription { postChanged { action id record { title } } }";
@@ -207,6 +208,7 @@ pub async fn fanout(
     let http = http_client();
     let tok = token(&target.secret, "sender");
     let mut mutation = hist();
+    let cpu_before = target.pid.and_then(cpu_seconds);
     let started = now_nanos();
     let clock = Instant::now();
     for i in 0..events {
@@ -239,6 +241,12 @@ pub async fn fanout(
         }
     }
     let received = tally.received.load(Ordering::Relaxed);
+    // Server CPU per delivery does not depend on how the writes interleave with
+    // the fan-out, which moves the wall-clock figure from run to run.
+    let cpu = match (cpu_before, target.pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        _ => None,
+    };
     let end = tally.last_at.load(Ordering::Relaxed) as u128;
     let seconds = (end.saturating_sub(started)) as f64 / 1e9;
     let latency = tally.merged();
@@ -248,6 +256,7 @@ pub async fn fanout(
         "expected": expected, "received": received, "missing": expected.saturating_sub(received),
         "seconds": seconds, "deliveries_per_s": if seconds > 0.0 { received as f64 / seconds } else { 0.0 },
         "latency_ms": ms(&latency), "mutation_ms": ms(&mutation),
+        "server_cpu_s": cpu, "deliveries_per_cpu_s": cpu.map(|c| received as f64 / c),
     }))
 }
 
