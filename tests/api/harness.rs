@@ -232,6 +232,21 @@ impl Server {
         self.user_for(email, role, slug).await.token
     }
 
+    /// A token for a new user `short@test.local` that expires `seconds` from now
+    /// (signed with the test secret, as an outside client would hold it).
+    pub async fn token_expiring_in(&self, seconds: i64) -> String {
+        let me = self
+            .user_for("short@test.local", Role::User, "default")
+            .await;
+        let claims = serde_json::json!({ "sub": me.id, "email": "short@test.local", "role": "USER", "account": me.account_id, "exp": chrono::Utc::now().timestamp() + seconds });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+        )
+        .expect("sign")
+    }
+
     /// Like [`Server::token_for`], with the user's and account's ids.
     pub async fn user_for(&self, email: &str, role: Role, slug: &str) -> TestUser {
         let store = self.state.store();

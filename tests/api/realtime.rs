@@ -616,16 +616,7 @@ async fn the_server_pings_and_drops_peers_that_stop_answering() {
 async fn an_expiring_token_closes_its_socket_with_4403() {
     let db = Db::fresh().await;
     let s = Server::start(&db, &realtime_app()).await;
-    let me = s
-        .user_for("short@test.local", livegate::access::Role::User, "default")
-        .await;
-    let claims = json!({ "sub": me.id, "email": "short@test.local", "role": "USER", "account": me.account_id, "exp": chrono::Utc::now().timestamp() + 2 });
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(crate::harness::TEST_SECRET.as_bytes()),
-    )
-    .expect("sign");
+    let token = s.token_expiring_in(2).await;
     let mut ws = Ws::acked(&s.base, Some(&token)).await;
     ws.subscribe("1", "subscription { changes { cursor } }", json!({}))
         .await;

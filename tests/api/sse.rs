@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, TEST_SECRET, create_post, eventually};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
 use crate::sseclient::Sse;
 
 const STREAM: &str = "text/event-stream";
@@ -674,16 +674,7 @@ async fn streams_carry_only_what_the_viewer_may_see() {
 async fn heartbeats_keep_streams_open_and_expiry_ends_them() {
     let db = Db::fresh().await;
     let s = Server::start(&db, &app_with(false, 1)).await;
-    let me = s
-        .user_for("short@test.local", livegate::access::Role::User, "default")
-        .await;
-    let claims = json!({ "sub": me.id, "email": "short@test.local", "role": "USER", "account": me.account_id, "exp": chrono::Utc::now().timestamp() + 3 });
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
-    )
-    .expect("sign");
+    let token = s.token_expiring_in(3).await;
     let mut sub = Sse::open(subscribe_get(
         &s,
         "/graphql/stream",
@@ -693,18 +684,18 @@ async fn heartbeats_keep_streams_open_and_expiry_ends_them() {
     .await;
     let mut feed = Sse::open(get(&s, "/realtime").query(&[("access_token", token.as_str())])).await;
     let started = std::time::Instant::now();
-    // The opening comment, then a heartbeat comment about every second.
-    for stream in [&mut sub, &mut feed] {
-        let mut comments = 0;
-        while comments < 3 {
+    // The opening comment, then a heartbeat comment about every second (both
+    // streams read at once: the token is short-lived).
+    async fn three_comments(stream: &mut Sse) {
+        for _ in 0..3 {
             let ev = stream
                 .raw_within(Duration::from_millis(1500))
                 .await
                 .expect("a comment within 1.5 s");
             assert!(ev.comment, "only comments while nothing happens: {ev:?}");
-            comments += 1;
         }
     }
+    tokio::join!(three_comments(&mut sub), three_comments(&mut feed));
     assert!(
         sub.ends_within(Duration::from_secs(3)).await,
         "the stream ends when the token expires"
