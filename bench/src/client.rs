@@ -8,13 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
 use crate::Target;
+use crate::stamped::{Arrival, Stamped};
 
 /// An HS256 token for user `sub` of the default account.
 pub fn token(secret: &str, sub: &str) -> String {
@@ -46,15 +47,16 @@ fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, format!("/{path}")))
 }
 
-/// A TCP connection to the target from loopback source `source`.
-pub async fn tcp(target: &Target, source: IpAddr) -> anyhow::Result<TcpStream> {
+/// A TCP connection to the target from loopback source `source`, with kernel
+/// receive timestamps on.
+pub async fn tcp(target: &Target, source: IpAddr) -> anyhow::Result<Stamped> {
     let (addr, _) = server_addr(&target.url)?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
-    Ok(socket.connect(addr).await?)
+    Ok(Stamped::new(socket.connect(addr).await?)?)
 }
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stamped>;
 
 /// Opens a graphql-transport-ws connection and completes init with `token`.
 pub async fn ws_open(target: &Target, source: IpAddr, token: &str) -> anyhow::Result<Ws> {
@@ -97,16 +99,16 @@ pub async fn ws_subscribe(ws: &mut Ws, id: &str, query: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// The text of the next `next` frame, answering pings; `None` when the operation
-/// or connection ends. The frame is not parsed: the generator shares a core with
-/// nothing but itself, and its own parsing would show up as server latency.
-pub async fn ws_next(ws: &mut Ws) -> Option<String> {
+/// The text of the next `next` frame and when it arrived (see [`Stamped`]),
+/// answering pings; `None` when the operation or connection ends. The frame is
+/// not parsed: the generator plays every client on one core.
+pub async fn ws_next(ws: &mut Ws) -> Option<(String, u128)> {
     loop {
         match ws.next().await? {
             Ok(Message::Text(t)) => {
                 let t = t.as_str();
                 if t.starts_with(r#"{"type":"next""#) || t.contains(r#""type":"next""#) {
-                    return Some(t.to_string());
+                    return Some((t.to_string(), ws.get_ref().arrival().nanos()));
                 }
                 if t.contains(r#""type":"ping""#) {
                     let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
@@ -120,38 +122,50 @@ pub async fn ws_next(ws: &mut Ws) -> Option<String> {
     }
 }
 
-/// A GraphQL-over-SSE subscription (distinct connections mode): yields each
-/// `next` event's data.
+/// A GraphQL-over-SSE subscription (distinct connections mode) on a connection
+/// of its own: yields each `next` event's data.
 pub struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    body: hyper::body::Incoming,
     buf: Vec<u8>,
+    arrival: Arrival,
 }
 
 pub async fn sse_open(
-    client: &reqwest::Client,
     target: &Target,
+    source: IpAddr,
     token: &str,
     query: &str,
 ) -> anyhow::Result<Sse> {
-    let resp = client
-        .post(&target.url)
-        .bearer_auth(token)
+    let (addr, path) = server_addr(&target.url)?;
+    let stream = tcp(target, source).await?;
+    let arrival = stream.arrival();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
         .header("accept", "text/event-stream")
-        .json(&json!({ "query": query }))
-        .send()
-        .await?;
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({ "query": query }).to_string(),
+        )))?;
+    let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
         bail!("SSE subscribe: HTTP {}", resp.status());
     }
     Ok(Sse {
-        body: Box::pin(resp.bytes_stream()),
+        body: resp.into_body(),
         buf: Vec::new(),
+        arrival,
     })
 }
 
 impl Sse {
-    /// The next `next` event's data, unparsed; `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<String> {
+    /// The next `next` event's data, unparsed, and when its last bytes arrived;
+    /// `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<(String, u128)> {
+        use http_body_util::BodyExt;
         loop {
             if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.buf.drain(..end + 2).collect();
@@ -160,12 +174,10 @@ impl Sse {
                 let mut data = String::new();
                 for line in text.lines() {
                     if let Some(e) = line.strip_prefix("event:") {
-                        event = if e.trim() == "next" {
-                            "next"
-                        } else if e.trim() == "complete" {
-                            "complete"
-                        } else {
-                            "other"
+                        event = match e.trim() {
+                            "next" => "next",
+                            "complete" => "complete",
+                            _ => "other",
                         };
                     } else if let Some(d) = line.strip_prefix("data:") {
                         data.push_str(d.trim_start());
@@ -173,14 +185,32 @@ impl Sse {
                 }
                 match event {
                     "next" | "message" if !data.is_empty() => {
-                        return Some(data);
+                        return Some((data, self.arrival.nanos()));
                     }
                     "complete" => return None,
                     _ => continue,
                 }
             }
-            let chunk = self.body.next().await?.ok()?;
-            self.buf.extend_from_slice(&chunk);
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(chunk) = frame.into_data() {
+                self.buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// A subscriber of either transport.
+pub enum Subscriber {
+    Ws(Box<Ws>),
+    Sse(Box<Sse>),
+}
+
+impl Subscriber {
+    /// The next event's frame and its arrival time; `None` at the end.
+    pub async fn next(&mut self) -> Option<(String, u128)> {
+        match self {
+            Subscriber::Ws(ws) => ws_next(ws).await,
+            Subscriber::Sse(sse) => sse.next().await,
         }
     }
 }

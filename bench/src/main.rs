@@ -5,6 +5,7 @@
 mod client;
 mod report;
 mod scenarios;
+mod stamped;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -50,12 +50,14 @@ fn details(r: &Value) -> String {
     match r["scenario"].as_str().unwrap_or_default() {
         "fanout" | "latency" => {
             format!(
-                "missing {} · latency p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms · mutation p50/p99 {:.1}/{:.1} ms",
+                "missing {} · latency p50/p90/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms (read by the generator: p50/p99 {:.1}/{:.1} ms) · mutation p50/p99 {:.1}/{:.1} ms",
                 r["missing"],
                 num(r, &["latency_ms", "p50"]),
                 num(r, &["latency_ms", "p90"]),
                 num(r, &["latency_ms", "p99"]),
                 num(r, &["latency_ms", "max"]),
+                num(r, &["read_latency_ms", "p50"]),
+                num(r, &["read_latency_ms", "p99"]),
                 num(r, &["mutation_ms", "p50"]),
                 num(r, &["mutation_ms", "p99"])
             ) + &match r["deliveries_per_cpu_s"].as_f64() {

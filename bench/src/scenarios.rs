@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::Target;
 use crate::client::{
-    cpu_seconds, gql, http_client, now_nanos, rss_bytes, sse_open, token, ws_next, ws_open,
+    Subscriber, cpu_seconds, gql, http_client, now_nanos, rss_bytes, sse_open, token, ws_open,
     ws_subscribe,
 };
 
@@ -48,8 +48,9 @@ fn sent_at(title: &str) -> Option<u128> {
 struct Tally {
     received: AtomicUsize,
     warm: AtomicUsize,
-    /// One latency histogram per subscriber (never contended), merged at the end.
-    latencies: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Histogram<u64>>>>>,
+    /// Per subscriber (never contended), merged at the end: latency to the frame's
+    /// arrival at the subscriber's socket, and to the generator reading it.
+    latencies: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Latencies>>>>,
     last_at: AtomicU64,
 }
 
@@ -63,14 +64,31 @@ impl Tally {
         })
     }
 
-    fn merged(&self) -> Histogram<u64> {
-        let mut all = hist();
+    fn merged(&self) -> Latencies {
+        let mut all = Latencies::new();
         for h in self.latencies.lock().map(|l| l.clone()).unwrap_or_default() {
             if let Ok(h) = h.lock() {
-                let _ = all.add(&*h);
+                let _ = all.arrived.add(&h.arrived);
+                let _ = all.read.add(&h.read);
             }
         }
         all
+    }
+}
+
+/// Microseconds from the send timestamp to the frame's arrival (kernel receive
+/// timestamp) and to the generator reading it.
+struct Latencies {
+    arrived: Histogram<u64>,
+    read: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Latencies {
+            arrived: hist(),
+            read: hist(),
+        }
     }
 }
 
@@ -83,15 +101,12 @@ fn title_of(frame: &str) -> &str {
     &rest[..rest.find('"').unwrap_or(rest.len())]
 }
 
-async fn run_subscriber(
-    mut next: impl FnMut() -> futures_util::future::BoxFuture<'static, Option<String>>,
-    tally: Arc<Tally>,
-) {
-    let local = Arc::new(std::sync::Mutex::new(hist()));
+async fn run_subscriber(mut sub: Subscriber, tally: Arc<Tally>) {
+    let local = Arc::new(std::sync::Mutex::new(Latencies::new()));
     if let Ok(mut l) = tally.latencies.lock() {
         l.push(local.clone());
     }
-    while let Some(frame) = next().await {
+    while let Some((frame, arrived)) = sub.next().await {
         let title = title_of(&frame);
         if title.starts_with("warmup:") {
             tally.warm.fetch_add(1, Ordering::SeqCst);
@@ -99,11 +114,18 @@ async fn run_subscriber(
         }
         if let Some(sent) = sent_at(title) {
             let now = now_nanos();
+            // No kernel timestamp (never seen on Linux): the read time stands in.
+            let arrived = if arrived > 0 { arrived.min(now) } else { now };
             if let Ok(mut h) = local.lock() {
-                let _ = h.record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
+                let _ = h
+                    .arrived
+                    .record(((arrived.saturating_sub(sent)) / 1000).max(1) as u64);
+                let _ = h
+                    .read
+                    .record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
             }
             tally.received.fetch_add(1, Ordering::Relaxed);
-            tally.last_at.fetch_max(now as u64, Ordering::Relaxed);
+            tally.last_at.fetch_max(arrived as u64, Ordering::Relaxed);
         }
     }
 }
@@ -117,42 +139,31 @@ async fn open_subscribers(
 ) -> anyhow::Result<()> {
     let gate = Arc::new(Semaphore::new(256));
     let mut opening = Vec::with_capacity(n);
-    let http = http_client();
     for i in 0..n {
-        let (target, tally, gate, transport, http) = (
+        let (target, tally, gate, transport) = (
             target.clone(),
             tally.clone(),
             gate.clone(),
             transport.to_string(),
-            http.clone(),
         );
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let source = target.sources[i % target.sources.len()];
             let tok = token(&target.secret, &format!("sub-{i}"));
-            if transport == "sse" {
-                let sse = Arc::new(Mutex::new(
-                    sse_open(&http, &target, &tok, SUBSCRIPTION).await?,
-                ));
-                tokio::spawn(run_subscriber(
-                    move || {
-                        let sse = sse.clone();
-                        Box::pin(async move { sse.lock().await.next().await })
-                    },
-                    tally,
-                ));
+            let sub = if transport == "sse" {
+                Subscriber::Sse(Box::new(
+                    sse_open(&target, source, &tok, SUBSCRIPTION)
+                        .await
+                        .with_context(|| format!("SSE subscriber {i} from {source}"))?,
+                ))
             } else {
-                let mut ws = ws_open(&target, source, &tok).await?;
+                let mut ws = ws_open(&target, source, &tok)
+                    .await
+                    .with_context(|| format!("WebSocket subscriber {i} from {source}"))?;
                 ws_subscribe(&mut ws, "1", SUBSCRIPTION).await?;
-                let ws = Arc::new(Mutex::new(ws));
-                tokio::spawn(run_subscriber(
-                    move || {
-                        let ws = ws.clone();
-                        Box::pin(async move { ws_next(&mut *ws.lock().await).await })
-                    },
-                    tally,
-                ));
-            }
+                Subscriber::Ws(Box::new(ws))
+            };
+            tokio::spawn(run_subscriber(sub, tally));
             anyhow::Ok(())
         }));
     }
@@ -255,7 +266,7 @@ pub async fn fanout(
         "subscribers": subscribers, "events": events, "rate": rate,
         "expected": expected, "received": received, "missing": expected.saturating_sub(received),
         "seconds": seconds, "deliveries_per_s": if seconds > 0.0 { received as f64 / seconds } else { 0.0 },
-        "latency_ms": ms(&latency), "mutation_ms": ms(&mutation),
+        "latency_ms": ms(&latency.arrived), "read_latency_ms": ms(&latency.read), "mutation_ms": ms(&mutation),
         "server_cpu_s": cpu, "deliveries_per_cpu_s": cpu.map(|c| received as f64 / c),
     }))
 }
