@@ -8,6 +8,7 @@
 
 pub mod protocol;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,14 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{BoxStream, SplitSink};
+use futures_util::stream::{AbortHandle, BoxStream, SelectAll, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value as Json};
 use tokio::time::{Instant, sleep_until};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 
 use super::expiry_instant;
-use tokio_stream::StreamMap;
 
 use self::protocol::{Machine, OpRequest, Out, Proto};
 use super::operation::{self, OpEvent, Origin};
@@ -115,11 +117,39 @@ pub fn upgrade(
     })
 }
 
+/// Whatever woke a connection. Each source is a stream of its own in one
+/// `SelectAll`, which polls only the sources that were woken: an event for one
+/// subscription costs a poll of that subscription, not of the socket, the timers
+/// and every other source, as a `select!` over all of them would.
+enum Wake {
+    /// A client frame; `None` when the socket closed.
+    Msg(Option<Result<Message, axum::Error>>),
+    Op(Arc<str>, OpEvent),
+    InitTimeout,
+    Beat,
+    Expired,
+    Overflowed,
+    Stopping,
+    Revoked(Result<String, BroadcastStreamRecvError>),
+}
+
+type Source = BoxStream<'static, Wake>;
+
+/// A future as a source that wakes once.
+fn once(fut: impl std::future::Future<Output = ()> + Send + 'static, wake: fn() -> Wake) -> Source {
+    futures_util::stream::once(fut)
+        .map(move |()| wake())
+        .boxed()
+}
+
 struct Connection {
     app: AppState,
     machine: Machine,
     sink: SplitSink<WebSocket, Message>,
-    ops: StreamMap<String, BoxStream<'static, OpEvent>>,
+    /// The running operations, by id; each one's stream is a source.
+    ops: HashMap<Arc<str>, AbortHandle>,
+    /// Sources started while handling a wake (new operations, the expiry timer).
+    started: Vec<Source>,
     url_creds: Result<Credentials, AuthError>,
     viewer: Option<Viewer>,
     identity: Option<Identity>,
@@ -139,14 +169,15 @@ impl Connection {
         peer: SocketAddr,
     ) {
         let realtime = app.catalog().realtime.clone();
-        let (sink, mut incoming) = socket.split();
+        let (sink, incoming) = socket.split();
         let gauge = app.metrics().connections(proto.name());
         gauge.inc();
         let mut conn = Connection {
             machine: Machine::new(proto, realtime.max_subscriptions_per_connection as usize),
             app: app.clone(),
             sink,
-            ops: StreamMap::new(),
+            ops: HashMap::new(),
+            started: Vec::new(),
             url_creds,
             viewer: None,
             identity: None,
@@ -155,53 +186,64 @@ impl Connection {
             peer,
             closed: false,
         };
-        let init_deadline = Instant::now() + app.ws_config().init_timeout;
         let beat = Duration::from_secs(realtime.heartbeat_seconds.into());
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
-        let mut awaiting_pong = false;
-        // The futures every turn of the loop waits on are made once: building and
-        // registering them again per event was a large part of an idle wake-up.
-        let mut revocations =
-            tokio_stream::wrappers::BroadcastStream::new(app.auth().revocations());
+        let heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
         let mut stopping = app.stopping();
-        let stopping = std::pin::pin!(async move {
-            // The value only ever turns true (or its sender goes): either way, leave.
-            let _ = stopping.changed().await;
-        });
-        let mut stopping = stopping;
         let overflow = conn.overflow.clone();
-        let overflowed = std::pin::pin!(overflow.raised());
-        let mut overflowed = overflowed;
-        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        let expiry = std::pin::pin!(sleep_until(far));
-        let mut expiry = expiry;
+        let mut sources: SelectAll<Source> = futures_util::stream::select_all([
+            incoming
+                .map(|m| Wake::Msg(Some(m)))
+                .chain(futures_util::stream::once(async { Wake::Msg(None) }))
+                .boxed(),
+            once(
+                sleep_until(Instant::now() + app.ws_config().init_timeout),
+                || Wake::InitTimeout,
+            ),
+            IntervalStream::new(heartbeat).map(|_| Wake::Beat).boxed(),
+            once(async move { overflow.raised().await }, || Wake::Overflowed),
+            once(
+                async move {
+                    // The value only ever turns true (or its sender goes): either way, leave.
+                    let _ = stopping.changed().await;
+                },
+                || Wake::Stopping,
+            ),
+            BroadcastStream::new(app.auth().revocations())
+                .map(Wake::Revoked)
+                .boxed(),
+        ]);
+        let mut awaiting_pong = false;
         let mut expiry_set = false;
         while !conn.closed {
-            if !expiry_set && let Some(identity) = &conn.identity {
-                expiry.as_mut().reset(expiry_instant(identity.expires_at));
-                expiry_set = true;
-            }
-            tokio::select! {
-                msg = incoming.next() => {
+            let Some(wake) = sources.next().await else {
+                break;
+            };
+            match wake {
+                Wake::Op(id, event) => conn.on_event(id, event).await,
+                Wake::Msg(msg) => {
                     awaiting_pong = false;
                     match msg {
                         Some(Ok(Message::Text(text))) => {
                             let outs = conn.machine.on_text(text.as_str());
                             conn.apply(outs).await;
                         }
-                        Some(Ok(Message::Binary(_))) => conn.close(4400, "Binary messages are not supported").await,
+                        Some(Ok(Message::Binary(_))) => {
+                            conn.close(4400, "Binary messages are not supported").await
+                        }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) => {
                             // Complete the closing handshake (RFC 6455 §5.5.1): the
                             // reply is queued by the library and leaves on flush.
                             // Without it clients see 1006, and graphql-ws treats its
                             // own lazy close as a failed connection.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close()).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close())
+                                .await;
                             break;
                         }
                         None => break,
                         Some(Err(e)) => {
-                            let too_big = e.to_string().to_lowercase().contains("too") || e.to_string().contains("size");
+                            let too_big = e.to_string().to_lowercase().contains("too")
+                                || e.to_string().contains("size");
                             if too_big {
                                 conn.close(1009, "Message too big").await;
                             }
@@ -209,11 +251,12 @@ impl Connection {
                         }
                     }
                 }
-                Some((id, event)) = conn.ops.next(), if !conn.ops.is_empty() => conn.on_event(id, event).await,
-                _ = sleep_until(init_deadline), if !conn.machine.initialised() => {
-                    conn.close(4408, "Connection initialisation timeout").await;
+                Wake::InitTimeout => {
+                    if !conn.machine.initialised() {
+                        conn.close(4408, "Connection initialisation timeout").await;
+                    }
                 }
-                _ = heartbeat.tick() => {
+                Wake::Beat => {
                     if awaiting_pong {
                         conn.close(1001, "Going away: no answer to ping").await;
                     } else {
@@ -222,18 +265,34 @@ impl Connection {
                         conn.apply(vec![beat]).await;
                     }
                 }
-                _ = &mut expiry, if expiry_set => conn.close(4403, "Forbidden: token expired").await,
-                _ = &mut overflowed => conn.close(1013, OVERFLOW_REASON).await,
-                _ = &mut stopping => conn.close(1001, "Going away: the server is shutting down").await,
-                Some(revoked) = revocations.next() => {
+                Wake::Expired => conn.close(4403, "Forbidden: token expired").await,
+                Wake::Overflowed => conn.close(1013, OVERFLOW_REASON).await,
+                Wake::Stopping => {
+                    conn.close(1001, "Going away: the server is shutting down")
+                        .await
+                }
+                Wake::Revoked(revoked) => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
-                    if let (Ok(session), Some(mine)) = (&revoked, mine) && session == mine {
+                    if let (Ok(session), Some(mine)) = (&revoked, mine)
+                        && session == mine
+                    {
                         conn.close(4403, "Forbidden: session signed out").await;
                     }
                 }
             }
+            if !expiry_set && let Some(identity) = &conn.identity {
+                let at = expiry_instant(identity.expires_at);
+                conn.started.push(once(sleep_until(at), || Wake::Expired));
+                expiry_set = true;
+            }
+            for source in conn.started.drain(..) {
+                sources.push(source);
+            }
         }
         app.metrics().subscriptions.dec_by(conn.ops.len() as i64);
+        for op in conn.ops.values() {
+            op.abort();
+        }
         gauge.dec();
     }
 
@@ -273,11 +332,7 @@ impl Connection {
                 Out::Close(code, reason) => self.close(code, &reason).await,
                 Out::Authenticate(payload) => queue.extend(self.authenticate(payload).await),
                 Out::Start(id, request) => self.start(id, request),
-                Out::Stop(id) => {
-                    if self.ops.remove(&id).is_some() {
-                        self.app.metrics().subscriptions.dec();
-                    }
-                }
+                Out::Stop(id) => self.stop(&id),
             }
         }
     }
@@ -342,24 +397,42 @@ impl Connection {
         // Streams are lazy: poll once now, so that a subscription is on the bus
         // before the next client frame is read (a peeked item is kept).
         let _ = futures_util::FutureExt::now_or_never(std::pin::Pin::new(&mut stream).peek());
-        self.ops.insert(id, stream.boxed());
-        self.app.metrics().subscriptions.inc();
+        let id: Arc<str> = id.into();
+        let named = id.clone();
+        // Stopped by the client: the stream ends (and is dropped, leaving the bus
+        // and any room) at once.
+        let (stream, handle) = futures_util::stream::abortable(stream);
+        if let Some(replaced) = self.ops.insert(id, handle) {
+            replaced.abort();
+        } else {
+            self.app.metrics().subscriptions.inc();
+        }
+        self.started.push(
+            stream
+                .map(move |event| Wake::Op(named.clone(), event))
+                .boxed(),
+        );
     }
 
-    async fn on_event(&mut self, id: String, event: OpEvent) {
+    fn stop(&mut self, id: &str) {
+        if let Some(op) = self.ops.remove(id) {
+            op.abort();
+            self.app.metrics().subscriptions.dec();
+        }
+    }
+
+    async fn on_event(&mut self, id: Arc<str>, event: OpEvent) {
         if self.overflow.is_raised() {
             // Deliver nothing more: the client resumes from the last cursor it got.
             return self.close(1013, OVERFLOW_REASON).await;
         }
         let outs = match event {
             OpEvent::End => {
-                self.app.metrics().subscriptions.dec();
+                self.stop(&id);
                 self.machine.finished(&id)
             }
             OpEvent::Failed(errors) => {
-                if self.ops.remove(&id).is_some() {
-                    self.app.metrics().subscriptions.dec();
-                }
+                self.stop(&id);
                 self.machine.failed(&id, errors)
             }
             OpEvent::Next { payload, .. } => {
