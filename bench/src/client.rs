@@ -52,6 +52,8 @@ fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
 pub async fn tcp(target: &Target, source: IpAddr) -> anyhow::Result<Stamped> {
     let (addr, _) = server_addr(&target.url)?;
     let socket = TcpSocket::new_v4()?;
+    // Ports of earlier scenarios' connections may still be in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::new(source, 0))?;
     Ok(Stamped::new(socket.connect(addr).await?)?)
 }

@@ -479,18 +479,19 @@ async fn a_room_of_a_thousand_members() {
     let db = Db::fresh().await;
     let s = Server::start(&db, EXAMPLE_APP).await;
     let n = 1000;
-    // Each member reads from the moment it joins: its sync, then the joins of
-    // those after it.
+    // Members join one after another (each has its sync, so it is in, before the
+    // next connects: joins over separate connections have no order otherwise),
+    // then read the joins of those after them.
     let mut readers = Vec::with_capacity(n);
     for i in 0..n {
         let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
         ws.subscribe("r", ROOM, json!({ "n": "stadium" })).await;
+        let sync = ws.next_payload("r").await;
+        let roster = sync["data"]["room"]["payload"]["members"]
+            .as_array()
+            .map(Vec::len);
+        assert_eq!(roster, Some(i + 1), "member {i}'s roster");
         readers.push(tokio::spawn(async move {
-            let sync = ws.next_payload("r").await;
-            let roster = sync["data"]["room"]["payload"]["members"]
-                .as_array()
-                .map(Vec::len);
-            assert_eq!(roster, Some(i + 1), "member {i}'s roster");
             for _ in i + 1..n {
                 let ev = ws.next_payload("r").await;
                 assert_eq!(ev["data"]["room"]["payload"]["event"], "join");

@@ -101,7 +101,10 @@ pub fn upgrade(
     }
     ws.on_upgrade(move |socket| async move {
         match proto {
-            Some(proto) => Connection::run(app, socket, proto, creds, peer).await,
+            Some(proto) => {
+                // See `delivery`: fan-out never holds up requests.
+                super::delivery().spawn(Connection::run(app, socket, proto, creds, peer));
+            }
             None => {
                 let mut socket = socket;
                 let reason = "Subprotocol not acceptable: use graphql-transport-ws or graphql-ws";
