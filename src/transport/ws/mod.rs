@@ -439,8 +439,11 @@ impl Connection {
                 self.machine.failed(&id, errors)
             }
             OpEvent::Next { payload, .. } => {
-                self.app.metrics().deliveries.inc();
-                self.machine.result_text(&id, &payload)
+                if let Some(text) = self.machine.result_text(&id, &payload) {
+                    self.app.metrics().deliveries.inc();
+                    self.send(text).await;
+                }
+                return;
             }
         };
         self.apply(outs).await;

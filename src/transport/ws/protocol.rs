@@ -280,20 +280,34 @@ impl Machine {
         vec![frame(json!({ "type": ty, "id": id, "payload": payload }))]
     }
 
-    /// Like [`Machine::result`] with the payload already serialized (the hot path:
-    /// no JSON tree is built per delivery).
-    pub fn result_text(&mut self, id: &str, payload: &str) -> Vec<Out> {
+    /// Like [`Machine::result`] with the payload already serialized: the frame
+    /// text, or `None` once the operation stopped. The hot path: no JSON tree, no
+    /// formatting machinery, one allocation per delivery.
+    pub fn result_text(&mut self, id: &str, payload: &str) -> Option<String> {
         if !self.active.contains(id) {
-            return vec![];
+            return None;
         }
         let ty = match self.proto {
-            Proto::TransportWs => "next",
-            Proto::Legacy => "data",
+            Proto::TransportWs => r#"{"type":"next","id":"#,
+            Proto::Legacy => r#"{"type":"data","id":"#,
         };
-        let id = serde_json::to_string(id).unwrap_or_default();
-        vec![Out::Send(format!(
-            r#"{{"type":"{ty}","id":{id},"payload":{payload}}}"#
-        ))]
+        let mut text = String::with_capacity(ty.len() + id.len() + payload.len() + 16);
+        text.push_str(ty);
+        // Ids are short, plain strings nearly always; quote any other properly.
+        if id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            text.push('"');
+            text.push_str(id);
+            text.push('"');
+        } else {
+            text.push_str(&serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into()));
+        }
+        text.push_str(r#","payload":"#);
+        text.push_str(payload);
+        text.push('}');
+        Some(text)
     }
 
     /// Operation `id` failed before producing results (validation, access, …).
@@ -340,6 +354,37 @@ mod tests {
             Out::Send(r#"{"type":"connection_ack"}"#.into())
         );
         m
+    }
+
+    #[test]
+    fn result_frames_are_json_whatever_the_id() {
+        for proto in [Proto::TransportWs, Proto::Legacy] {
+            let mut m = acked(proto);
+            for id in ["1", "a-b_C", "quote\"d \\ and \u{e9}"] {
+                let (start, stop) = match proto {
+                    Proto::TransportWs => ("subscribe", "complete"),
+                    Proto::Legacy => ("start", "stop"),
+                };
+                let frame = json!({ "type": start, "id": id, "payload": { "query": "subscription { changes { cursor } }" } });
+                assert!(matches!(
+                    m.on_text(&frame.to_string()).as_slice(),
+                    [Out::Start(..)]
+                ));
+                let text = m.result_text(id, r#"{"data":{"x":1}}"#).expect("active");
+                let v: Json = serde_json::from_str(&text).expect("valid JSON");
+                let ty = if proto == Proto::TransportWs {
+                    "next"
+                } else {
+                    "data"
+                };
+                assert_eq!(
+                    v,
+                    json!({ "type": ty, "id": id, "payload": { "data": { "x": 1 } } })
+                );
+                m.on_text(&json!({ "type": stop, "id": id }).to_string());
+                assert_eq!(m.result_text(id, "{}"), None, "stopped: nothing more");
+            }
+        }
     }
 
     #[test]
