@@ -203,6 +203,50 @@ async fn warm_up(target: &Target, tally: &Tally, n: usize) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Writes `events` posts (at `rate` per second, or each as soon as the last one
+/// is answered) from a thread and runtime of their own: on the generator's one
+/// core the writer would otherwise wait behind thousands of subscriber reads, and
+/// the server would be sent its events late. Returns the mutation latencies.
+async fn send_events(target: Target, events: usize, rate: f64) -> anyhow::Result<Histogram<u64>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sender".into())
+        .spawn(move || {
+            let sent = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("the sender's runtime")
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let http = http_client();
+                        let tok = token(&target.secret, "sender");
+                        let mut mutation = hist();
+                        let clock = Instant::now();
+                        for i in 0..events {
+                            if rate > 0.0 {
+                                let due = Duration::from_secs_f64(i as f64 / rate);
+                                if let Some(wait) = due.checked_sub(clock.elapsed()) {
+                                    tokio::time::sleep(wait).await;
+                                }
+                            }
+                            let (_, took) = gql(
+                                &http,
+                                &target,
+                                &tok,
+                                CREATE,
+                                json!({ "t": format!("bench:{i}:{}", now_nanos()) }),
+                            )
+                            .await?;
+                            let _ = mutation.record(took.as_micros().max(1) as u64);
+                        }
+                        anyhow::Ok(mutation)
+                    })
+                });
+            let _ = done.send(sent);
+        })?;
+    result.await.context("the sender thread died")?
+}
+
 pub async fn fanout(
     target: &Target,
     subscribers: usize,
@@ -216,29 +260,9 @@ pub async fn fanout(
         .await
         .context("opening subscribers")?;
     warm_up(target, &tally, subscribers).await?;
-    let http = http_client();
-    let tok = token(&target.secret, "sender");
-    let mut mutation = hist();
     let cpu_before = target.pid.and_then(cpu_seconds);
     let started = now_nanos();
-    let clock = Instant::now();
-    for i in 0..events {
-        if rate > 0.0 {
-            let due = Duration::from_secs_f64(i as f64 / rate);
-            if let Some(wait) = due.checked_sub(clock.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        let (_, took) = gql(
-            &http,
-            target,
-            &tok,
-            CREATE,
-            json!({ "t": format!("bench:{i}:{}", now_nanos()) }),
-        )
-        .await?;
-        let _ = mutation.record(took.as_micros().max(1) as u64);
-    }
+    let mutation = send_events(target.clone(), events, rate).await?;
     let expected = subscribers * events;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut last = (0, Instant::now());

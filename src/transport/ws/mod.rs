@@ -102,8 +102,9 @@ pub fn upgrade(
     ws.on_upgrade(move |socket| async move {
         match proto {
             Some(proto) => {
-                // See `delivery`: fan-out never holds up requests.
-                super::delivery().spawn(Connection::run(app, socket, proto, creds, peer));
+                // On the delivery runtime: fan-out never holds up requests.
+                app.clone()
+                    .spawn_delivery(Connection::run(app, socket, proto, creds, peer));
             }
             None => {
                 let mut socket = socket;
