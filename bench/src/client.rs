@@ -12,7 +12,10 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::Target;
 use crate::stamped::{Arrival, Stamped};
@@ -52,8 +55,11 @@ fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
 pub async fn tcp(target: &Target, source: IpAddr) -> anyhow::Result<Stamped> {
     let (addr, _) = server_addr(&target.url)?;
     let socket = TcpSocket::new_v4()?;
-    // Ports of earlier scenarios' connections may still be in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
+    // Let connect() pick the port, by the whole 4-tuple: bind() would reserve one
+    // per address, and with an earlier scenario's tens of thousands of ports in
+    // TIME_WAIT its search stalls the generator for seconds (the server then
+    // closes connections whose `connection_init` is late, 4408).
+    setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)?;
     socket.bind(SocketAddr::new(source, 0))?;
     Ok(Stamped::new(socket.connect(addr).await?)?)
 }
@@ -69,7 +75,13 @@ pub async fn ws_open(target: &Target, source: IpAddr, token: &str) -> anyhow::Re
         "sec-websocket-protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut ws, _) = client_async(req, stream).await?;
+    // Small buffers, as the server has: tungstenite's defaults (128 KiB each way,
+    // zeroed per connection) made opening thousands of connections page-fault the
+    // generator's one core for seconds.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) = client_async_with_config(req, stream, Some(config)).await?;
     ws.send(Message::text(
         json!({ "type": "connection_init", "payload": { "token": token } }).to_string(),
     ))
