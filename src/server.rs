@@ -108,14 +108,9 @@ impl AppState {
         &self,
         connection: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        match self.0.delivery.get() {
-            Some(runtime) => {
-                self.0.delivering.spawn_on(connection, runtime);
-            }
-            None => {
-                self.0.delivering.spawn(connection);
-            }
-        }
+        let runtime = self.0.delivery.get().cloned();
+        let runtime = runtime.unwrap_or_else(tokio::runtime::Handle::current);
+        self.0.delivering.spawn_on(connection, &runtime);
     }
     /// WebSocket transport settings.
     pub fn ws_config(&self) -> WsConfig {

@@ -116,13 +116,10 @@ async fn run_subscriber(mut sub: Subscriber, tally: Arc<Tally>) {
             let now = now_nanos();
             // No kernel timestamp (never seen on Linux): the read time stands in.
             let arrived = if arrived > 0 { arrived.min(now) } else { now };
+            let micros = |at: u128| (at.saturating_sub(sent) / 1000).max(1) as u64;
             if let Ok(mut h) = local.lock() {
-                let _ = h
-                    .arrived
-                    .record(((arrived.saturating_sub(sent)) / 1000).max(1) as u64);
-                let _ = h
-                    .read
-                    .record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
+                let _ = h.arrived.record(micros(arrived));
+                let _ = h.read.record(micros(now));
             }
             tally.received.fetch_add(1, Ordering::Relaxed);
             tally.last_at.fetch_max(arrived as u64, Ordering::Relaxed);

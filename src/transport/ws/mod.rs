@@ -158,8 +158,6 @@ struct Connection {
     sink: SplitSink<WebSocket, Message>,
     /// The running operations, by id.
     ops: StreamMap<Arc<str>, BoxStream<'static, OpEvent>>,
-    /// Sources started while handling a wake (the expiry timer).
-    started: Vec<Source>,
     url_creds: Result<Credentials, AuthError>,
     viewer: Option<Viewer>,
     identity: Option<Identity>,
@@ -187,7 +185,6 @@ impl Connection {
             app: app.clone(),
             sink,
             ops: StreamMap::new(),
-            started: Vec::new(),
             url_creds,
             viewer: None,
             identity: None,
@@ -318,11 +315,8 @@ impl Connection {
             }
             if !expiry_set && let Some(identity) = &conn.identity {
                 let at = expiry_instant(identity.expires_at);
-                conn.started.push(once(sleep_until(at), || Wake::Expired));
+                sources.push(once(sleep_until(at), || Wake::Expired));
                 expiry_set = true;
-            }
-            for source in conn.started.drain(..) {
-                sources.push(source);
             }
         }
         app.metrics().subscriptions.dec_by(conn.ops.len() as i64);
