@@ -108,6 +108,16 @@ pub struct Feed {
     /// Whether the rendered event depends on who views it (the selection reaches
     /// `ref` objects, whose access is checked per viewer).
     pub viewer_dependent: bool,
+    /// Set when the feed is live only (no replay from a cursor) and carries
+    /// changes: what it selects and for whom, so that a transport may deliver
+    /// it from its group's one bus receiver instead (see `transport::operation`).
+    pub live: Option<Live>,
+}
+
+/// What a live-only change feed selects, for whom.
+pub struct Live {
+    pub selection: crate::realtime::Selection,
+    pub viewer: Viewer,
 }
 
 /// Where a subscription field leaves its [`Feed`].

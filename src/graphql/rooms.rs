@@ -237,6 +237,7 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
                 handoff.put(Feed {
                     stream: events.map(Pinned::Room).boxed(),
                     viewer_dependent: false,
+                    live: None,
                 });
                 return Ok(futures_util::stream::empty().boxed());
             }

@@ -16,7 +16,7 @@ use futures_util::stream::{self, BoxStream};
 use super::errors::ApiError;
 use super::input::parse_where;
 use super::types::DATETIME;
-use super::{Feed, Pinned, request_ctx};
+use super::{Feed, Live, Pinned, request_ctx};
 use crate::access::read_scope;
 use crate::catalog::{Catalog, Collection};
 use crate::realtime::{FeedError, Selection, feed, parse_cursor};
@@ -151,6 +151,10 @@ fn start<'a>(
         Some(cursor) => Some(cursor),
         None => after_arg(ctx)?,
     };
+    let live = after.is_none().then(|| Live {
+        selection: selection.clone(),
+        viewer: rc.viewer.clone(),
+    });
     let feed = feed(
         rc.store.clone(),
         catalog.clone(),
@@ -161,6 +165,7 @@ fn start<'a>(
     );
     if let Some(handoff) = &rc.handoff {
         handoff.put(Feed {
+            live,
             stream: feed
                 .map(|item| match item {
                     Ok(change) => Pinned::Change(change),

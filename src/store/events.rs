@@ -9,6 +9,7 @@
 //! (and resumes from its cursor).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
@@ -28,6 +29,8 @@ pub const BUS_CAPACITY: usize = 16_384;
 pub struct Outbox {
     gate: Mutex<()>,
     tx: broadcast::Sender<Arc<Change>>,
+    /// The seq of the newest change sent on the bus (set before it is sent).
+    published: AtomicI64,
 }
 
 impl Outbox {
@@ -36,6 +39,7 @@ impl Outbox {
         Outbox {
             gate: Mutex::new(()),
             tx: broadcast::channel(capacity.max(1)).0,
+            published: AtomicI64::new(0),
         }
     }
 }
@@ -55,6 +59,13 @@ impl Store {
     /// A receiver of every committed change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.outbox.tx.subscribe()
+    }
+
+    /// The seq of the newest change published on the bus. A receiver subscribed
+    /// before this was read gets every change after it: the seq is set before
+    /// the change is sent, behind the commit gate.
+    pub fn published_seq(&self) -> i64 {
+        self.outbox.published.load(Ordering::SeqCst)
     }
 
     /// Inserts the event row for a change, commits `txn`, and publishes the change,
@@ -107,6 +118,7 @@ impl Store {
             record,
             previous,
         };
+        self.outbox.published.store(seq, Ordering::SeqCst);
         // No receivers is fine: nobody is subscribed.
         let _ = self.outbox.tx.send(Arc::new(change.clone()));
         Ok(change)

@@ -11,17 +11,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Map, Value as Json};
 
 use crate::access::{Role, Viewer};
-use crate::graphql::{Handoff, Pinned, RequestCtx};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::graphql::{Handoff, Live, Pinned, RequestCtx};
 use crate::realtime::rooms::Peers;
-use crate::realtime::{FeedError, Overflow};
+use crate::realtime::{FeedError, Overflow, Selection, visible};
 use crate::server::AppState;
+use crate::store::Change;
 
 /// An operation as a client sent it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -59,6 +64,29 @@ pub struct Origin {
     pub resume_after: Option<i64>,
     /// The connection's room memberships (`sendToRoom` over it speaks as them).
     pub peers: Option<Arc<Peers>>,
+    /// Where a live subscription's results may go straight from its group
+    /// (see [`DirectOut`]); `None` to stream them through the operation.
+    pub direct: Option<Direct>,
+}
+
+/// A connection that takes results straight from a subscription group's
+/// dispatcher: one task per group receives each change from the bus, renders
+/// it once and hands the bytes to every member that may see it, instead of
+/// waking a task per subscriber to do the same (at a thousand subscribers per
+/// event that wake-up chain cost as much as everything but the kernel's send).
+pub trait DirectOut: Send + Sync {
+    /// Sends `payload` as a result of operation `id` unless `active` is off;
+    /// never waits (what the socket cannot take now is queued in order).
+    fn next(&self, id: &str, active: &AtomicBool, payload: &str);
+    /// Turns `active` off: no result of it is sent after this returns.
+    fn retire(&self, active: &AtomicBool);
+}
+
+/// Where one operation's results go directly.
+#[derive(Clone)]
+pub struct Direct {
+    pub out: Arc<dyn DirectOut>,
+    pub id: Arc<str>,
 }
 
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
@@ -102,6 +130,14 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
         if let Some(feed) = handoff.take() {
             let group = app.renderings().group(&req, &origin.viewer, feed.viewer_dependent);
             let mut events = feed.stream;
+            if let (Some(direct), Some(live)) = (origin.direct.clone(), feed.live) {
+                // Its group's dispatcher delivers from here on; this stream
+                // holds the membership until the operation stops.
+                drop(events);
+                let _member = group.join(&app, live, direct, origin.overflow.clone());
+                std::future::pending::<()>().await;
+                return;
+            }
             while let Some(item) = events.next().await {
                 let (key, cursor) = match &item {
                     Pinned::Change(change) => (change.seq, Some(change.seq)),
@@ -256,6 +292,88 @@ struct Group {
     viewer: Viewer,
     recent: Mutex<VecDeque<(i64, Arc<str>)>>,
     owner: Weak<Renderings>,
+    /// Members delivered to directly, and whether the dispatcher runs.
+    members: Mutex<Members>,
+    /// What every member selects (the same document and variables).
+    selection: OnceLock<Selection>,
+    /// Stops the dispatcher when the group goes.
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Members {
+    list: Vec<Arc<Member>>,
+    dispatching: bool,
+}
+
+/// A subscription delivered to by its group's dispatcher.
+struct Member {
+    viewer: Viewer,
+    /// Changes up to this seq were published before it joined.
+    from: i64,
+    direct: Direct,
+    active: AtomicBool,
+    overflow: Arc<Overflow>,
+}
+
+/// A member's place in its group; leaving it (dropping) stops its results.
+struct Membership {
+    group: Arc<Group>,
+    member: Arc<Member>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.member.direct.out.retire(&self.member.active);
+        let mut members = self.group.members();
+        if let Some(at) = members
+            .list
+            .iter()
+            .position(|m| Arc::ptr_eq(m, &self.member))
+        {
+            members.list.swap_remove(at);
+        }
+    }
+}
+
+/// Members a dispatcher writes to before letting other tasks of its runtime run.
+const DELIVERIES_IN_A_ROW: usize = 512;
+
+/// A group's dispatcher: its one bus receiver, feeding every member.
+async fn dispatch(
+    app: AppState,
+    group: Weak<Group>,
+    mut rx: broadcast::Receiver<Arc<Change>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = rx.recv() => received,
+        };
+        let Some(group) = group.upgrade() else {
+            return;
+        };
+        match received {
+            // Unconstrained: once tokio's cooperative budget (128 operations
+            // per poll) ran out, every further write would report "not now"
+            // and leave its frame to the member's task, which is exactly the
+            // wake-up this path exists to avoid. It yields on its own instead.
+            Ok(change) => tokio::task::unconstrained(group.deliver(&app, change)).await,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Its members cannot be told what they missed: close their
+                // connections (1013) so that they resume from their cursors.
+                tracing::info!(
+                    missed,
+                    "a subscription group fell behind; closing its members' connections so they resume"
+                );
+                for member in &group.members().list {
+                    member.overflow.raise();
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 impl Group {
@@ -269,6 +387,75 @@ impl Group {
             viewer: viewer.clone(),
             recent: Mutex::new(VecDeque::new()),
             owner,
+            members: Mutex::default(),
+            selection: OnceLock::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    fn members(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a member delivered to directly, starting the dispatcher for the
+    /// first. The member gets every change published after it joined.
+    fn join(
+        self: &Arc<Self>,
+        app: &AppState,
+        live: Live,
+        direct: Direct,
+        overflow: Arc<Overflow>,
+    ) -> Membership {
+        let _ = self.selection.set(live.selection);
+        let mut members = self.members();
+        if !members.dispatching {
+            members.dispatching = true;
+            // Subscribed before `from` is read below: nothing falls between.
+            let rx = app.store().subscribe();
+            app.spawn_delivery(dispatch(
+                app.clone(),
+                Arc::downgrade(self),
+                rx,
+                self.stop.clone(),
+            ));
+        }
+        let member = Arc::new(Member {
+            viewer: live.viewer,
+            from: app.store().published_seq(),
+            direct,
+            active: AtomicBool::new(true),
+            overflow,
+        });
+        members.list.push(member.clone());
+        Membership {
+            group: self.clone(),
+            member,
+        }
+    }
+
+    /// Hands `change` to every member that may see it, rendered once.
+    async fn deliver(self: &Arc<Self>, app: &AppState, change: Arc<Change>) {
+        let Some(selection) = self.selection.get() else {
+            return;
+        };
+        let seeing: Vec<Arc<Member>> = self
+            .members()
+            .list
+            .iter()
+            .filter(|m| {
+                change.seq > m.from && visible(app.catalog(), &m.viewer, selection, &change)
+            })
+            .cloned()
+            .collect();
+        if seeing.is_empty() {
+            return;
+        }
+        let payload = self.render_pinned(app, Pinned::Change(change)).await;
+        for (n, m) in seeing.iter().enumerate() {
+            if n > 0 && n % DELIVERIES_IN_A_ROW == 0 {
+                tokio::task::yield_now().await;
+            }
+            m.direct.out.next(&m.direct.id, &m.active, &payload);
         }
     }
 
@@ -329,6 +516,7 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        self.stop.cancel();
         if let Some(owner) = self.owner.upgrade()
             && let Ok(mut groups) = owner.groups.lock()
             && groups.get(&self.key).is_some_and(|g| g.strong_count() == 0)

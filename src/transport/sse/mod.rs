@@ -300,6 +300,7 @@ async fn distinct(
         overflow: overflow.clone(),
         resume_after,
         peers: None,
+        direct: None,
     };
     let op = start(&app, op_request(params), origin);
     let events = stream::distinct_events(app.clone(), op);

@@ -387,6 +387,7 @@ pub async fn operation(
             overflow,
             resume_after,
             peers: Some(peers),
+            direct: None,
         };
         start(&app, op_request(params), origin)
     };

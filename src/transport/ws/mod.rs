@@ -6,6 +6,7 @@
 //! token expiry (4403), sign-out of its session (4403), subscriber overflow
 //! (1013, so the client resumes from its cursor) and server shutdown (1001).
 
+mod outbox;
 pub mod protocol;
 
 use std::net::SocketAddr;
@@ -16,8 +17,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{BoxStream, SelectAll, SplitSink};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::{BoxStream, SelectAll};
 use serde_json::{Map, Value as Json};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
@@ -26,8 +27,9 @@ use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 
 use super::expiry_instant;
 
+use self::outbox::{Drained, Outbox};
 use self::protocol::{Machine, OpRequest, Out, Proto};
-use super::operation::{self, OpEvent, Origin};
+use super::operation::{self, Direct, OpEvent, Origin};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::Overflow;
@@ -141,6 +143,8 @@ enum Wake {
     Overflowed,
     Stopping,
     Revoked(Result<String, BroadcastStreamRecvError>),
+    /// The socket took frames: send what waits.
+    Writable,
 }
 
 type Source = BoxStream<'static, Wake>;
@@ -155,7 +159,9 @@ fn once(fut: impl std::future::Future<Output = ()> + Send + 'static, wake: fn() 
 struct Connection {
     app: AppState,
     machine: Machine,
-    sink: SplitSink<WebSocket, Message>,
+    /// The socket's sending side, shared with the dispatchers of the
+    /// connection's subscription groups.
+    out: Arc<Outbox>,
     /// The running operations, by id.
     ops: StreamMap<Arc<str>, BoxStream<'static, OpEvent>>,
     url_creds: Result<Credentials, AuthError>,
@@ -180,15 +186,23 @@ impl Connection {
         let (sink, incoming) = socket.split();
         let gauge = app.metrics().connections(proto.name());
         gauge.inc();
+        let overflow = Arc::new(Overflow::default());
+        let out = Arc::new(Outbox::new(
+            sink,
+            proto,
+            overflow.clone(),
+            app.ws_config().bus_capacity,
+            app.metrics().deliveries.clone(),
+        ));
         let mut conn = Connection {
             machine: Machine::new(proto, realtime.max_subscriptions_per_connection as usize),
             app: app.clone(),
-            sink,
+            out: out.clone(),
             ops: StreamMap::new(),
             url_creds,
             viewer: None,
             identity: None,
-            overflow: Arc::new(Overflow::default()),
+            overflow,
             peers: Arc::default(),
             peer,
             closed: false,
@@ -218,6 +232,10 @@ impl Connection {
             BroadcastStream::new(app.auth().revocations())
                 .map(Wake::Revoked)
                 .boxed(),
+            futures_util::stream::poll_fn(move |cx| {
+                out.poll_signal(cx).map(|()| Some(Wake::Writable))
+            })
+            .boxed(),
         ]);
         let mut awaiting_pong = false;
         let mut expiry_set = false;
@@ -269,7 +287,7 @@ impl Connection {
                             // reply is queued by the library and leaves on flush.
                             // Without it clients see 1006, and graphql-ws treats its
                             // own lazy close as a failed connection.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close())
+                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.out.close())
                                 .await;
                             break;
                         }
@@ -298,6 +316,11 @@ impl Connection {
                         conn.apply(vec![beat]).await;
                     }
                 }
+                Wake::Writable => {
+                    if conn.out.drain() == Drained::Broken {
+                        conn.closed = true;
+                    }
+                }
                 Wake::Expired => conn.close(4403, "Forbidden: token expired").await,
                 Wake::Overflowed => conn.close(1013, OVERFLOW_REASON).await,
                 Wake::Stopping => {
@@ -324,15 +347,18 @@ impl Connection {
     }
 
     async fn send(&mut self, text: String) {
-        let mut sending = self.sink.send(Message::Text(text.into()));
-        // Nearly every frame leaves at once; only a full socket needs the timer.
-        let sent = match futures_util::poll!(&mut sending) {
-            std::task::Poll::Ready(r) => r.is_ok(),
-            std::task::Poll::Pending => matches!(
-                tokio::time::timeout(SEND_TIMEOUT, sending).await,
-                Ok(Ok(()))
-            ),
-        };
+        self.send_message(Message::Text(text.into())).await;
+    }
+
+    /// Sends `msg` after whatever waits; if the socket does not take it all at
+    /// once, waits for it (a peer that does not read is dropped).
+    async fn send_message(&mut self, msg: Message) {
+        let sent = self.out.push(msg)
+            && (!self.out.backlogged()
+                || matches!(
+                    tokio::time::timeout(SEND_TIMEOUT, self.out.settle()).await,
+                    Ok(true)
+                ));
         if !sent {
             self.closed = true;
         }
@@ -344,7 +370,7 @@ impl Connection {
             code,
             reason: reason.into(),
         }));
-        let _ = tokio::time::timeout(SEND_TIMEOUT, self.sink.send(frame)).await;
+        self.send_message(frame).await;
         self.closed = true;
     }
 
@@ -419,6 +445,10 @@ impl Connection {
             overflow: self.overflow.clone(),
             resume_after: None,
             peers: Some(self.peers.clone()),
+            direct: Some(Direct {
+                out: self.out.clone(),
+                id: id.as_str().into(),
+            }),
         };
         let mut stream = operation::execute(self.app.clone(), req, origin).peekable();
         // Streams are lazy: poll once now, so that a subscription is on the bus

@@ -287,27 +287,7 @@ impl Machine {
         if !self.active.contains(id) {
             return None;
         }
-        let ty = match self.proto {
-            Proto::TransportWs => r#"{"type":"next","id":"#,
-            Proto::Legacy => r#"{"type":"data","id":"#,
-        };
-        let mut text = String::with_capacity(ty.len() + id.len() + payload.len() + 16);
-        text.push_str(ty);
-        // Ids are short, plain strings nearly always; quote any other properly.
-        if id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            text.push('"');
-            text.push_str(id);
-            text.push('"');
-        } else {
-            text.push_str(&serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into()));
-        }
-        text.push_str(r#","payload":"#);
-        text.push_str(payload);
-        text.push('}');
-        Some(text)
+        Some(next_frame(self.proto, id, payload))
     }
 
     /// Operation `id` failed before producing results (validation, access, …).
@@ -333,6 +313,33 @@ impl Machine {
             Proto::Legacy => frame(json!({ "type": "ka" })),
         }
     }
+}
+
+/// The text of a result frame of operation `id` (`next`, or the legacy `data`)
+/// with its payload already serialized. The hot path: no JSON tree, no
+/// formatting machinery, one allocation per delivery.
+pub fn next_frame(proto: Proto, id: &str, payload: &str) -> String {
+    let ty = match proto {
+        Proto::TransportWs => r#"{"type":"next","id":"#,
+        Proto::Legacy => r#"{"type":"data","id":"#,
+    };
+    let mut text = String::with_capacity(ty.len() + id.len() + payload.len() + 16);
+    text.push_str(ty);
+    // Ids are short, plain strings nearly always; quote any other properly.
+    if id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        text.push('"');
+        text.push_str(id);
+        text.push('"');
+    } else {
+        text.push_str(&serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into()));
+    }
+    text.push_str(r#","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    text
 }
 
 #[cfg(test)]

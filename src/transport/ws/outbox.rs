@@ -1,0 +1,256 @@
+//! A WebSocket connection's outgoing frames, sendable from any task.
+//!
+//! The connection's own task sends its protocol frames here, and a subscription
+//! group's dispatcher (see `transport::operation`) sends result frames straight
+//! to every member's socket, without waking the member's task: at a fan-out of
+//! one event to a thousand connections, that wake-up chain cost as much as the
+//! rest of the delivery outside the kernel.
+//!
+//! A frame leaves at once when the socket takes it. When it does not, frames
+//! queue in order and the connection's task (woken by [`Outbox::poll_signal`]
+//! when the socket drains) sends them on; a queue of more than `limit` frames
+//! raises the connection's [`Overflow`] (it closes with 1013 and the client
+//! resumes from its last cursor), so a reader that stalls costs bounded memory
+//! and never holds up anyone else.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use futures_util::task::AtomicWaker;
+
+use super::protocol::{Proto, next_frame};
+use crate::realtime::Overflow;
+use crate::transport::operation::DirectOut;
+use prometheus_client::metrics::counter::Counter;
+
+/// How a drain left the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Everything queued left and was flushed.
+    Idle,
+    /// Frames wait for the socket; the signal fires when it takes more.
+    Busy,
+    /// The socket failed: the connection is gone.
+    Broken,
+}
+
+struct State {
+    sink: SplitSink<WebSocket, Message>,
+    queue: VecDeque<Message>,
+    broken: bool,
+}
+
+/// Wakes the connection's task when its socket can take more (or a frame it
+/// must see was queued).
+#[derive(Default)]
+struct Signal {
+    task: AtomicWaker,
+    raised: AtomicBool,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.task.wake();
+    }
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    signal: Arc<Signal>,
+    /// Hands socket readiness to [`Signal`], whoever polled the sink.
+    waker: Waker,
+    proto: Proto,
+    overflow: Arc<Overflow>,
+    limit: usize,
+    /// Deliveries, for `/metrics`.
+    deliveries: Counter,
+}
+
+impl Outbox {
+    pub fn new(
+        sink: SplitSink<WebSocket, Message>,
+        proto: Proto,
+        overflow: Arc<Overflow>,
+        limit: usize,
+        deliveries: Counter,
+    ) -> Self {
+        let signal = Arc::new(Signal::default());
+        Outbox {
+            state: Mutex::new(State {
+                sink,
+                queue: VecDeque::new(),
+                broken: false,
+            }),
+            waker: Waker::from(signal.clone()),
+            signal,
+            proto,
+            overflow,
+            limit: limit.max(1),
+            deliveries,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while sending leaves nothing half-done that matters here.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `msg` now if the socket takes it, else queues it; false once the
+    /// connection is broken.
+    pub fn push(&self, msg: Message) -> bool {
+        let mut state = self.lock();
+        self.push_locked(&mut state, msg)
+    }
+
+    fn push_locked(&self, state: &mut State, msg: Message) -> bool {
+        if state.broken {
+            return false;
+        }
+        if !state.queue.is_empty() {
+            state.queue.push_back(msg);
+            return true;
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        match state.sink.poll_ready_unpin(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let sent = state.sink.start_send_unpin(msg).is_ok()
+                    && !matches!(state.sink.poll_flush_unpin(&mut cx), Poll::Ready(Err(_)));
+                if !sent {
+                    state.broken = true;
+                    self.signal.task.wake();
+                }
+                sent
+            }
+            Poll::Ready(Err(_)) => {
+                state.broken = true;
+                self.signal.task.wake();
+                false
+            }
+            Poll::Pending => {
+                state.queue.push_back(msg);
+                true
+            }
+        }
+    }
+
+    /// Sends queued frames as far as the socket takes them, and flushes.
+    pub fn drain(&self) -> Drained {
+        let mut state = self.lock();
+        if state.broken {
+            return Drained::Broken;
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        let drained = loop {
+            if state.queue.is_empty() {
+                break match state.sink.poll_flush_unpin(&mut cx) {
+                    Poll::Ready(Ok(())) => Drained::Idle,
+                    Poll::Pending => Drained::Busy,
+                    Poll::Ready(Err(_)) => Drained::Broken,
+                };
+            }
+            match state.sink.poll_ready_unpin(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(msg) = state.queue.pop_front()
+                        && state.sink.start_send_unpin(msg).is_err()
+                    {
+                        break Drained::Broken;
+                    }
+                }
+                Poll::Pending => break Drained::Busy,
+                Poll::Ready(Err(_)) => break Drained::Broken,
+            }
+        };
+        if drained == Drained::Broken {
+            state.broken = true;
+        }
+        drained
+    }
+
+    /// Whether frames wait for the socket.
+    pub fn backlogged(&self) -> bool {
+        !self.lock().queue.is_empty()
+    }
+
+    /// Ready when the socket may take more since the last time it was.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.signal.task.register(cx.waker());
+        if self.signal.raised.swap(false, Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Sends everything queued, waiting for the socket; false if it broke.
+    pub async fn settle(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            loop {
+                match self.drain() {
+                    Drained::Idle => return Poll::Ready(true),
+                    Drained::Broken => return Poll::Ready(false),
+                    Drained::Busy => {
+                        if self.poll_signal(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Completes the closing handshake the client started.
+    pub async fn close(&self) {
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut state = self.lock();
+                let mut wake = Context::from_waker(&self.waker);
+                if state.sink.poll_close_unpin(&mut wake).is_ready() {
+                    return Poll::Ready(());
+                }
+                drop(state);
+                if self.poll_signal(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl DirectOut for Outbox {
+    fn next(&self, id: &str, active: &AtomicBool, payload: &str) {
+        if self.overflow.is_raised() {
+            // Nothing more: the client resumes from the last cursor it got.
+            return;
+        }
+        let text = next_frame(self.proto, id, payload);
+        let mut state = self.lock();
+        if !active.load(Ordering::SeqCst) {
+            return;
+        }
+        if state.queue.len() >= self.limit {
+            drop(state);
+            self.overflow.raise();
+            return;
+        }
+        if self.push_locked(&mut state, Message::Text(text.into())) {
+            self.deliveries.inc();
+        }
+    }
+
+    fn retire(&self, active: &AtomicBool) {
+        let _state = self.lock();
+        active.store(false, Ordering::SeqCst);
+    }
+}
