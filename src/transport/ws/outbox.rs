@@ -109,9 +109,11 @@ impl Outbox {
     /// connection is broken.
     pub fn push(&self, msg: Message) -> bool {
         let mut state = self.lock();
-        self.push_locked(&mut state, msg)
+        self.push_locked(&mut state, msg) && self.flush_locked(&mut state)
     }
 
+    /// Hands `msg` to the socket if it is ready (to leave on the next flush),
+    /// else queues it; false once the connection is broken.
     fn push_locked(&self, state: &mut State, msg: Message) -> bool {
         if state.broken {
             return false;
@@ -123,24 +125,32 @@ impl Outbox {
         let mut cx = Context::from_waker(&self.waker);
         match state.sink.poll_ready_unpin(&mut cx) {
             Poll::Ready(Ok(())) => {
-                let sent = state.sink.start_send_unpin(msg).is_ok()
-                    && !matches!(state.sink.poll_flush_unpin(&mut cx), Poll::Ready(Err(_)));
-                if !sent {
-                    state.broken = true;
-                    self.signal.task.wake();
+                if state.sink.start_send_unpin(msg).is_err() {
+                    return self.broke(state);
                 }
-                sent
+                true
             }
-            Poll::Ready(Err(_)) => {
-                state.broken = true;
-                self.signal.task.wake();
-                false
-            }
+            Poll::Ready(Err(_)) => self.broke(state),
             Poll::Pending => {
                 state.queue.push_back(msg);
                 true
             }
         }
+    }
+
+    /// Writes out what the socket was handed; false once it is broken.
+    fn flush_locked(&self, state: &mut State) -> bool {
+        let mut cx = Context::from_waker(&self.waker);
+        match state.sink.poll_flush_unpin(&mut cx) {
+            Poll::Ready(Err(_)) => self.broke(state),
+            _ => true,
+        }
+    }
+
+    fn broke(&self, state: &mut State) -> bool {
+        state.broken = true;
+        self.signal.task.wake();
+        false
     }
 
     /// Sends queued frames as far as the socket takes them, and flushes.
@@ -229,24 +239,31 @@ impl Outbox {
 }
 
 impl DirectOut for Outbox {
-    fn next(&self, id: &str, active: &AtomicBool, payload: &str) {
+    fn next(&self, id: &str, active: &AtomicBool, payloads: &[&str]) {
         if self.overflow.is_raised() {
             // Nothing more: the client resumes from the last cursor it got.
             return;
         }
-        let text = next_frame(self.proto, id, payload);
+        let texts: Vec<String> = payloads
+            .iter()
+            .map(|p| next_frame(self.proto, id, p))
+            .collect();
         let mut state = self.lock();
         if !active.load(Ordering::SeqCst) {
             return;
         }
-        if state.queue.len() >= self.limit {
-            drop(state);
-            self.overflow.raise();
-            return;
-        }
-        if self.push_locked(&mut state, Message::Text(text.into())) {
+        for text in texts {
+            if state.queue.len() >= self.limit {
+                drop(state);
+                self.overflow.raise();
+                return;
+            }
+            if !self.push_locked(&mut state, Message::Text(text.into())) {
+                return;
+            }
             self.deliveries.inc();
         }
+        self.flush_locked(&mut state);
     }
 
     fn retire(&self, active: &AtomicBool) {
