@@ -151,7 +151,8 @@ fn start<'a>(
         Some(cursor) => Some(cursor),
         None => after_arg(ctx)?,
     };
-    let live = after.is_none().then(|| Live {
+    // Only a streaming transport (the handoff) can take a feed live from its group.
+    let live = (after.is_none() && rc.handoff.is_some()).then(|| Live {
         selection: selection.clone(),
         viewer: rc.viewer.clone(),
     });

@@ -351,14 +351,14 @@ impl Connection {
     }
 
     /// Sends `msg` after whatever waits; if the socket does not take it all at
-    /// once, waits for it (a peer that does not read is dropped).
+    /// once, waits for it (a peer that does not read is dropped). Nearly every
+    /// frame leaves at once, and then the timer is never armed.
     async fn send_message(&mut self, msg: Message) {
         let sent = self.out.push(msg)
-            && (!self.out.backlogged()
-                || matches!(
-                    tokio::time::timeout(SEND_TIMEOUT, self.out.settle()).await,
-                    Ok(true)
-                ));
+            && matches!(
+                tokio::time::timeout(SEND_TIMEOUT, self.out.settle()).await,
+                Ok(true)
+            );
         if !sent {
             self.closed = true;
         }

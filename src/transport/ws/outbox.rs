@@ -186,11 +186,6 @@ impl Outbox {
         drained
     }
 
-    /// Whether frames wait for the socket.
-    pub fn backlogged(&self) -> bool {
-        !self.lock().queue.is_empty()
-    }
-
     /// Ready when the socket may take more since the last time it was.
     pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.signal.task.register(cx.waker());
