@@ -108,32 +108,46 @@ pub struct Feed {
     /// Whether the rendered event depends on who views it (the selection reaches
     /// `ref` objects, whose access is checked per viewer).
     pub viewer_dependent: bool,
-    /// Set when the feed is live only (no replay from a cursor) and carries
-    /// changes: what it selects and for whom, so that a transport may deliver
-    /// it from its group's one bus receiver instead (see `transport::operation`).
+    /// Set instead of a stream when the transport takes change feeds from its
+    /// group's one bus receiver (see `transport::operation`): what the
+    /// subscription selects, for whom, and from which cursor.
     pub live: Option<Live>,
 }
 
-/// What a live-only change feed selects, for whom.
+/// What a change subscription selects, for whom, and where it starts.
 pub struct Live {
     pub selection: crate::realtime::Selection,
     pub viewer: Viewer,
+    /// Replay the changes after this cursor first.
+    pub after: Option<i64>,
 }
 
 /// Where a subscription field leaves its [`Feed`].
 #[derive(Default)]
-pub struct Handoff(std::sync::Mutex<Option<Feed>>);
+pub struct Handoff {
+    slot: std::sync::Mutex<Option<Feed>>,
+    /// The transport takes change feeds as [`Live`] (no stream of their own).
+    direct: bool,
+}
 
 impl Handoff {
+    /// A handoff for a transport that delivers change feeds itself when `direct`.
+    pub fn new(direct: bool) -> Self {
+        Handoff {
+            slot: Default::default(),
+            direct,
+        }
+    }
+
     fn put(&self, feed: Feed) {
-        if let Ok(mut slot) = self.0.lock() {
+        if let Ok(mut slot) = self.slot.lock() {
             *slot = Some(feed);
         }
     }
 
     /// The feed a subscription field handed over, if one did.
     pub fn take(&self) -> Option<Feed> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
+        self.slot.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 

@@ -151,11 +151,19 @@ fn start<'a>(
         Some(cursor) => Some(cursor),
         None => after_arg(ctx)?,
     };
-    // Only a streaming transport (the handoff) can take a feed live from its group.
-    let live = (after.is_none() && rc.handoff.is_some()).then(|| Live {
-        selection: selection.clone(),
-        viewer: rc.viewer.clone(),
-    });
+    if let Some(handoff) = rc.handoff.as_ref().filter(|h| h.direct) {
+        // The transport delivers from its group's bus receiver: no feed here.
+        handoff.put(Feed {
+            live: Some(Live {
+                selection,
+                viewer: rc.viewer.clone(),
+                after,
+            }),
+            stream: stream::empty().boxed(),
+            viewer_dependent: viewer_dependent(ctx),
+        });
+        return Ok(stream::empty().boxed());
+    }
     let feed = feed(
         rc.store.clone(),
         catalog.clone(),
@@ -166,7 +174,7 @@ fn start<'a>(
     );
     if let Some(handoff) = &rc.handoff {
         handoff.put(Feed {
-            live,
+            live: None,
             stream: feed
                 .map(|item| match item {
                     Ok(change) => Pinned::Change(change),

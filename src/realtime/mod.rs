@@ -13,7 +13,7 @@ pub mod rooms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::{Notify, broadcast};
 
 use crate::access::{Viewer, may_read_row};
@@ -147,6 +147,52 @@ fn replay_keys(selection: &Selection) -> Option<Vec<String>> {
     }
 }
 
+/// The viewer's changes after `after` up to `through` from the log (cursor checked
+/// against what the log keeps), then nothing more.
+pub fn replay(
+    store: Store,
+    catalog: Arc<Catalog>,
+    viewer: Viewer,
+    selection: Selection,
+    after: i64,
+    through: i64,
+) -> impl Stream<Item = Result<Arc<Change>, FeedError>> + Send + 'static {
+    async_stream::stream! {
+        let bounds = match store.log_bounds().await {
+            Ok(b) => b,
+            Err(e) => { yield Err(e.into()); return; }
+        };
+        if after < bounds.pruned_through {
+            yield Err(FeedError::CursorExpired);
+            return;
+        }
+        if after > bounds.newest {
+            yield Err(FeedError::BadCursor(format!("\"{after}\" is newer than any event")));
+            return;
+        }
+        let keys = replay_keys(&selection);
+        let mut last = after;
+        while last < through {
+            let batch = match store.replay(&viewer.account_id, keys.as_deref(), last, REPLAY_BATCH).await {
+                Ok(b) => b,
+                Err(e) => { yield Err(e.into()); return; }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for ch in batch {
+                if ch.seq > through {
+                    return;
+                }
+                last = ch.seq;
+                if visible(&catalog, &viewer, &selection, &ch) {
+                    yield Ok(Arc::new(ch));
+                }
+            }
+        }
+    }
+}
+
 /// The viewer's feed: events after `after` from the log, then live events.
 /// Subscribes to the bus before anything else, so call it when the subscription
 /// starts.
@@ -162,33 +208,22 @@ pub fn feed(
     async_stream::stream! {
         let mut last = 0i64;
         if let Some(after) = after {
-            let bounds = match store.log_bounds().await {
-                Ok(b) => b,
-                Err(e) => { yield Err(e.into()); return; }
-            };
-            if after < bounds.pruned_through {
-                yield Err(FeedError::CursorExpired);
-                return;
-            }
-            if after > bounds.newest {
-                yield Err(FeedError::BadCursor(format!("\"{after}\" is newer than any event")));
-                return;
-            }
-            let keys = replay_keys(&selection);
             last = after;
-            loop {
-                let batch = match store.replay(&viewer.account_id, keys.as_deref(), last, REPLAY_BATCH).await {
-                    Ok(b) => b,
-                    Err(e) => { yield Err(e.into()); return; }
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                for ch in batch {
-                    last = ch.seq;
-                    if visible(&catalog, &viewer, &selection, &ch) {
-                        yield Ok(Arc::new(ch));
+            let mut replayed = Box::pin(replay(
+                store.clone(),
+                catalog.clone(),
+                viewer.clone(),
+                selection.clone(),
+                after,
+                i64::MAX,
+            ));
+            while let Some(item) = replayed.next().await {
+                match item {
+                    Ok(ch) => {
+                        last = ch.seq;
+                        yield Ok(ch);
                     }
+                    Err(e) => { yield Err(e); return; }
                 }
             }
         }

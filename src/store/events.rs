@@ -31,6 +31,7 @@ pub struct Outbox {
     tx: broadcast::Sender<Arc<Change>>,
     /// The seq of the newest change sent on the bus (set before it is sent).
     published: AtomicI64,
+    capacity: usize,
 }
 
 impl Outbox {
@@ -40,6 +41,7 @@ impl Outbox {
             gate: Mutex::new(()),
             tx: broadcast::channel(capacity.max(1)).0,
             published: AtomicI64::new(0),
+            capacity: capacity.max(1),
         }
     }
 }
@@ -59,6 +61,11 @@ impl Store {
     /// A receiver of every committed change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.outbox.tx.subscribe()
+    }
+
+    /// How many events a subscriber may fall behind the bus.
+    pub fn bus_capacity(&self) -> usize {
+        self.outbox.capacity
     }
 
     /// The seq of the newest change published on the bus. A receiver subscribed

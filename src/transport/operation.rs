@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use futures_util::StreamExt;
@@ -93,7 +93,7 @@ pub struct Direct {
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
 /// feed (it is on the bus from then on).
 pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'static, OpEvent> {
-    let handoff = Arc::new(Handoff::default());
+    let handoff = Arc::new(Handoff::new(origin.direct.is_some()));
     let mut ctx = RequestCtx::new(
         app.store().clone(),
         origin.viewer.clone(),
@@ -133,9 +133,43 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
             let mut events = feed.stream;
             if let (Some(direct), Some(live)) = (origin.direct.clone(), feed.live) {
                 // Its group's dispatcher delivers from here on; this stream
-                // holds the membership until the operation stops.
+                // holds the membership until the operation stops. From a
+                // cursor, the changes up to the one the member joined at are
+                // replayed here first, while the dispatcher holds back what it
+                // has for the member.
                 drop(events);
-                let _member = group.join(&app, live, direct, origin.overflow.clone());
+                let after = live.after;
+                let (selection, viewer) = (live.selection.clone(), live.viewer.clone());
+                let member = group.join(&app, live, direct, origin.overflow.clone());
+                if let Some(after) = after {
+                    let mut replayed = Box::pin(crate::realtime::replay(
+                        app.store().clone(),
+                        app.catalog().clone(),
+                        viewer,
+                        selection,
+                        after,
+                        member.joined_at(),
+                    ));
+                    while let Some(item) = replayed.next().await {
+                        match item {
+                            Ok(change) => {
+                                let seq = change.seq;
+                                let payload = group.render(&app, seq, Pinned::Change(change)).await;
+                                yield OpEvent::Next { payload, cursor: Some(seq) };
+                            }
+                            Err(e) => {
+                                drop(member);
+                                let payload = group.render_pinned(&app, Pinned::Error(e)).await;
+                                yield OpEvent::Next { payload, cursor: None };
+                                yield OpEvent::End;
+                                return;
+                            }
+                        }
+                    }
+                    // Polled again: the transport has taken every replayed
+                    // result, so what was held follows them.
+                    member.release();
+                }
                 std::future::pending::<()>().await;
                 return;
             }
@@ -315,12 +349,62 @@ struct Member {
     direct: Direct,
     active: AtomicBool,
     overflow: Arc<Overflow>,
+    /// Set while the member replays from its cursor.
+    holding: AtomicBool,
+    /// What the dispatcher had for it meanwhile (`Some` while holding).
+    held: Mutex<Option<Vec<Arc<str>>>>,
+    /// At most this much held: more raises its overflow.
+    limit: usize,
 }
 
 /// A member's place in its group; leaving it (dropping) stops its results.
 struct Membership {
     group: Arc<Group>,
     member: Arc<Member>,
+}
+
+impl Membership {
+    /// The seq the member joined at: it is delivered every change after it.
+    fn joined_at(&self) -> i64 {
+        self.member.from
+    }
+
+    /// Ends the hold: what the dispatcher kept back is sent, and from now on
+    /// results go straight out.
+    fn release(&self) {
+        let mut held = self.member.held();
+        if let Some(frames) = held.take() {
+            let frames: Vec<&str> = frames.iter().map(|f| &**f).collect();
+            let d = &self.member.direct;
+            d.out.next(&d.id, &self.member.active, &frames);
+        }
+        self.member.holding.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Member {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Arc<str>>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `frames` back if the member is replaying; false if it is not.
+    fn hold(&self, frames: &[&Arc<str>]) -> bool {
+        if !self.holding.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut held = self.held();
+        let Some(held) = held.as_mut() else {
+            return false;
+        };
+        if held.len() + frames.len() > self.limit {
+            // Its connection closes and the client resumes from its cursor.
+            held.clear();
+            self.overflow.raise();
+        } else {
+            held.extend(frames.iter().map(|f| Arc::clone(f)));
+        }
+        true
+    }
 }
 
 impl Drop for Membership {
@@ -437,12 +521,16 @@ impl Group {
                 self.stop.clone(),
             ));
         }
+        let replaying = live.after.is_some();
         let member = Arc::new(Member {
             viewer: live.viewer,
             from: app.store().published_seq(),
             direct,
             active: AtomicBool::new(true),
             overflow,
+            holding: AtomicBool::new(replaying),
+            held: Mutex::new(replaying.then(Vec::new)),
+            limit: app.store().bus_capacity(),
         });
         members.list.push(member.clone());
         Membership {
@@ -486,19 +574,25 @@ impl Group {
                 );
             }
         }
+        let mut picked: Vec<&Arc<str>> = Vec::with_capacity(batch.len());
         let mut frames: Vec<&str> = Vec::with_capacity(batch.len());
         for (n, (m, mask)) in seeing.iter().enumerate() {
             if n > 0 && n % DELIVERIES_IN_A_ROW == 0 {
                 tokio::task::yield_now().await;
             }
-            frames.clear();
-            frames.extend(
+            picked.clear();
+            picked.extend(
                 payloads
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| mask & (1 << i) != 0)
-                    .filter_map(|(_, p)| p.as_deref()),
+                    .filter_map(|(_, p)| p.as_ref()),
             );
+            if m.hold(&picked) {
+                continue;
+            }
+            frames.clear();
+            frames.extend(picked.iter().map(|p| &***p));
             m.direct.out.next(&m.direct.id, &m.active, &frames);
         }
     }

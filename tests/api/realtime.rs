@@ -434,6 +434,73 @@ async fn where_matches_the_row_before_or_after_the_change() {
     db.drop_db().await;
 }
 
+/// Two subscribers resume the same subscription (one group) from the start of
+/// history while writes land: each replays the log and then goes live, and
+/// gets every change exactly once, in order, whoever joined first.
+#[tokio::test]
+async fn resuming_subscribers_of_one_group_get_every_change_once_while_writes_land() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    for i in 0..150 {
+        create_post(&s, json!({ "title": format!("h{i}") })).await;
+    }
+    let writer = {
+        let (base, token) = (s.base.clone(), s.token.clone());
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for i in 0..100 {
+                c.post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"w{i}\" }}) {{ id }} }}") }))
+                    .send()
+                    .await
+                    .expect("write");
+            }
+        })
+    };
+    let query = "subscription($a: String) { postChanged(after: $a, actions: [CREATE]) { cursor record { title } } }";
+    let mut a = Ws::acked(&s.base, Some(&s.token)).await;
+    a.subscribe("a", query, json!({ "a": "0" })).await;
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let mut b = Ws::acked(&s.base, Some(&s.token)).await;
+    b.subscribe("b", query, json!({ "a": "0" })).await;
+    writer.await.expect("writer");
+    let expected: Vec<String> = (0..150)
+        .map(|i| format!("h{i}"))
+        .chain((0..100).map(|i| format!("w{i}")))
+        .collect();
+    for (ws, id) in [(&mut a, "a"), (&mut b, "b")] {
+        let got = collect(ws, id, expected.len()).await;
+        let titles: Vec<String> = got
+            .iter()
+            .map(|v| {
+                v["data"]["postChanged"]["record"]["title"]
+                    .as_str()
+                    .expect("title")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            titles, expected,
+            "subscriber {id}: every change once, in order"
+        );
+        let cursors: Vec<i64> = got
+            .iter()
+            .map(|v| {
+                v["data"]["postChanged"]["cursor"]
+                    .as_str()
+                    .expect("c")
+                    .parse()
+                    .expect("n")
+            })
+            .collect();
+        assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
+        ws.silent_for(Duration::from_millis(300)).await;
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn resume_replays_then_goes_live_with_no_gap_and_no_duplicate() {
     let db = Db::fresh().await;
