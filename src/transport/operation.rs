@@ -75,10 +75,10 @@ pub struct Origin {
 /// waking a task per subscriber to do the same (at a thousand subscribers per
 /// event that wake-up chain cost as much as everything but the kernel's send).
 pub trait DirectOut: Send + Sync {
-    /// Sends each of `payloads` as a result of operation `id`, in order, unless
-    /// `active` is off; never waits (what the socket cannot take now is queued
-    /// in order).
-    fn next(&self, id: &str, active: &AtomicBool, payloads: &[&str]);
+    /// Sends each of `results` (a change's cursor and its payload) as a result
+    /// of operation `id`, in order, unless `active` is off; never waits (what
+    /// the connection cannot take now is queued in order).
+    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &str)]);
     /// Turns `active` off: no result of it is sent after this returns.
     fn retire(&self, active: &AtomicBool);
 }
@@ -341,6 +341,9 @@ struct Members {
     dispatching: bool,
 }
 
+/// A change's cursor and its payload for a group.
+type Rendered = (i64, Arc<str>);
+
 /// A subscription delivered to by its group's dispatcher.
 struct Member {
     viewer: Viewer,
@@ -352,7 +355,7 @@ struct Member {
     /// Set while the member replays from its cursor.
     holding: AtomicBool,
     /// What the dispatcher had for it meanwhile (`Some` while holding).
-    held: Mutex<Option<Vec<Arc<str>>>>,
+    held: Mutex<Option<Vec<Rendered>>>,
     /// At most this much held: more raises its overflow.
     limit: usize,
 }
@@ -374,7 +377,7 @@ impl Membership {
     fn release(&self) {
         let mut held = self.member.held();
         if let Some(frames) = held.take() {
-            let frames: Vec<&str> = frames.iter().map(|f| &**f).collect();
+            let frames: Vec<(i64, &str)> = frames.iter().map(|(c, f)| (*c, &**f)).collect();
             let d = &self.member.direct;
             d.out.next(&d.id, &self.member.active, &frames);
         }
@@ -383,12 +386,12 @@ impl Membership {
 }
 
 impl Member {
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Arc<str>>>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Rendered>>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps `frames` back if the member is replaying; false if it is not.
-    fn hold(&self, frames: &[&Arc<str>]) -> bool {
+    fn hold(&self, frames: &[(i64, &Arc<str>)]) -> bool {
         if !self.holding.load(Ordering::SeqCst) {
             return false;
         }
@@ -401,7 +404,7 @@ impl Member {
             held.clear();
             self.overflow.raise();
         } else {
-            held.extend(frames.iter().map(|f| Arc::clone(f)));
+            held.extend(frames.iter().map(|(c, f)| (*c, Arc::clone(f))));
         }
         true
     }
@@ -574,8 +577,8 @@ impl Group {
                 );
             }
         }
-        let mut picked: Vec<&Arc<str>> = Vec::with_capacity(batch.len());
-        let mut frames: Vec<&str> = Vec::with_capacity(batch.len());
+        let mut picked: Vec<(i64, &Arc<str>)> = Vec::with_capacity(batch.len());
+        let mut frames: Vec<(i64, &str)> = Vec::with_capacity(batch.len());
         for (n, (m, mask)) in seeing.iter().enumerate() {
             if n > 0 && n % DELIVERIES_IN_A_ROW == 0 {
                 tokio::task::yield_now().await;
@@ -584,15 +587,16 @@ impl Group {
             picked.extend(
                 payloads
                     .iter()
+                    .zip(batch)
                     .enumerate()
                     .filter(|(i, _)| mask & (1 << i) != 0)
-                    .filter_map(|(_, p)| p.as_ref()),
+                    .filter_map(|(_, (p, change))| Some((change.seq, p.as_ref()?))),
             );
             if m.hold(&picked) {
                 continue;
             }
             frames.clear();
-            frames.extend(picked.iter().map(|p| &***p));
+            frames.extend(picked.iter().map(|(c, p)| (*c, &***p)));
             m.direct.out.next(&m.direct.id, &m.active, &frames);
         }
     }

@@ -17,6 +17,7 @@
 //! when the token expires or its session signs out, when a subscriber falls
 //! behind (the client resumes from its cursor), and when the server stops.
 
+mod outbox;
 pub mod single;
 mod stream;
 
@@ -294,16 +295,25 @@ async fn distinct(
         Err(resp) => return resp,
     };
     let overflow = Arc::new(Overflow::default());
+    // A live subscription's group leaves its results here (see `outbox`).
+    let out = Arc::new(outbox::SseOut::new(
+        overflow.clone(),
+        app.store().bus_capacity(),
+        app.metrics().deliveries.clone(),
+    ));
     let origin = Origin {
         viewer,
         client_ip: Some(peer.ip()),
         overflow: overflow.clone(),
         resume_after,
         peers: None,
-        direct: None,
+        direct: Some(operation::Direct {
+            out: out.clone(),
+            id: "".into(),
+        }),
     };
     let op = start(&app, op_request(params), origin);
-    let events = stream::distinct_events(app.clone(), op);
+    let events = stream::distinct_events(app.clone(), op, Some(out));
     sse_response(&app, identity, overflow, "graphql-sse", events)
 }
 

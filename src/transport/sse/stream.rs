@@ -4,8 +4,10 @@
 //! stops. A client that stops reading is never waited for: its feeds fall
 //! behind the bus's bounded ring and the stream ends, to be resumed.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -16,6 +18,7 @@ use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::sleep_until;
 
+use super::outbox::SseOut;
 use super::{complete_event, failed_event, next_event};
 use crate::auth::Identity;
 use crate::realtime::Overflow;
@@ -106,29 +109,53 @@ where
     }
 }
 
-/// The events of one operation on a stream of its own: its results, then
-/// `complete`.
+/// The events of one operation on a stream of its own: its results (those
+/// its subscription group leaves in `out` among them), then `complete`.
 pub(crate) fn distinct_events(
     app: AppState,
     mut op: BoxStream<'static, OpEvent>,
+    out: Option<Arc<SseOut>>,
 ) -> impl Stream<Item = Event> + Send + 'static {
+    enum Next {
+        Op(Option<OpEvent>),
+        Direct(VecDeque<Event>),
+    }
     async_stream::stream! {
         let _running = GaugeGuard::new(app.metrics().subscriptions.clone());
-        while let Some(event) = op.next().await {
-            match event {
-                OpEvent::Next { payload, cursor } => {
+        loop {
+            // The operation first: a resuming subscription's replayed results
+            // precede what its group held back for it meanwhile.
+            let next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(event) = op.poll_next_unpin(cx) {
+                    return Poll::Ready(Next::Op(event));
+                }
+                match &out {
+                    Some(out) => out.poll_take(cx).map(Next::Direct),
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            match next {
+                Next::Direct(events) => {
+                    for event in events {
+                        yield event;
+                    }
+                }
+                Next::Op(Some(OpEvent::Next { payload, cursor })) => {
                     app.metrics().deliveries.inc();
                     yield next_event(None, &payload, cursor);
                 }
-                OpEvent::Failed(errors) => {
+                Next::Op(Some(OpEvent::Failed(errors))) => {
                     yield failed_event(None, errors);
                     yield complete_event(None);
                     break;
                 }
-                OpEvent::End => {
+                Next::Op(Some(OpEvent::End)) => {
                     yield complete_event(None);
                     break;
                 }
+                // Ended without one: it fell behind, and the stream ends.
+                Next::Op(None) => break,
             }
         }
     }

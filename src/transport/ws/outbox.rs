@@ -234,14 +234,15 @@ impl Outbox {
 }
 
 impl DirectOut for Outbox {
-    fn next(&self, id: &str, active: &AtomicBool, payloads: &[&str]) {
+    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &str)]) {
         if self.overflow.is_raised() {
             // Nothing more: the client resumes from the last cursor it got.
             return;
         }
-        let texts: Vec<String> = payloads
+        // A cursor travels in the payload (the selection's `cursor`).
+        let texts: Vec<String> = results
             .iter()
-            .map(|p| next_frame(self.proto, id, p))
+            .map(|(_, p)| next_frame(self.proto, id, p))
             .collect();
         let mut state = self.lock();
         if !active.load(Ordering::SeqCst) {

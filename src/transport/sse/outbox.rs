@@ -1,0 +1,103 @@
+//! An event stream's results from subscription groups.
+//!
+//! As on WebSocket (see `transport::ws::outbox`), a live subscription on a
+//! stream of its own (distinct connections mode) is delivered to by its group's
+//! dispatcher: the dispatcher renders each change once and leaves the `next`
+//! event here, waking the stream's task once for however many it left, instead
+//! of every subscriber's task receiving the change from the bus, checking it
+//! and rendering it on its own. The stream takes what waits when it is polled.
+//!
+//! More than `limit` events waiting (the client stopped reading, so the stream
+//! is not polled) raise the stream's [`Overflow`]: it ends, and the client
+//! resumes from the last `id` it got, as when a subscriber falls behind the bus.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use axum::response::sse::Event;
+use prometheus_client::metrics::counter::Counter;
+
+use super::next_event;
+use crate::realtime::Overflow;
+use crate::transport::operation::DirectOut;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Event>,
+    waker: Option<Waker>,
+}
+
+pub struct SseOut {
+    state: Mutex<State>,
+    overflow: Arc<Overflow>,
+    limit: usize,
+    /// Deliveries, for `/metrics`.
+    deliveries: Counter,
+}
+
+impl SseOut {
+    pub fn new(overflow: Arc<Overflow>, limit: usize, deliveries: Counter) -> Self {
+        SseOut {
+            state: Mutex::default(),
+            overflow,
+            limit: limit.max(1),
+            deliveries,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing is left half-done under this lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every event waiting, in order; when none waits, the task is woken once
+    /// some does.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<VecDeque<Event>> {
+        let mut state = self.lock();
+        if !state.queue.is_empty() {
+            return Poll::Ready(std::mem::take(&mut state.queue));
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl DirectOut for SseOut {
+    fn next(&self, _id: &str, active: &AtomicBool, results: &[(i64, &str)]) {
+        if self.overflow.is_raised() {
+            // Nothing more: the client resumes from the last id it got.
+            return;
+        }
+        let events: Vec<Event> = results
+            .iter()
+            .map(|(cursor, payload)| next_event(None, payload, Some(*cursor)))
+            .collect();
+        let waker = {
+            let mut state = self.lock();
+            if !active.load(Ordering::SeqCst) {
+                return;
+            }
+            if state.queue.len() + events.len() > self.limit {
+                drop(state);
+                self.overflow.raise();
+                return;
+            }
+            self.deliveries.inc_by(events.len() as u64);
+            state.queue.extend(events);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn retire(&self, active: &AtomicBool) {
+        let _state = self.lock();
+        active.store(false, Ordering::SeqCst);
+    }
+}
