@@ -37,11 +37,15 @@ pub struct Target {
     /// The server's PID, for memory readings.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Loopback source addresses to spread connections over (ports run out past ~28k per address).
+    /// Loopback source addresses to spread connections over. Ports run out past
+    /// ~28k per address, and well before that the kernel's search for a free one
+    /// among those still in TIME_WAIT from the scenario before can stall a
+    /// connect() for seconds (the server then closes it, 4408): sixteen keep
+    /// that search short.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
+        default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9,127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15,127.0.0.16"
     )]
     pub sources: Vec<IpAddr>,
 }

@@ -11,6 +11,14 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 /// The headline figure of a result, its unit, and whether larger is better.
 fn headline(r: &Value) -> (String, f64, &'static str, bool) {
     let t = r["transport"].as_str().unwrap_or("ws");
+    if r["error"].is_string() {
+        let name = format!(
+            "{} {}",
+            r["scenario"].as_str().unwrap_or("?"),
+            r["args"].as_str().unwrap_or_default()
+        );
+        return (name.trim_end().to_string(), 0.0, "", true);
+    }
     match r["scenario"].as_str().unwrap_or_default() {
         "fanout" => (
             format!("fanout {}×{} {t}", r["subscribers"], r["events"]),
@@ -127,6 +135,13 @@ pub fn markdown(files: &[PathBuf]) -> anyhow::Result<String> {
                 }
                 _ => "".to_string(),
             };
+            if r["error"].is_string() {
+                out.push_str(&format!(
+                    "| {s} | {} | failed |  | the generator's output is kept beside the results |\n",
+                    r["target"].as_str().unwrap_or("?"),
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "| {s} | {} | {value:.1} {unit} | {ratio} | {} |\n",
                 r["target"].as_str().unwrap_or("?"),

@@ -399,7 +399,10 @@ impl Member {
         let Some(held) = held.as_mut() else {
             return false;
         };
-        if held.len() + frames.len() > self.limit {
+        if self.overflow.is_raised() {
+            // Its connection is closing: nothing more is kept for it.
+            held.clear();
+        } else if held.len() + frames.len() > self.limit {
             // Its connection closes and the client resumes from its cursor.
             held.clear();
             self.overflow.raise();
