@@ -137,14 +137,14 @@ async fn open_subscribers(
     let gate = Arc::new(Semaphore::new(256));
     let mut opening = Vec::with_capacity(n);
     for i in 0..n {
-        let (target, tally, gate, transport) = (
-            target.clone(),
-            tally.clone(),
-            gate.clone(),
-            transport.to_string(),
-        );
+        // Taken before the task exists: spawning all n at once (each task is a
+        // large future, handshake state included) kept the generator's core
+        // page-faulting for seconds at 19,000, and connections it had just
+        // opened sent their `connection_init` too late (4408).
+        let permit = gate.clone().acquire_owned().await?;
+        let (target, tally, transport) = (target.clone(), tally.clone(), transport.to_string());
         opening.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await?;
+            let _permit = permit;
             let source = target.sources[i % target.sources.len()];
             let tok = token(&target.secret, &format!("sub-{i}"));
             let sub = if transport == "sse" {
@@ -320,9 +320,11 @@ pub async fn connect(
     let latency = Arc::new(Mutex::new(hist()));
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
-        let (target, gate, latency) = (target.clone(), gate.clone(), latency.clone());
+        // Taken before the task exists (see `open_subscribers`).
+        let permit = gate.clone().acquire_owned().await?;
+        let (target, latency) = (target.clone(), latency.clone());
         tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await?;
+            let _permit = permit;
             let t = Instant::now();
             let tok = token(&target.secret, &format!("c-{i}"));
             let mut ws = ws_open(&target, target.sources[i % target.sources.len()], &tok).await?;
