@@ -130,6 +130,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         .with_bus_capacity(config.ws.bus_capacity);
     store.migrate().await.context("applying migrations")?;
     store.reconcile(&config.app.display().to_string()).await?;
+    // Before serving: a subscriber resuming from a cursor replays the log up
+    // to the bus's published seq, which must cover what an earlier run wrote.
+    store.load_published_seq().await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
     let tokens = Tokens::new(config.auth.clone())?;
     let rooms = Arc::new(Rooms::default());

@@ -97,13 +97,15 @@ impl RequestCtx {
 /// Fan-out is the hot path: resolving the selection of every event once per
 /// subscriber in the executor would cost as much as everything else together. So
 /// a streaming transport asks each subscription field to hand its feed over (the
-/// field checks access, parses its arguments and starts the feed exactly as
-/// before), then renders each event once per group of equivalent subscriptions
-/// by executing the operation again with the event [`Pinned`], and shares the
-/// bytes.
+/// field checks access and parses its arguments as always, then either starts
+/// its feed or, on a transport that delivers change feeds from its group's one
+/// bus receiver, hands over only what it selects, as [`Live`]), then renders
+/// each event once per group of equivalent subscriptions by executing the
+/// operation again with the event [`Pinned`], and shares the bytes.
 pub struct Feed {
     /// The viewer's events: changes already filtered by account, access and
-    /// arguments, or room events. A [`Pinned::Error`] ends it.
+    /// arguments, or room events. A [`Pinned::Error`] ends it. Empty when
+    /// `live` is set.
     pub stream: BoxStream<'static, Pinned>,
     /// Whether the rendered event depends on who views it (the selection reaches
     /// `ref` objects, whose access is checked per viewer).

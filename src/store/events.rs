@@ -68,11 +68,20 @@ impl Store {
         self.outbox.capacity
     }
 
-    /// The seq of the newest change published on the bus. A receiver subscribed
-    /// before this was read gets every change after it: the seq is set before
-    /// the change is sent, behind the commit gate.
+    /// The seq of the newest change published on the bus. Every change at or
+    /// below it is committed (in the log), and a receiver subscribed before this
+    /// was read gets every change after it: the seq is set before the change is
+    /// sent, behind the commit gate. Valid once [`Store::load_published_seq`] ran.
     pub fn published_seq(&self) -> i64 {
         self.outbox.published.load(Ordering::SeqCst)
+    }
+
+    /// Starts [`Store::published_seq`] at the newest change in the log, which an
+    /// earlier run may have written: call once, before serving.
+    pub async fn load_published_seq(&self) -> Result<(), StoreError> {
+        let newest = self.log_bounds().await?.newest;
+        self.outbox.published.fetch_max(newest, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Inserts the event row for a change, commits `txn`, and publishes the change,

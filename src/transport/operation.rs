@@ -78,7 +78,7 @@ pub trait DirectOut: Send + Sync {
     /// Sends each of `results` (a change's cursor and its payload) as a result
     /// of operation `id`, in order, unless `active` is off; never waits (what
     /// the connection cannot take now is queued in order).
-    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &str)]);
+    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &Arc<str>)]);
     /// Turns `active` off: no result of it is sent after this returns.
     fn retire(&self, active: &AtomicBool);
 }
@@ -91,7 +91,7 @@ pub struct Direct {
 }
 
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
-/// feed (it is on the bus from then on).
+/// feed (it is on the bus, or a member of its group, from then on).
 pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'static, OpEvent> {
     let handoff = Arc::new(Handoff::new(origin.direct.is_some()));
     let mut ctx = RequestCtx::new(
@@ -377,7 +377,7 @@ impl Membership {
     fn release(&self) {
         let mut held = self.member.held();
         if let Some(frames) = held.take() {
-            let frames: Vec<(i64, &str)> = frames.iter().map(|(c, f)| (*c, &**f)).collect();
+            let frames: Vec<(i64, &Arc<str>)> = frames.iter().map(|(c, f)| (*c, f)).collect();
             let d = &self.member.direct;
             d.out.next(&d.id, &self.member.active, &frames);
         }
@@ -433,6 +433,28 @@ const DELIVERIES_IN_A_ROW: usize = 512;
 /// Changes a dispatcher takes from the bus at once (at most 64: one bit each).
 const BATCH: usize = 64;
 
+/// Should a dispatcher ever stop by panicking, its members' connections close
+/// (their clients resume from their cursors) and the next member to join
+/// starts another dispatcher, instead of the group going silent.
+struct Watch(Weak<Group>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(group) = self.0.upgrade()
+        {
+            tracing::error!(
+                "a subscription group's dispatcher failed; closing its members' connections"
+            );
+            let mut members = group.members();
+            members.dispatching = false;
+            for member in &members.list {
+                member.overflow.raise();
+            }
+        }
+    }
+}
+
 /// A group's dispatcher: its one bus receiver, feeding every member.
 async fn dispatch(
     app: AppState,
@@ -440,6 +462,7 @@ async fn dispatch(
     mut rx: broadcast::Receiver<Arc<Change>>,
     stop: CancellationToken,
 ) {
+    let _watch = Watch(group.clone());
     loop {
         let received = tokio::select! {
             _ = stop.cancelled() => return,
@@ -530,7 +553,9 @@ impl Group {
         let replaying = live.after.is_some();
         let member = Arc::new(Member {
             viewer: live.viewer,
-            from: app.store().published_seq(),
+            // A cursor is never past what was published; if it were, nothing
+            // at or below it may come twice.
+            from: app.store().published_seq().max(live.after.unwrap_or(0)),
             direct,
             active: AtomicBool::new(true),
             overflow,
@@ -581,7 +606,6 @@ impl Group {
             }
         }
         let mut picked: Vec<(i64, &Arc<str>)> = Vec::with_capacity(batch.len());
-        let mut frames: Vec<(i64, &str)> = Vec::with_capacity(batch.len());
         for (n, (m, mask)) in seeing.iter().enumerate() {
             if n > 0 && n % DELIVERIES_IN_A_ROW == 0 {
                 tokio::task::yield_now().await;
@@ -598,9 +622,7 @@ impl Group {
             if m.hold(&picked) {
                 continue;
             }
-            frames.clear();
-            frames.extend(picked.iter().map(|(c, p)| (*c, &***p)));
-            m.direct.out.next(&m.direct.id, &m.active, &frames);
+            m.direct.out.next(&m.direct.id, &m.active, &picked);
         }
     }
 

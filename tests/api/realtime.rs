@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
 use crate::wsclient::{Frame, LEGACY, TRANSPORT_WS, Ws};
 
 const POST_CHANGED: &str = "subscription($after: String, $where: PostWhere, $actions: [ChangeAction!]) {
@@ -1049,6 +1049,45 @@ async fn shared_renderings_never_cross_viewers() {
             );
         }
     }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// Subscription groups go when their last member does: by `complete` (live,
+/// or while still replaying from a cursor) and by the connection closing.
+#[tokio::test]
+async fn groups_go_with_their_last_member() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    for i in 0..600 {
+        create_post(&s, json!({ "title": format!("h{i}") })).await;
+    }
+    let live = "subscription { postChanged { cursor } }";
+    let resuming =
+        "subscription($a: String) { postChanged(after: $a) { cursor record { title body } } }";
+    let mut a = Ws::acked(&s.base, Some(&s.token)).await;
+    let mut b = Ws::acked(&s.base, Some(&s.token)).await;
+    a.subscribe("live", live, json!({})).await;
+    b.subscribe("live", live, json!({})).await;
+    // Completed at once: most likely while it still replays 600 changes.
+    a.subscribe("old", resuming, json!({ "a": "0" })).await;
+    a.send(json!({ "type": "complete", "id": "old" })).await;
+    b.subscribe("old", resuming, json!({ "a": "0" })).await;
+    create_post(&s, json!({ "title": "now" })).await;
+    a.next_payload("live").await;
+    let renderings = s.state.renderings().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || renderings.len() == 2).await,
+        "one group for the live subscriptions, one for b's resuming one: {}",
+        renderings.len()
+    );
+    a.send(json!({ "type": "complete", "id": "live" })).await;
+    drop(b);
+    assert!(
+        eventually(Duration::from_secs(5), || renderings.is_empty()).await,
+        "{} groups left",
+        renderings.len()
+    );
     s.stop().await;
     db.drop_db().await;
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
 use crate::sseclient::Sse;
+use crate::wsclient::Ws;
 
 const STREAM: &str = "text/event-stream";
 const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
@@ -805,6 +806,84 @@ async fn a_slow_reader_is_cut_off_without_delaying_others_and_resumes() {
     }
     assert_eq!(rest[0], last + 1, "resuming from its last id loses nothing");
     assert!(rest.windows(2).all(|w| w[1] == w[0] + 1), "{rest:?}");
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// After a restart, nothing new written yet: a client resuming from a cursor
+/// (SSE `Last-Event-ID`, WebSocket `after`) gets the rest of the history, then
+/// what is written next, each once; a cursor past the history is refused.
+#[tokio::test]
+async fn resuming_after_a_restart_replays_history_written_before_it() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let sub = "subscription { postChanged(actions: [CREATE]) { record { title } } }";
+    let mut live = Sse::open(subscribe_get(&s, "/graphql/stream", sub, Some(&s.token))).await;
+    for i in 0..5 {
+        create_post(&s, json!({ "title": format!("p{i}") })).await;
+    }
+    let mut cursors = Vec::new();
+    for _ in 0..5 {
+        cursors.push(cursor_of(&live.next().await));
+    }
+    drop(live);
+    s.stop().await;
+
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let title = |v: &Value| {
+        v["data"]["postChanged"]["record"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut sse = Sse::open(
+        subscribe_get(&s, "/graphql/stream", sub, Some(&s.token))
+            .header("last-event-id", cursors[1].to_string()),
+    )
+    .await;
+    let ws_sub = "subscription($a: String) { postChanged(after: $a, actions: [CREATE]) { cursor record { title } } }";
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe("r", ws_sub, json!({ "a": cursors[1].to_string() }))
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = sse.next().await;
+        got.push((cursor_of(&ev), title(&ev.json())));
+    }
+    let expected: Vec<(i64, String)> = (2..5).map(|i| (cursors[i], format!("p{i}"))).collect();
+    assert_eq!(got, expected, "SSE: the rest of the history");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let v = ws.next_payload("r").await;
+        let cursor: i64 = v["data"]["postChanged"]["cursor"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .expect("cursor");
+        got.push((cursor, title(&v)));
+    }
+    assert_eq!(got, expected, "WebSocket: the rest of the history");
+
+    create_post(&s, json!({ "title": "after the restart" })).await;
+    assert_eq!(title(&sse.next().await.json()), "after the restart");
+    assert_eq!(title(&ws.next_payload("r").await), "after the restart");
+    sse.silent_for(Duration::from_millis(300)).await;
+    ws.silent_for(Duration::from_millis(300)).await;
+
+    ws.subscribe(
+        "ahead",
+        ws_sub,
+        json!({ "a": (cursors[4] + 1000).to_string() }),
+    )
+    .await;
+    let refused = ws.next_payload("ahead").await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert_eq!(
+        ws.next().await,
+        crate::wsclient::Frame::Json(json!({ "type": "complete", "id": "ahead" }))
+    );
     s.stop().await;
     db.drop_db().await;
 }

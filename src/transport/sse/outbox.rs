@@ -5,9 +5,10 @@
 //! dispatcher: the dispatcher renders each change once and leaves the `next`
 //! event here, waking the stream's task once for however many it left, instead
 //! of every subscriber's task receiving the change from the bus, checking it
-//! and rendering it on its own. The stream takes what waits when it is polled.
+//! and rendering it on its own. The stream takes what waits when it is polled
+//! and turns it into events then; what waits is the group's shared payload.
 //!
-//! More than `limit` events waiting (the client stopped reading, so the stream
+//! More than `limit` results waiting (the client stopped reading, so the stream
 //! is not polled) raise the stream's [`Overflow`]: it ends, and the client
 //! resumes from the last `id` it got, as when a subscriber falls behind the bus.
 
@@ -16,16 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use axum::response::sse::Event;
 use prometheus_client::metrics::counter::Counter;
 
-use super::next_event;
 use crate::realtime::Overflow;
 use crate::transport::operation::DirectOut;
 
+/// A change's cursor and its rendered payload, shared with the group.
+pub type Queued = (i64, Arc<str>);
+
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Event>,
+    queue: VecDeque<Queued>,
     waker: Option<Waker>,
 }
 
@@ -52,9 +54,9 @@ impl SseOut {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every event waiting, in order; when none waits, the task is woken once
+    /// Every result waiting, in order; when none waits, the task is woken once
     /// some does.
-    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<VecDeque<Event>> {
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<VecDeque<Queued>> {
         let mut state = self.lock();
         if !state.queue.is_empty() {
             return Poll::Ready(std::mem::take(&mut state.queue));
@@ -68,27 +70,25 @@ impl SseOut {
 }
 
 impl DirectOut for SseOut {
-    fn next(&self, _id: &str, active: &AtomicBool, results: &[(i64, &str)]) {
+    fn next(&self, _id: &str, active: &AtomicBool, results: &[(i64, &Arc<str>)]) {
         if self.overflow.is_raised() {
             // Nothing more: the client resumes from the last id it got.
             return;
         }
-        let events: Vec<Event> = results
-            .iter()
-            .map(|(cursor, payload)| next_event(None, payload, Some(*cursor)))
-            .collect();
         let waker = {
             let mut state = self.lock();
             if !active.load(Ordering::SeqCst) {
                 return;
             }
-            if state.queue.len() + events.len() > self.limit {
+            if state.queue.len() + results.len() > self.limit {
                 drop(state);
                 self.overflow.raise();
                 return;
             }
-            self.deliveries.inc_by(events.len() as u64);
-            state.queue.extend(events);
+            self.deliveries.inc_by(results.len() as u64);
+            state
+                .queue
+                .extend(results.iter().map(|(c, p)| (*c, Arc::clone(p))));
             state.waker.take()
         };
         if let Some(waker) = waker {

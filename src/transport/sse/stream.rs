@@ -2,7 +2,8 @@
 //! heartbeat comments every `heartbeat_seconds`, and an end when the token
 //! expires, its session signs out, a subscriber on it falls behind, or the server
 //! stops. A client that stops reading is never waited for: its feeds fall
-//! behind the bus's bounded ring and the stream ends, to be resumed.
+//! behind the bus's bounded ring (or the results its subscription group left
+//! for it pass the same bound) and the stream ends, to be resumed.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,7 +19,7 @@ use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::sleep_until;
 
-use super::outbox::SseOut;
+use super::outbox::{self, SseOut};
 use super::{complete_event, failed_event, next_event};
 use crate::auth::Identity;
 use crate::realtime::Overflow;
@@ -118,7 +119,7 @@ pub(crate) fn distinct_events(
 ) -> impl Stream<Item = Event> + Send + 'static {
     enum Next {
         Op(Option<OpEvent>),
-        Direct(VecDeque<Event>),
+        Direct(VecDeque<outbox::Queued>),
     }
     async_stream::stream! {
         let _running = GaugeGuard::new(app.metrics().subscriptions.clone());
@@ -136,9 +137,9 @@ pub(crate) fn distinct_events(
             })
             .await;
             match next {
-                Next::Direct(events) => {
-                    for event in events {
-                        yield event;
+                Next::Direct(results) => {
+                    for (cursor, payload) in results {
+                        yield next_event(None, &payload, Some(cursor));
                     }
                 }
                 Next::Op(Some(OpEvent::Next { payload, cursor })) => {

@@ -234,7 +234,7 @@ impl Outbox {
 }
 
 impl DirectOut for Outbox {
-    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &str)]) {
+    fn next(&self, id: &str, active: &AtomicBool, results: &[(i64, &Arc<str>)]) {
         if self.overflow.is_raised() {
             // Nothing more: the client resumes from the last cursor it got.
             return;
