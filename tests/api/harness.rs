@@ -341,3 +341,25 @@ pub async fn eventually(within: std::time::Duration, done: impl Fn() -> bool) ->
     }
     done()
 }
+
+/// Writes `n` posts titled `{prefix} {i}` in the background, `pause` apart.
+pub fn writer(
+    s: &Server,
+    prefix: &'static str,
+    n: usize,
+    pause: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (base, token) = (s.base.clone(), s.token.clone());
+    tokio::spawn(async move {
+        let c = reqwest::Client::new();
+        for i in 0..n {
+            c.post(format!("{base}/graphql"))
+                .bearer_auth(&token)
+                .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"{prefix} {i}\" }}) {{ id }} }}") }))
+                .send()
+                .await
+                .expect("write");
+            tokio::time::sleep(pause).await;
+        }
+    })
+}

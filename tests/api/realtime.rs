@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually, writer};
 use crate::wsclient::{Frame, LEGACY, TRANSPORT_WS, Ws};
 
 const POST_CHANGED: &str = "subscription($after: String, $where: PostWhere, $actions: [ChangeAction!]) {
@@ -444,20 +444,7 @@ async fn resuming_subscribers_of_one_group_get_every_change_once_while_writes_la
     for i in 0..150 {
         create_post(&s, json!({ "title": format!("h{i}") })).await;
     }
-    let writer = {
-        let (base, token) = (s.base.clone(), s.token.clone());
-        tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            for i in 0..100 {
-                c.post(format!("{base}/graphql"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"w{i}\" }}) {{ id }} }}") }))
-                    .send()
-                    .await
-                    .expect("write");
-            }
-        })
-    };
+    let writer = writer(&s, "w", 100, Duration::ZERO);
     let query = "subscription($a: String) { postChanged(after: $a, actions: [CREATE]) { cursor record { title } } }";
     let mut a = Ws::acked(&s.base, Some(&s.token)).await;
     a.subscribe("a", query, json!({ "a": "0" })).await;
@@ -467,7 +454,7 @@ async fn resuming_subscribers_of_one_group_get_every_change_once_while_writes_la
     writer.await.expect("writer");
     let expected: Vec<String> = (0..150)
         .map(|i| format!("h{i}"))
-        .chain((0..100).map(|i| format!("w{i}")))
+        .chain((0..100).map(|i| format!("w {i}")))
         .collect();
     for (ws, id) in [(&mut a, "a"), (&mut b, "b")] {
         let got = collect(ws, id, expected.len()).await;
@@ -527,20 +514,7 @@ async fn resume_replays_then_goes_live_with_no_gap_and_no_duplicate() {
     assert!(p["id"].is_string());
 
     // Resume from the 10th event of history while writes keep landing.
-    let writer = {
-        let (base, token) = (s.base.clone(), s.token.clone());
-        tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            for i in 0..40 {
-                c.post(format!("{base}/graphql"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"during {i}\" }}) {{ id }} }}") }))
-                    .send()
-                    .await
-                    .expect("write");
-            }
-        })
-    };
+    let writer = writer(&s, "during", 40, Duration::ZERO);
     let from = marker - 21;
     ws.subscribe("r2", "subscription($a: String) { postChanged(after: $a, actions: [CREATE]) { cursor record { title } } }", json!({ "a": from.to_string() })).await;
     writer.await.expect("writer");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually, writer};
 use crate::sseclient::Sse;
 use crate::wsclient::Ws;
 
@@ -450,23 +450,6 @@ async fn single_connection_mode_and_its_status_codes() {
     db.drop_db().await;
 }
 
-/// Writes `n` posts titled `{prefix} {i}` in the background.
-fn writer(s: &Server, prefix: &'static str, n: usize) -> tokio::task::JoinHandle<()> {
-    let (base, token) = (s.base.clone(), s.token.clone());
-    tokio::spawn(async move {
-        let c = reqwest::Client::new();
-        for i in 0..n {
-            c.post(format!("{base}/graphql"))
-                .bearer_auth(&token)
-                .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"{prefix} {i}\" }}) {{ id }} }}") }))
-                .send()
-                .await
-                .expect("write");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-}
-
 #[tokio::test]
 async fn last_event_id_resumes_with_no_gap_and_no_duplicate_while_writes_go_on() {
     let db = Db::fresh().await;
@@ -478,7 +461,7 @@ async fn last_event_id_resumes_with_no_gap_and_no_duplicate_while_writes_go_on()
         get(&s, "/realtime").query(&[("collections", "posts"), ("token", s.token.as_str())]),
     )
     .await;
-    let writes = writer(&s, "w", n);
+    let writes = writer(&s, "w", n, Duration::from_millis(5));
     // Read a few from each, then cut both streams while writes keep landing.
     let mut titles = Vec::new();
     let mut last_graphql = 0;
