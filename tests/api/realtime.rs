@@ -248,6 +248,19 @@ async fn queries_and_mutations_work_over_the_socket() {
     db.drop_db().await;
 }
 
+/// The `postChanged` cursors of `payloads`, as numbers.
+fn post_cursors(payloads: &[Value]) -> Vec<i64> {
+    payloads
+        .iter()
+        .map(|v| {
+            v["data"]["postChanged"]["cursor"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("no cursor in {v}"))
+        })
+        .collect()
+}
+
 /// Collects `n` `next` payloads for `id` (fails on anything else).
 async fn collect(ws: &mut Ws, id: &str, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
@@ -471,16 +484,7 @@ async fn resuming_subscribers_of_one_group_get_every_change_once_while_writes_la
             titles, expected,
             "subscriber {id}: every change once, in order"
         );
-        let cursors: Vec<i64> = got
-            .iter()
-            .map(|v| {
-                v["data"]["postChanged"]["cursor"]
-                    .as_str()
-                    .expect("c")
-                    .parse()
-                    .expect("n")
-            })
-            .collect();
+        let cursors = post_cursors(&got);
         assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
         ws.silent_for(Duration::from_millis(300)).await;
     }
@@ -520,16 +524,7 @@ async fn resume_replays_then_goes_live_with_no_gap_and_no_duplicate() {
     writer.await.expect("writer");
     let total = 20 + 1 + 40;
     let got = collect(&mut ws, "r2", total).await;
-    let cursors: Vec<i64> = got
-        .iter()
-        .map(|v| {
-            v["data"]["postChanged"]["cursor"]
-                .as_str()
-                .expect("c")
-                .parse()
-                .expect("n")
-        })
-        .collect();
+    let cursors = post_cursors(&got);
     assert_eq!(
         cursors,
         ((from + 1)..=(from + total as i64)).collect::<Vec<_>>(),
@@ -718,15 +713,7 @@ async fn a_slow_subscriber_is_cut_off_without_delaying_others_and_resumes() {
     let n = 40;
     let fast_reader = tokio::spawn(async move {
         let got = collect(&mut fast, "f", n).await;
-        got.iter()
-            .map(|v| {
-                v["data"]["postChanged"]["cursor"]
-                    .as_str()
-                    .expect("c")
-                    .parse::<i64>()
-                    .expect("n")
-            })
-            .collect::<Vec<_>>()
+        post_cursors(&got)
     });
     // The slow client reads nothing while the writes land, so its server task
     // stalls on a full socket while the bus moves past it.
@@ -766,16 +753,7 @@ async fn a_slow_subscriber_is_cut_off_without_delaying_others_and_resumes() {
     again.subscribe("s", q, json!({ "a": last })).await;
     let rest_count = (fast_cursors[n - 1] - last.parse::<i64>().expect("n")) as usize;
     let rest = collect(&mut again, "s", rest_count).await;
-    let rest_cursors: Vec<i64> = rest
-        .iter()
-        .map(|v| {
-            v["data"]["postChanged"]["cursor"]
-                .as_str()
-                .expect("c")
-                .parse()
-                .expect("n")
-        })
-        .collect();
+    let rest_cursors: Vec<i64> = post_cursors(&rest);
     assert_eq!(
         rest_cursors.last(),
         fast_cursors.last(),
