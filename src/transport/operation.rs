@@ -130,14 +130,12 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
         drop(responses);
         if let Some(feed) = handoff.take() {
             let group = app.renderings().group(&req, &origin.viewer, feed.viewer_dependent);
-            let mut events = feed.stream;
             if let (Some(direct), Some(live)) = (origin.direct.clone(), feed.live) {
                 // Its group's dispatcher delivers from here on; this stream
                 // holds the membership until the operation stops. From a
                 // cursor, the changes up to the one the member joined at are
                 // replayed here first, while the dispatcher holds back what it
                 // has for the member.
-                drop(events);
                 let after = live.after;
                 let (selection, viewer) = (live.selection.clone(), live.viewer.clone());
                 let member = group.join(&app, live, direct, origin.overflow.clone());
@@ -173,6 +171,7 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
                 std::future::pending::<()>().await;
                 return;
             }
+            let mut events = feed.stream;
             while let Some(item) = events.next().await {
                 let (key, cursor) = match &item {
                     Pinned::Change(change) => (change.seq, Some(change.seq)),

@@ -313,7 +313,7 @@ async fn distinct(
         }),
     };
     let op = start(&app, op_request(params), origin);
-    let events = stream::distinct_events(app.clone(), op, Some(out));
+    let events = stream::distinct_events(app.clone(), op, out);
     sse_response(&app, identity, overflow, "graphql-sse", events)
 }
 

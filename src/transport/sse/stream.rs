@@ -115,7 +115,7 @@ where
 pub(crate) fn distinct_events(
     app: AppState,
     mut op: BoxStream<'static, OpEvent>,
-    out: Option<Arc<SseOut>>,
+    out: Arc<SseOut>,
 ) -> impl Stream<Item = Event> + Send + 'static {
     enum Next {
         Op(Option<OpEvent>),
@@ -130,10 +130,7 @@ pub(crate) fn distinct_events(
                 if let Poll::Ready(event) = op.poll_next_unpin(cx) {
                     return Poll::Ready(Next::Op(event));
                 }
-                match &out {
-                    Some(out) => out.poll_take(cx).map(Next::Direct),
-                    None => Poll::Pending,
-                }
+                out.poll_take(cx).map(Next::Direct)
             })
             .await;
             match next {
