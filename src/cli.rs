@@ -176,6 +176,9 @@ struct ServeArgs {
     /// Largest `limit` honoured on list fields.
     #[arg(long, env = "LIVEGATE_MAX_LIMIT", default_value_t = Limits::default().max_list)]
     max_limit: u64,
+    /// Longest GraphQL document accepted, in bytes; longer ones are refused before parsing.
+    #[arg(long, env = "LIVEGATE_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
+    max_document_bytes: usize,
 }
 
 fn livegate_bus_default() -> usize {
@@ -269,6 +272,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_depth: args.max_depth,
             max_complexity: args.max_complexity,
             max_list: args.max_limit,
+            max_document_bytes: args.max_document_bytes,
+            ..Limits::default()
         },
         auth: args.auth.config(),
         ws: WsConfig {

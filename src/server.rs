@@ -53,6 +53,8 @@ struct Inner {
     auth: Arc<SignIn>,
     default_account_id: String,
     ws: WsConfig,
+    /// Per-operation limits.
+    limits: Limits,
     /// Groups of equivalent subscriptions sharing rendered events.
     renderings: Arc<Renderings>,
     /// graphql-sse stream reservations (single connection mode).
@@ -78,6 +80,10 @@ impl AppState {
     }
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+    /// Per-operation limits.
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
@@ -146,6 +152,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(SignIn::new(tokens)),
         default_account_id: account.id,
         ws: config.ws,
+        limits: config.limits,
         renderings: Arc::default(),
         sse: Arc::default(),
         rooms,

@@ -13,6 +13,18 @@ use crate::values::{Scalar, format_datetime, parse_datetime};
 /// Longest `in` / `notIn` list accepted.
 const MAX_IN_LIST: usize = 1_000;
 
+/// Deepest nesting of `and` / `or` / `not` in a `where` accepted. The tree is
+/// parsed, turned into SQL and matched against rows by recursion, so its depth
+/// is bounded before any of that runs (deep trees once overflowed the stack).
+pub const MAX_WHERE_DEPTH: usize = 16;
+
+/// Most terms (`and`/`or`/`not` nodes and field comparisons) a `where` may hold:
+/// each becomes SQL to build and to run, and a test per event for subscriptions.
+pub const MAX_WHERE_TERMS: usize = 256;
+
+/// Most sort keys an `orderBy` may list.
+const MAX_ORDER_KEYS: usize = 16;
+
 /// A filterable column: its name in the table and its value kind.
 struct Col<'a> {
     gql: &'a str,
@@ -46,13 +58,40 @@ fn system_col(name: &str) -> Option<Col<'static>> {
     })
 }
 
-/// Parses a `<Type>Where` object.
+/// Parses a `<Type>Where` object, refusing trees deeper than
+/// [`MAX_WHERE_DEPTH`] or larger than [`MAX_WHERE_TERMS`].
 pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, ApiError> {
+    let mut terms = 0;
+    parse_where_at(c, obj, 1, &mut terms)
+}
+
+fn parse_where_at(
+    c: &Collection,
+    obj: &ObjectAccessor<'_>,
+    depth: usize,
+    terms: &mut usize,
+) -> Result<Filter, ApiError> {
+    if depth > MAX_WHERE_DEPTH {
+        return Err(ApiError::bad_field(
+            "where",
+            format!("`and`, `or` and `not` may nest at most {MAX_WHERE_DEPTH} deep"),
+        ));
+    }
     let mut all = Vec::new();
     for (name, value) in obj.iter() {
         let name = name.as_str();
         if value.is_null() {
             continue;
+        }
+        *terms += match value.list() {
+            Ok(list) => list.len().max(1),
+            Err(_) => 1,
+        };
+        if *terms > MAX_WHERE_TERMS {
+            return Err(ApiError::bad_field(
+                "where",
+                format!("a filter may hold at most {MAX_WHERE_TERMS} terms"),
+            ));
         }
         match name {
             "and" | "or" => {
@@ -62,10 +101,12 @@ pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, A
                 let parts = list
                     .iter()
                     .map(|v| {
-                        parse_where(
+                        parse_where_at(
                             c,
                             &v.object()
                                 .map_err(|_| ApiError::bad_field(name, "expected objects"))?,
+                            depth + 1,
+                            terms,
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -79,7 +120,12 @@ pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, A
                 let inner = value
                     .object()
                     .map_err(|_| ApiError::bad_field(name, "expected an object"))?;
-                all.push(Filter::Not(Box::new(parse_where(c, &inner)?)));
+                all.push(Filter::Not(Box::new(parse_where_at(
+                    c,
+                    &inner,
+                    depth + 1,
+                    terms,
+                )?)));
             }
             _ => {
                 let col = match system_col(name) {
@@ -226,6 +272,12 @@ pub fn parse_order(
     let list = list
         .list()
         .map_err(|_| ApiError::bad_field("orderBy", "expected a list"))?;
+    if list.len() > MAX_ORDER_KEYS {
+        return Err(ApiError::bad_field(
+            "orderBy",
+            format!("at most {MAX_ORDER_KEYS} sort keys"),
+        ));
+    }
     let mut out = Vec::new();
     for item in list.iter() {
         let obj = item

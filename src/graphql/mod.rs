@@ -8,6 +8,7 @@
 mod auth;
 mod crud;
 mod errors;
+pub mod guard;
 mod input;
 mod response;
 mod rooms;
@@ -40,6 +41,11 @@ pub struct Limits {
     pub max_complexity: usize,
     /// Largest `limit` honoured on lists; larger values are capped.
     pub max_list: u64,
+    /// Longest document accepted, in bytes (checked before parsing).
+    pub max_document_bytes: usize,
+    /// Deepest nesting of brackets (`{`, `[`, `(`) in a document (checked before
+    /// parsing: the parser recurses on nested values).
+    pub max_nesting: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +54,8 @@ impl Default for Limits {
             max_depth: 16,
             max_complexity: 2_000,
             max_list: 1_000,
+            max_document_bytes: 100_000,
+            max_nesting: 64,
         }
     }
 }

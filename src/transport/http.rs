@@ -20,7 +20,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, resolve_viewer};
-use crate::graphql::RequestCtx;
+use crate::graphql::{Limits, RequestCtx, guard};
 use crate::metrics::OpKind;
 use crate::server::AppState;
 
@@ -120,7 +120,7 @@ impl Rejection {
     }
 }
 
-pub(crate) fn params_from_json(body: Json) -> Result<Params, Rejection> {
+pub(crate) fn params_from_json(body: Json, limits: &Limits) -> Result<Params, Rejection> {
     let bad = Rejection::bad;
     let Json::Object(mut obj) = body else {
         return Err(bad("the request body must be a JSON object with a `query`"));
@@ -148,6 +148,13 @@ pub(crate) fn params_from_json(body: Json) -> Result<Params, Rejection> {
     };
     let variables = object("variables", obj.remove("variables"))?;
     let extensions = object("extensions", obj.remove("extensions"))?;
+    guard::document(&query, limits.max_document_bytes, limits.max_nesting).map_err(|e| {
+        Rejection {
+            status: StatusCode::BAD_REQUEST,
+            code: "GRAPHQL_PARSE_FAILED",
+            message: e.0,
+        }
+    })?;
     Ok(Params {
         query,
         operation_name,
@@ -156,7 +163,10 @@ pub(crate) fn params_from_json(body: Json) -> Result<Params, Rejection> {
     })
 }
 
-pub(crate) fn params_from_query_string(raw: Option<&str>) -> Result<Params, Rejection> {
+pub(crate) fn params_from_query_string(
+    raw: Option<&str>,
+    limits: &Limits,
+) -> Result<Params, Rejection> {
     let bad = Rejection::bad;
     let mut obj = Map::new();
     for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
@@ -167,7 +177,7 @@ pub(crate) fn params_from_query_string(raw: Option<&str>) -> Result<Params, Reje
         };
         obj.insert(key.into_owned(), value);
     }
-    params_from_json(Json::Object(obj))
+    params_from_json(Json::Object(obj), limits)
 }
 
 /// The operation `name` selects in `doc` (or the only one), if it can be told.
@@ -247,7 +257,7 @@ pub async fn get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    match params_from_query_string(raw.as_deref()) {
+    match params_from_query_string(raw.as_deref(), app.limits()) {
         Ok(params) => execute(app, media, params, true, &headers, raw.as_deref(), peer).await,
         Err(rejection) => rejection.into_response(media),
     }
@@ -275,14 +285,18 @@ pub async fn post(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    match params_from_body(&headers, &body) {
+    match params_from_body(&headers, &body, app.limits()) {
         Ok(params) => execute(app, media, params, false, &headers, raw.as_deref(), peer).await,
         Err(rejection) => rejection.into_response(media),
     }
 }
 
 /// The parameters of a `POST`: a UTF-8 JSON body.
-pub(crate) fn params_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Rejection> {
+pub(crate) fn params_from_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Params, Rejection> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -302,7 +316,7 @@ pub(crate) fn params_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Param
     }
     let body: Json = serde_json::from_slice(body)
         .map_err(|e| Rejection::bad(&format!("the request body is not valid JSON: {e}")))?;
-    params_from_json(body)
+    params_from_json(body, limits)
 }
 
 fn not_acceptable() -> Response {
@@ -347,7 +361,16 @@ async fn execute(
     request.extensions =
         serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
     let op = match request.parsed_query() {
-        Ok(doc) => selected_operation(doc, params.operation_name.as_deref()),
+        Ok(doc) => {
+            if let Some(message) = guard::single_root_field(doc, params.operation_name.as_deref()) {
+                app.metrics()
+                    .observe(OpKind::invalid, false, started.elapsed());
+                let mut e = ServerError::new(message, None);
+                set_code(&mut e, "GRAPHQL_VALIDATION_FAILED");
+                return respond(media, request_error(vec![e]), true);
+            }
+            selected_operation(doc, params.operation_name.as_deref())
+        }
         Err(e) => {
             app.metrics()
                 .observe(OpKind::invalid, false, started.elapsed());

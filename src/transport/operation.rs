@@ -22,7 +22,7 @@ use crate::access::{Role, Viewer};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::graphql::{Handoff, Live, Pinned, RequestCtx};
+use crate::graphql::{Handoff, Live, Pinned, RequestCtx, guard};
 use crate::realtime::rooms::Peers;
 use crate::realtime::{FeedError, Overflow, Selection, visible};
 use crate::server::AppState;
@@ -104,17 +104,26 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     ctx.handoff = Some(handoff.clone());
     ctx.resume_after = origin.resume_after;
     ctx.peers = origin.peers.clone();
+    let refused = refuse(&app, &req);
     let mut request = request(&req, ctx);
     // A document that does not parse is a request error of its own kind.
-    let unparsable = request.parsed_query().err().map(|mut e| {
-        e.extensions
-            .get_or_insert_with(Default::default)
-            .set("code", "GRAPHQL_PARSE_FAILED");
-        super::http::coded_errors(&[e], &req.query, true)
+    let refused = refused.or_else(|| match request.parsed_query() {
+        Err(e) => Some(coded(e, "GRAPHQL_PARSE_FAILED", &req.query)),
+        Ok(doc) => guard::single_root_field(doc, req.operation_name.as_deref()).map(|m| {
+            coded(
+                async_graphql::ServerError::new(m, None),
+                "GRAPHQL_VALIDATION_FAILED",
+                &req.query,
+            )
+        }),
     });
-    let responses = app.schema().execute_stream(request);
+    // Nothing runs (and nothing recursive sees the document) once refused.
+    let responses = match refused {
+        Some(_) => futures_util::stream::empty().boxed(),
+        None => app.schema().execute_stream(request),
+    };
     async_stream::stream! {
-        if let Some(errors) = unparsable {
+        if let Some(errors) = refused {
             yield OpEvent::Failed(errors);
             return;
         }
@@ -192,6 +201,28 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
         yield OpEvent::End;
     }
     .boxed()
+}
+
+/// The coded errors of a document refused before parsing (too large, nested too
+/// deep), if it is.
+fn refuse(app: &AppState, req: &OpRequest) -> Option<Vec<Json>> {
+    let limits = app.limits();
+    guard::document(&req.query, limits.max_document_bytes, limits.max_nesting)
+        .err()
+        .map(|e| {
+            coded(
+                async_graphql::ServerError::new(e.0, None),
+                "GRAPHQL_PARSE_FAILED",
+                &req.query,
+            )
+        })
+}
+
+fn coded(mut e: async_graphql::ServerError, code: &str, query: &str) -> Vec<Json> {
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    super::http::coded_errors(&[e], query, true)
 }
 
 fn request(req: &OpRequest, ctx: RequestCtx) -> async_graphql::Request {

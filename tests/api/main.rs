@@ -9,6 +9,7 @@ mod cli;
 mod crud;
 mod filters;
 mod harness;
+mod hostile;
 mod http;
 mod playground;
 mod realtime;

@@ -140,11 +140,12 @@ pub(crate) fn params_of(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
+    limits: &crate::graphql::Limits,
 ) -> Result<Params, Response> {
     let params = if method == Method::GET {
-        http::params_from_query_string(query)
+        http::params_from_query_string(query, limits)
     } else {
-        http::params_from_body(headers, body)
+        http::params_from_body(headers, body, limits)
     }
     .map_err(|r: Rejection| r.into_response(Media::Json))?;
     // graphql-over-http: no mutation over GET.
@@ -186,7 +187,7 @@ pub(crate) async fn prepare(
 ) -> Result<Prepared, Response> {
     let (viewer, identity) = authenticate(app, creds).await?;
     let resume_after = last_event_id(headers)?;
-    let params = params_of(method, headers, query, body)?;
+    let params = params_of(method, headers, query, body, app.limits())?;
     Ok(Prepared {
         viewer,
         identity,

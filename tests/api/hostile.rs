@@ -1,0 +1,357 @@
+//! Input an attacker would send: documents and filters nested or sized to break a
+//! recursive parser, and subscriptions with more than one root field. Each is
+//! refused with a coded error on every transport, and the server stays up.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Db, EXAMPLE_APP, Server};
+use crate::sseclient::Sse;
+use crate::wsclient::{Frame, LEGACY, Ws};
+
+/// `{ __typename(x: [[[ ... 1 ... ]]]) }`: a few KB that once overflowed the stack.
+fn nested_list(levels: usize) -> String {
+    format!(
+        "{{ __typename(x: {}1{}) }}",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    )
+}
+
+/// `where: {not: {not: ... {title: {eq: "x"}} ...}}` written into the document.
+fn nested_not_literal(levels: usize) -> String {
+    format!(
+        "{{ posts(where: {}{{title: {{eq: \"x\"}}}}{}) {{ id }} }}",
+        "{not: ".repeat(levels),
+        "}".repeat(levels)
+    )
+}
+
+fn nested_not_value(levels: usize) -> Value {
+    let mut w = json!({ "title": { "eq": "x" } });
+    for _ in 0..levels {
+        w = json!({ "not": w });
+    }
+    w
+}
+
+const POSTS_WHERE: &str = "query($w: PostWhere) { posts(where: $w) { id } }";
+
+async fn post_raw(s: &Server, body: &Value) -> (StatusCode, Value) {
+    let resp = s
+        .client
+        .post(format!("{}/graphql", s.base))
+        .bearer_auth(&s.token)
+        .json(body)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+}
+
+/// The server still answers a plain query.
+async fn alive(s: &Server) {
+    let ok = s.data("{ postsCount }", json!({})).await;
+    assert!(ok["postsCount"].is_number(), "{ok}");
+}
+
+#[tokio::test]
+async fn deep_or_huge_input_is_refused_over_http_and_the_server_stays_up() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+
+    for query in [
+        nested_list(2_000),
+        nested_list(100),
+        nested_not_literal(1_200),
+    ] {
+        let (status, body) = post_raw(&s, &json!({ "query": query })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(code(&body), "GRAPHQL_PARSE_FAILED", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("deep")),
+            "the message says why: {body}"
+        );
+        alive(&s).await;
+    }
+    // Over GET as well.
+    let resp = s
+        .client
+        .get(format!("{}/graphql", s.base))
+        .query(&[("query", nested_list(2_000))])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "GRAPHQL_PARSE_FAILED", "{body}");
+
+    // A document past the size limit, however flat.
+    let long = format!("{{ {} }}", "__typename ".repeat(12_000));
+    let (status, body) = post_raw(&s, &json!({ "query": long })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(code(&body), "GRAPHQL_PARSE_FAILED", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--max-document-bytes")),
+        "{body}"
+    );
+
+    // `where` trees within the bracket limit but too deep or too wide for the
+    // filter: BAD_USER_INPUT naming the limit, never INTERNAL.
+    let (_, body) = post_raw(&s, &json!({ "query": nested_not_literal(30) })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nest at most")),
+        "{body}"
+    );
+    for w in [
+        nested_not_value(100),
+        json!({ "or": vec![json!({ "title": { "eq": "x" } }); 20_000] }),
+        json!({ "and": vec![json!({ "or": vec![json!({ "title": { "eq": "x" } }); 200] }); 200] }),
+    ] {
+        let (_, body) = post_raw(
+            &s,
+            &json!({ "query": POSTS_WHERE, "variables": { "w": w } }),
+        )
+        .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+        alive(&s).await;
+    }
+    // Deeper than JSON parsing allows: refused as a bad body.
+    let (status, body) = post_raw(
+        &s,
+        &json!({ "query": POSTS_WHERE, "variables": { "w": nested_not_value(1_200) } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+
+    // Within the limits, filters nest and combine as before.
+    let ok = s
+        .data(POSTS_WHERE, json!({ "w": nested_not_value(10) }))
+        .await;
+    assert!(ok["posts"].is_array(), "{ok}");
+    let (_, body) = post_raw(&s, &json!({ "query": nested_not_literal(10) })).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let (_, body) = post_raw(
+        &s,
+        &json!({ "query": POSTS_WHERE, "variables": { "w": { "or": vec![json!({ "title": { "eq": "x" } }); 100] } } }),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn deep_documents_are_refused_over_websockets_and_sse() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let deep = format!(
+        "subscription {{ postChanged(where: {}{{title: {{eq: \"x\"}}}}{}) {{ id }} }}",
+        "{not: ".repeat(2_000),
+        "}".repeat(2_000)
+    );
+    // graphql-transport-ws: an error for that operation; the socket stays up.
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    for (id, query) in [("1", nested_list(2_000)), ("2", deep.clone())] {
+        ws.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query } }))
+            .await;
+        match ws.next().await {
+            Frame::Json(v) if v["type"] == "error" && v["id"] == id => {
+                assert_eq!(
+                    v["payload"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
+                    "{v}"
+                )
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    ws.subscribe("3", "{ postsCount }", json!({})).await;
+    assert!(ws.next_payload("3").await["data"]["postsCount"].is_number());
+
+    // The legacy protocol.
+    let mut legacy = Ws::open(&s.base, Some(LEGACY), "").await;
+    legacy
+        .send(json!({ "type": "connection_init", "payload": { "token": s.token } }))
+        .await;
+    assert!(matches!(legacy.next().await, Frame::Json(v) if v["type"] == "connection_ack"));
+    legacy
+        .send(json!({ "type": "start", "id": "1", "payload": { "query": deep } }))
+        .await;
+    match legacy.next().await {
+        Frame::Json(v) if v["type"] == "error" => {
+            assert_eq!(
+                v["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
+                "{v}"
+            )
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    // SSE (distinct connections): refused before a stream opens.
+    let resp = s
+        .client
+        .get(format!("{}/graphql/stream", s.base))
+        .header("accept", "text/event-stream")
+        .query(&[("query", deep.as_str()), ("access_token", s.token.as_str())])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "GRAPHQL_PARSE_FAILED", "{body}");
+    alive(&s).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// Notes are owner-read; `changes` hints go to every signed-in viewer.
+fn hints_for_all() -> String {
+    EXAMPLE_APP.replace(
+        "[collections.notes]\n",
+        "[collections.notes]\nhints = \"all\"\n",
+    )
+}
+
+const TWO_ROOTS: [&str; 4] = [
+    "subscription { n: noteChanged { record { title body } } c: changes { collection } }",
+    "subscription { a: noteChanged { record { title } } b: noteChanged { record { body } } }",
+    "subscription { __typename noteChanged { record { title } } }",
+    "subscription { ...Both } fragment Both on Subscription { noteChanged { record { title } } changes { collection } }",
+];
+
+fn refused_as_invalid(v: &Value) -> bool {
+    let errors = if v["payload"].is_array() {
+        &v["payload"]
+    } else if v["payload"]["errors"].is_array() {
+        &v["payload"]["errors"]
+    } else {
+        &v["errors"]
+    };
+    errors[0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        && errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only one root field") || m.contains("root field"))
+}
+
+#[tokio::test]
+async fn a_subscription_with_two_root_fields_is_refused_everywhere() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &hints_for_all()).await;
+    let owner = s
+        .user_for("owner@example.com", livegate::access::Role::User, "default")
+        .await;
+    let other = s
+        .user_for("other@example.com", livegate::access::Role::User, "default")
+        .await;
+
+    // graphql-transport-ws and the legacy protocol.
+    let mut ws = Ws::acked(&s.base, Some(&other.token)).await;
+    let mut legacy = Ws::open(&s.base, Some(LEGACY), "").await;
+    legacy
+        .send(json!({ "type": "connection_init", "payload": { "token": other.token } }))
+        .await;
+    assert!(matches!(legacy.next().await, Frame::Json(v) if v["type"] == "connection_ack"));
+    for (n, query) in TWO_ROOTS.iter().enumerate() {
+        let id = format!("{n}");
+        ws.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query } }))
+            .await;
+        match ws.next().await {
+            Frame::Json(v) if v["type"] == "error" && v["id"] == id.as_str() => {
+                assert!(refused_as_invalid(&v), "{query}: {v}")
+            }
+            other => panic!("{query}: expected an error, got {other:?}"),
+        }
+        legacy
+            .send(json!({ "type": "start", "id": id, "payload": { "query": query } }))
+            .await;
+        match legacy.next().await {
+            Frame::Json(v) if v["type"] == "error" || v["type"] == "data" => {
+                assert!(refused_as_invalid(&v), "{query}: {v}")
+            }
+            other => panic!("{query}: expected an error, got {other:?}"),
+        }
+    }
+
+    // SSE, distinct connections: the error on the stream, then complete.
+    let mut sse = Sse::open(
+        s.client
+            .get(format!("{}/graphql/stream", s.base))
+            .header("accept", "text/event-stream")
+            .query(&[
+                ("query", TWO_ROOTS[0]),
+                ("access_token", other.token.as_str()),
+            ]),
+    )
+    .await;
+    let ev = sse.next().await;
+    assert!(refused_as_invalid(&ev.json()), "{:?}", ev);
+
+    // SSE, single connection: reserve, open the stream, then the operation.
+    let reserved = s
+        .client
+        .put(format!("{}/graphql/stream", s.base))
+        .bearer_auth(&other.token)
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(reserved.status(), StatusCode::CREATED);
+    let stream_token = reserved.text().await.expect("token");
+    let mut single = Sse::open(
+        s.client
+            .get(format!("{}/graphql/stream", s.base))
+            .header("accept", "text/event-stream")
+            .header("x-graphql-event-stream-token", &stream_token)
+            .bearer_auth(&other.token),
+    )
+    .await;
+    let op = s
+        .client
+        .post(format!("{}/graphql/stream", s.base))
+        .bearer_auth(&other.token)
+        .header("x-graphql-event-stream-token", &stream_token)
+        .json(&json!({ "query": TWO_ROOTS[0], "extensions": { "operationId": "x" } }))
+        .send()
+        .await
+        .expect("operation");
+    assert!(op.status().is_success(), "{}", op.status());
+    let ev = single.next().await;
+    assert!(refused_as_invalid(&ev.json()["payload"]), "{:?}", ev);
+    assert_eq!(single.next().await.event.as_deref(), Some("complete"));
+
+    // Plain HTTP.
+    let body = s.gql_as(Some(&other.token), TWO_ROOTS[0], json!({})).await;
+    assert!(refused_as_invalid(&body), "{body}");
+
+    // And whatever was refused delivers nothing: the owner's private note reaches
+    // no one else.
+    let created = s
+        .gql_as(
+            Some(&owner.token),
+            "mutation { createNote(input: { title: \"secret\", body: \"private\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+    ws.silent_for(Duration::from_millis(500)).await;
+    legacy.silent_for(Duration::from_millis(300)).await;
+    single.silent_for(Duration::from_millis(300)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
