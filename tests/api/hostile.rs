@@ -355,3 +355,94 @@ async fn a_subscription_with_two_root_fields_is_refused_everywhere() {
     s.stop().await;
     db.drop_db().await;
 }
+
+/// Comments may point at a note, which only its owner may read.
+fn comments_on_notes() -> String {
+    EXAMPLE_APP.replace(
+        "[collections.comments.fields]\n",
+        "[collections.comments.fields]\nnote = { type = \"ref\", collection = \"notes\" }\n",
+    )
+}
+
+#[tokio::test]
+async fn a_shared_render_never_carries_refs_resolved_for_another_viewer() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &comments_on_notes()).await;
+    let owner = s
+        .user_for("owner@example.com", livegate::access::Role::User, "default")
+        .await;
+    let other = s
+        .user_for("other@example.com", livegate::access::Role::User, "default")
+        .await;
+    let note = s
+        .gql_as(
+            Some(&owner.token),
+            "mutation { createNote(input: { title: \"secret\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    let note_id = note["data"]["createNote"]["id"]
+        .as_str()
+        .expect("note id")
+        .to_string();
+    let post = crate::harness::create_post(&s, json!({ "title": "p" })).await;
+    let post_id = post["id"].as_str().expect("post id").to_string();
+    // The same document for both viewers, straight and through a fragment; the
+    // viewer who may not read the note joins first each time.
+    let documents = [
+        "subscription { commentChanged { record { body note { title } } } }",
+        "subscription { commentChanged { ...C } } fragment C on CommentChange { record { body note { title } } }",
+    ];
+    for document in documents {
+        let mut seen = Vec::new();
+        let mut socks = Vec::new();
+        for viewer in [&other, &owner] {
+            let mut ws = Ws::acked(&s.base, Some(&viewer.token)).await;
+            ws.subscribe("1", document, json!({})).await;
+            socks.push(ws);
+        }
+        let mut sse = Vec::new();
+        for viewer in [&other, &owner] {
+            sse.push(
+                Sse::open(
+                    s.client
+                        .get(format!("{}/graphql/stream", s.base))
+                        .header("accept", "text/event-stream")
+                        .query(&[("query", document), ("access_token", viewer.token.as_str())]),
+                )
+                .await,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let made = s
+            .gql_as(
+                Some(&owner.token),
+                "mutation($p: ID!, $n: ID!) { createComment(input: { body: \"hi\", postId: $p, noteId: $n }) { id } }",
+                json!({ "p": post_id, "n": note_id }),
+            )
+            .await;
+        assert!(made["errors"].is_null(), "{made}");
+        for ws in &mut socks {
+            seen.push(
+                ws.next_payload("1").await["data"]["commentChanged"]["record"]["note"].clone(),
+            );
+        }
+        for stream in &mut sse {
+            seen.push(
+                stream.next().await.json()["data"]["commentChanged"]["record"]["note"].clone(),
+            );
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Value::Null,
+                json!({ "title": "secret" }),
+                Value::Null,
+                json!({ "title": "secret" })
+            ],
+            "{document}: each viewer's own access decides the ref"
+        );
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
