@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_complexity: usize,
     /// Largest `limit` honoured on lists; larger values are capped.
     pub max_list: u64,
+    /// Largest record a create or update may leave, in bytes of the row's JSON
+    /// as stored and published (every subscriber's frame carries it).
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_depth: 16,
             max_complexity: 2_000,
             max_list: 1_000,
+            max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
