@@ -173,6 +173,16 @@ struct ServeArgs {
     /// and it resumes from its cursor.
     #[arg(long, env = "LIVEGATE_BUS_CAPACITY", default_value_t = livegate_bus_default())]
     bus_capacity: usize,
+    /// Bytes of results a realtime connection (WebSocket, SSE stream, room
+    /// member) may have waiting for a client that does not read before it is
+    /// closed (1013, or its SSE stream ends) and resumes from its cursor.
+    #[arg(long, env = "LIVEGATE_MAX_BUFFER_BYTES", default_value_t = crate::transport::ws::DEFAULT_MAX_BUFFER_BYTES)]
+    max_buffer_bytes: usize,
+    /// Largest record, as the JSON of the row stored and published; a larger
+    /// create or update is refused (BAD_USER_INPUT). HTTP request bodies may be
+    /// twice this (at least 2 MiB), room for a record's escaped text.
+    #[arg(long, env = "LIVEGATE_MAX_RECORD_BYTES", default_value_t = Limits::default().max_record_bytes)]
+    max_record_bytes: usize,
     /// Largest `limit` honoured on list fields.
     #[arg(long, env = "LIVEGATE_MAX_LIMIT", default_value_t = Limits::default().max_list)]
     max_limit: u64,
@@ -273,6 +283,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_complexity: args.max_complexity,
             max_list: args.max_limit,
             max_document_bytes: args.max_document_bytes,
+            max_record_bytes: args.max_record_bytes,
             ..Limits::default()
         },
         auth: args.auth.config(),
@@ -280,6 +291,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             init_timeout: std::time::Duration::from_millis(args.connection_init_timeout_ms),
             max_message_bytes: args.max_message_bytes,
             bus_capacity: args.bus_capacity,
+            max_buffer_bytes: args.max_buffer_bytes,
         },
     };
     let running = start(config, shutdown_signal()).await?;

@@ -133,7 +133,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     let catalog = Catalog::load(&config.app)?;
     let store = Store::connect(&config.database_url, catalog.clone())
         .await?
-        .with_bus_capacity(config.ws.bus_capacity);
+        .with_bus_capacity(config.ws.bus_capacity)
+        .with_max_record_bytes(config.limits.max_record_bytes);
     store.migrate().await.context("applying migrations")?;
     store.reconcile(&config.app.display().to_string()).await?;
     // Before serving: a subscriber resuming from a cursor replays the log up
@@ -141,7 +142,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     store.load_published_seq().await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
     let tokens = Tokens::new(config.auth.clone())?;
-    let rooms = Arc::new(Rooms::default());
+    let rooms = Arc::new(Rooms::new(config.ws.max_buffer_bytes));
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
     Ok(AppState(Arc::new(Inner {
@@ -189,7 +190,17 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(playground::routes())
+        // A record's text arrives JSON-escaped inside a GraphQL document or its
+        // variables: room for twice the largest record (axum's 2 MB default at least).
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit(
+            state.store().max_record_bytes(),
+        )))
         .with_state(state)
+}
+
+/// The largest HTTP request body: twice the largest record, at least 2 MiB.
+pub fn body_limit(max_record_bytes: usize) -> usize {
+    max_record_bytes.saturating_mul(2).max(2 * 1024 * 1024)
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -116,6 +116,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            StoreError::TooLarge { size, limit } => ApiError::bad_input(format!(
+                "the record would be {size} bytes as JSON, more than the {limit} bytes this server takes (--max-record-bytes / LIVEGATE_MAX_RECORD_BYTES); store large content elsewhere and keep a reference"
+            )),
             other => ApiError::internal(other),
         }
     }

@@ -46,6 +46,9 @@ pub struct Limits {
     /// Deepest nesting of brackets (`{`, `[`, `(`) in a document (checked before
     /// parsing: the parser recurses on nested values).
     pub max_nesting: usize,
+    /// Largest record a create or update may leave, in bytes of the row's JSON
+    /// as stored and published (every subscriber's frame carries it).
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             max_list: 1_000,
             max_document_bytes: 100_000,
             max_nesting: 64,
+            max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }

@@ -11,7 +11,6 @@ use async_graphql::dynamic::{
     SubscriptionFieldFuture, TypeRef,
 };
 use futures_util::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::errors::{ApiError, resolve};
 use super::types::{DATETIME, JSON};
@@ -226,7 +225,7 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
                 rc.peers.clone(),
             );
             // The membership lives as long as the stream does.
-            let events = ReceiverStream::new(events).map(move |event| {
+            let events = events.map(move |event| {
                 let _held = &membership;
                 event
             });

@@ -20,6 +20,15 @@ use crate::access::{Viewer, may_read_row};
 use crate::catalog::{Catalog, Collection, Hints};
 use crate::store::{Action, Change, Filter, Store, StoreError};
 
+/// Default of the bytes of results one realtime connection may have waiting
+/// for a client that does not read (`--max-buffer-bytes`): 4 MiB holds four
+/// records of the largest default size (`--max-record-bytes`, 1 MiB), so a
+/// healthy client that pauses through a burst of large rows keeps its
+/// connection, and thousands of small results; yet 100 stalled readers hold at
+/// most about 400 MiB, where each used to keep a copy of every frame written
+/// while it stalled.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
 /// Events replayed per log query.
 const REPLAY_BATCH: u64 = 500;
 

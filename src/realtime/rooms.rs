@@ -12,23 +12,28 @@
 //!
 //! Every event of a room is handed to each member under the room's lock, so all
 //! members see the same order (and each sender's messages in the order sent).
-//! Members have bounded buffers: one that falls that far behind is not waited
-//! for; its connection's [`Overflow`] is raised and it reconnects (and rejoins).
+//! Members have bounded buffers, in events and in bytes (an event's payload is
+//! shared, but a member that stalls keeps every event since, however large the
+//! roster or payloads): one that falls that far behind is not waited for; its
+//! connection's [`Overflow`] is raised and it reconnects (and rejoins).
 //! A room is freed with its last member. Rooms are per account: the key is
 //! (account, name).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
-use super::Overflow;
+use super::{DEFAULT_MAX_BUFFER_BYTES, Overflow};
 
 /// Events a member may have waiting before it counts as fallen behind.
 pub const MEMBER_BUFFER: usize = 4096;
@@ -67,12 +72,53 @@ pub struct RoomEvent {
     pub payload: Option<Json>,
     pub from: Member,
     pub at: DateTime<Utc>,
+    /// About what a member holds while the event waits for it, in bytes.
+    pub size: usize,
 }
 
 struct Seat {
     member: Member,
     events: mpsc::Sender<Arc<RoomEvent>>,
+    /// Bytes of the events waiting in `events`.
+    waiting: Arc<AtomicUsize>,
     overflow: Option<Arc<Overflow>>,
+}
+
+/// A member's events, as they come; each leaves its bytes off the member's
+/// account when taken.
+pub struct Inbox {
+    events: mpsc::Receiver<Arc<RoomEvent>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    fn taken(&self, event: Option<Arc<RoomEvent>>) -> Option<Arc<RoomEvent>> {
+        if let Some(e) = &event {
+            self.waiting.fetch_sub(e.size, Ordering::SeqCst);
+        }
+        event
+    }
+
+    /// The next event; `None` once the member left.
+    pub async fn recv(&mut self) -> Option<Arc<RoomEvent>> {
+        let event = self.events.recv().await;
+        self.taken(event)
+    }
+
+    /// The next event if one waits.
+    pub fn try_recv(&mut self) -> Option<Arc<RoomEvent>> {
+        let event = self.events.try_recv().ok();
+        self.taken(event)
+    }
+}
+
+impl Stream for Inbox {
+    type Item = Arc<RoomEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.events.poll_recv(cx).map(|event| this.taken(event))
+    }
 }
 
 #[derive(Default)]
@@ -83,17 +129,22 @@ struct Room {
 
 impl Room {
     /// Hands `event` to every member but `except`; a member whose buffer is
-    /// full is cut off (its connection closes and it rejoins).
-    fn deliver(&self, event: &Arc<RoomEvent>, except: Option<&str>) {
+    /// full (in events, or past `max_bytes` with something waiting) is cut off
+    /// (its connection closes and it rejoins).
+    fn deliver(&self, event: &Arc<RoomEvent>, except: Option<&str>, max_bytes: usize) {
         for (peer, seat) in &self.seats {
             if Some(peer.as_str()) == except {
                 continue;
             }
-            if seat.events.try_send(event.clone()).is_err()
-                && let Some(overflow) = &seat.overflow
-            {
-                tracing::info!("a room member fell behind; closing its connection");
-                overflow.raise();
+            // Counted before it is sent: the member may take it at once.
+            let before = seat.waiting.fetch_add(event.size, Ordering::SeqCst);
+            let fits = before == 0 || before + event.size <= max_bytes;
+            if !fits || seat.events.try_send(event.clone()).is_err() {
+                seat.waiting.fetch_sub(event.size, Ordering::SeqCst);
+                if let Some(overflow) = &seat.overflow {
+                    tracing::info!("a room member fell behind; closing its connection");
+                    overflow.raise();
+                }
             }
         }
     }
@@ -106,13 +157,20 @@ impl Room {
 type Key = (String, String);
 
 /// Every live room of every account.
-#[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<HashMap<Key, Room>>,
+    /// Bytes of events a member may have waiting (one event always may).
+    max_member_bytes: usize,
     /// The id of the next event.
     next_id: AtomicI64,
     /// Message-rate limiters, one per rate (rules may differ by room pattern).
     limiters: Mutex<HashMap<NonZeroU32, Arc<DefaultKeyedRateLimiter<String>>>>,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Rooms::new(DEFAULT_MAX_BUFFER_BYTES)
+    }
 }
 
 /// A member's place in a room; leaving when dropped.
@@ -161,7 +219,10 @@ impl Peers {
 }
 
 fn event(id: i64, room: &str, kind: &str, from: &Member, payload: Option<Json>) -> Arc<RoomEvent> {
+    // The payload (a roster can be large), plus what every event carries.
+    let size = payload.as_ref().map_or(0, crate::values::json_len) + room.len() + kind.len() + 256;
     Arc::new(RoomEvent {
+        size,
         id,
         room: room.to_string(),
         kind: kind.to_string(),
@@ -172,6 +233,16 @@ fn event(id: i64, room: &str, kind: &str, from: &Member, payload: Option<Json>) 
 }
 
 impl Rooms {
+    /// No rooms yet; a member may have `max_member_bytes` of events waiting.
+    pub fn new(max_member_bytes: usize) -> Rooms {
+        Rooms {
+            rooms: Mutex::default(),
+            max_member_bytes,
+            next_id: AtomicI64::default(),
+            limiters: Mutex::default(),
+        }
+    }
+
     fn next_id(&self) -> i64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -198,9 +269,10 @@ impl Rooms {
         member: Member,
         overflow: Option<Arc<Overflow>>,
         peers: Option<Arc<Peers>>,
-    ) -> (Membership, mpsc::Receiver<Arc<RoomEvent>>) {
+    ) -> (Membership, Inbox) {
         let key = (account.to_string(), name.to_string());
         let (tx, rx) = mpsc::channel(MEMBER_BUFFER);
+        let waiting = Arc::new(AtomicUsize::new(0));
         self.with(|rooms| {
             let room = rooms.entry(key.clone()).or_default();
             room.seats.insert(
@@ -208,6 +280,7 @@ impl Rooms {
                 Seat {
                     member: member.clone(),
                     events: tx.clone(),
+                    waiting: waiting.clone(),
                     overflow,
                 },
             );
@@ -216,14 +289,15 @@ impl Rooms {
                 &member,
                 json!({ "event": "sync", "members": room.roster() }),
             );
-            // A fresh channel has room for it.
+            // A fresh channel has room for it, however large the roster.
+            waiting.fetch_add(sync.size, Ordering::SeqCst);
             let _ = tx.try_send(sync);
             let join = self.presence(
                 name,
                 &member,
                 json!({ "event": "join", "member": member.to_json() }),
             );
-            room.deliver(&join, Some(&member.peer_id));
+            room.deliver(&join, Some(&member.peer_id), self.max_member_bytes);
         });
         if let Some(peers) = &peers {
             peers.add(key.clone(), member.clone());
@@ -234,7 +308,13 @@ impl Rooms {
             member,
             peers,
         };
-        (membership, rx)
+        (
+            membership,
+            Inbox {
+                events: rx,
+                waiting,
+            },
+        )
     }
 
     fn leave(&self, key: &Key, peer: &str) {
@@ -254,7 +334,7 @@ impl Rooms {
                 &seat.member,
                 json!({ "event": "leave", "member": seat.member.to_json() }),
             );
-            room.deliver(&leave, None);
+            room.deliver(&leave, None, self.max_member_bytes);
         });
     }
 
@@ -271,7 +351,8 @@ impl Rooms {
         let key = (account.to_string(), name.to_string());
         self.with(|rooms| match rooms.get(&key) {
             Some(room) => {
-                room.deliver(&event(self.next_id(), name, kind, &from, payload), None);
+                let event = event(self.next_id(), name, kind, &from, payload);
+                room.deliver(&event, None, self.max_member_bytes);
                 true
             }
             None => false,
@@ -371,7 +452,7 @@ mod tests {
         assert!(rooms.send("acct", "r", "chat", Some(json!("hi")), a.member.clone()));
         assert_eq!(ra.recv().await.expect("own message").kind, "chat");
         assert_eq!(rb.recv().await.expect("message").payload, Some(json!("hi")));
-        assert!(rc.try_recv().is_err(), "nothing crosses accounts");
+        assert!(rc.try_recv().is_none(), "nothing crosses accounts");
         drop(b);
         let leave = ra.recv().await.expect("leave");
         assert_eq!(leave.payload.as_ref().expect("p")["event"], "leave");
@@ -390,8 +471,33 @@ mod tests {
         for i in 0..MEMBER_BUFFER + 10 {
             rooms.send("acct", "r", "n", Some(json!(i)), slow.member.clone());
             // The fast member keeps up.
-            while fast_rx.try_recv().is_ok() {}
+            while fast_rx.try_recv().is_some() {}
         }
         assert!(overflow.is_raised());
+    }
+
+    #[tokio::test]
+    async fn a_member_holding_too_many_bytes_is_cut_off() {
+        let rooms = Arc::new(Rooms::new(64 * 1024));
+        let overflow = Arc::new(Overflow::default());
+        let (slow, _never_read) =
+            rooms.join("acct", "r", member("slow"), Some(overflow.clone()), None);
+        let (_fast, mut fast_rx) = rooms.join("acct", "r", member("fast"), None, None);
+        let big = json!("x".repeat(10 * 1024));
+        // Six 10 KiB messages fit in 64 KiB; far fewer than the event bound.
+        for _ in 0..6 {
+            rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+            while fast_rx.try_recv().is_some() {}
+        }
+        assert!(!overflow.is_raised(), "within its bytes");
+        for _ in 0..2 {
+            rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+            while fast_rx.try_recv().is_some() {}
+        }
+        assert!(overflow.is_raised(), "past its bytes");
+        // The member that reads keeps its account at zero, whatever it read.
+        rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+        assert!(fast_rx.try_recv().is_some());
+        assert_eq!(fast_rx.waiting.load(Ordering::SeqCst), 0);
     }
 }

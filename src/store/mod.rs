@@ -37,7 +37,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    /// A create or update would leave a record larger than the store takes.
+    #[error("the record would be {size} bytes as JSON, more than the {limit} bytes allowed")]
+    TooLarge { size: usize, limit: usize },
 }
+
+/// Default of the largest record, in bytes of its JSON (`--max-record-bytes`):
+/// 1 MiB takes long texts, while every frame, queue and log row that carries a
+/// record stays bounded.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// Cheap to clone; all clones share one pool.
 #[derive(Clone)]
@@ -45,6 +53,8 @@ pub struct Store {
     db: DatabaseConnection,
     catalog: Arc<Catalog>,
     outbox: Arc<Outbox>,
+    /// Largest record a write may leave, in bytes of its JSON.
+    max_record_bytes: usize,
     /// Accounts by id and by slug (they never change once created).
     accounts: Arc<std::sync::RwLock<std::collections::HashMap<String, Account>>>,
 }
@@ -119,6 +129,7 @@ impl Store {
             db,
             catalog,
             outbox: Arc::new(Outbox::new(BUS_CAPACITY)),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             accounts: Arc::default(),
         })
     }
@@ -132,6 +143,18 @@ impl Store {
     pub fn with_bus_capacity(mut self, capacity: usize) -> Store {
         self.outbox = Arc::new(Outbox::new(capacity));
         self
+    }
+
+    /// Sets the largest record a create or update may leave, in bytes of the
+    /// row's JSON as stored in the event log and published.
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Store {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// The largest record a write may leave, in bytes of its JSON.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
     }
 
     /// Which SQL dialect this store speaks.

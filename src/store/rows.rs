@@ -210,6 +210,7 @@ impl Store {
 
     /// Inserts `row` and logs its create event, in one transaction.
     pub async fn insert(&self, c: &Collection, row: Row) -> Result<Change, StoreError> {
+        self.check_size(&row)?;
         let txn = self.begin_write().await?;
         let mut q = Query::insert();
         let mut cols: Vec<String> = SYSTEM_COLUMNS.iter().map(|s| s.to_string()).collect();
@@ -234,6 +235,19 @@ impl Store {
         txn.execute(&q).await?;
         self.commit_with_event(txn, c, Action::Create, row, None)
             .await
+    }
+
+    /// Refuses a row whose JSON (as the event log stores it, and as it is
+    /// published to every subscriber) is larger than the store takes.
+    fn check_size(&self, row: &Row) -> Result<(), StoreError> {
+        let size = crate::values::json_len(&row.to_json());
+        if size > self.max_record_bytes {
+            return Err(StoreError::TooLarge {
+                size,
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Updates row `id` of `account_id`: loads it under a write lock, lets
@@ -265,6 +279,8 @@ impl Store {
             );
             after.data.insert(key, value);
         }
+        // Dropping the transaction rolls back: nothing written, nothing published.
+        self.check_size(&after)?;
         q.and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("account_id").eq(scope.account_id));
         txn.execute(&q).await.map_err(StoreError::from)?;

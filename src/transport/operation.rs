@@ -385,9 +385,18 @@ struct Member {
     /// Set while the member replays from its cursor.
     holding: AtomicBool,
     /// What the dispatcher had for it meanwhile (`Some` while holding).
-    held: Mutex<Option<Vec<Rendered>>>,
-    /// At most this much held: more raises its overflow.
+    held: Mutex<Option<Held>>,
+    /// At most this many frames held: more raises its overflow.
     limit: usize,
+    /// At most this many bytes held (one frame always may be).
+    max_bytes: usize,
+}
+
+/// Frames kept back for a replaying member, and their bytes.
+#[derive(Default)]
+struct Held {
+    frames: Vec<Rendered>,
+    bytes: usize,
 }
 
 /// A member's place in its group; leaving it (dropping) stops its results.
@@ -406,7 +415,7 @@ impl Membership {
     /// results go straight out.
     fn release(&self) {
         let mut held = self.member.held();
-        if let Some(frames) = held.take() {
+        if let Some(Held { frames, .. }) = held.take() {
             let frames: Vec<(i64, &Arc<str>)> = frames.iter().map(|(c, f)| (*c, f)).collect();
             let d = &self.member.direct;
             d.out.next(&d.id, &self.member.active, &frames);
@@ -416,7 +425,7 @@ impl Membership {
 }
 
 impl Member {
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Rendered>>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -429,15 +438,21 @@ impl Member {
         let Some(held) = held.as_mut() else {
             return false;
         };
+        let bytes: usize = frames.iter().map(|(_, f)| f.len()).sum();
+        let alone = held.frames.is_empty() && frames.len() == 1;
         if self.overflow.is_raised() {
             // Its connection is closing: nothing more is kept for it.
-            held.clear();
-        } else if held.len() + frames.len() > self.limit {
+            *held = Held::default();
+        } else if held.frames.len() + frames.len() > self.limit
+            || (!alone && held.bytes + bytes > self.max_bytes)
+        {
             // Its connection closes and the client resumes from its cursor.
-            held.clear();
+            *held = Held::default();
             self.overflow.raise();
         } else {
-            held.extend(frames.iter().map(|(c, f)| (*c, Arc::clone(f))));
+            held.bytes += bytes;
+            held.frames
+                .extend(frames.iter().map(|(c, f)| (*c, Arc::clone(f))));
         }
         true
     }
@@ -590,8 +605,9 @@ impl Group {
             active: AtomicBool::new(true),
             overflow,
             holding: AtomicBool::new(replaying),
-            held: Mutex::new(replaying.then(Vec::new)),
+            held: Mutex::new(replaying.then(Held::default)),
             limit: app.store().bus_capacity(),
+            max_bytes: app.ws_config().max_buffer_bytes,
         });
         members.list.push(member.clone());
         Membership {

@@ -5,6 +5,7 @@
 mod access;
 mod app_file;
 mod auth;
+mod budget;
 mod cli;
 mod crud;
 mod filters;

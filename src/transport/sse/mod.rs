@@ -300,6 +300,7 @@ async fn distinct(
     let out = Arc::new(outbox::SseOut::new(
         overflow.clone(),
         app.store().bus_capacity(),
+        app.ws_config().max_buffer_bytes,
         app.metrics().deliveries.clone(),
     ));
     let origin = Origin {

@@ -9,8 +9,12 @@
 //! and turns it into events then; what waits is the group's shared payload.
 //!
 //! More than `limit` results waiting (the client stopped reading, so the stream
-//! is not polled) raise the stream's [`Overflow`]: it ends, and the client
-//! resumes from the last `id` it got, as when a subscriber falls behind the bus.
+//! is not polled), or more than `max_bytes` of them, raise the stream's
+//! [`Overflow`]: it ends, and the client resumes from the last `id` it got, as
+//! when a subscriber falls behind the bus. A result's bytes count from when it
+//! is left here until the stream has written it out (see [`SseOut::written`]),
+//! since the stream takes everything waiting at once and then yields it event
+//! by event to a client that may not read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +32,8 @@ pub type Queued = (i64, Arc<str>);
 #[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
+    /// Bytes of results left here and not yet written out by the stream.
+    pending_bytes: usize,
     waker: Option<Waker>,
 }
 
@@ -35,16 +41,24 @@ pub struct SseOut {
     state: Mutex<State>,
     overflow: Arc<Overflow>,
     limit: usize,
+    /// Bytes that may be pending (one result always may, however large).
+    max_bytes: usize,
     /// Deliveries, for `/metrics`.
     deliveries: Counter,
 }
 
 impl SseOut {
-    pub fn new(overflow: Arc<Overflow>, limit: usize, deliveries: Counter) -> Self {
+    pub fn new(
+        overflow: Arc<Overflow>,
+        limit: usize,
+        max_bytes: usize,
+        deliveries: Counter,
+    ) -> Self {
         SseOut {
             state: Mutex::default(),
             overflow,
             limit: limit.max(1),
+            max_bytes,
             deliveries,
         }
     }
@@ -67,6 +81,12 @@ impl SseOut {
         }
         Poll::Pending
     }
+
+    /// The stream wrote out a taken result of `bytes`.
+    pub fn written(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
+    }
 }
 
 impl DirectOut for SseOut {
@@ -80,11 +100,19 @@ impl DirectOut for SseOut {
             if !active.load(Ordering::SeqCst) {
                 return;
             }
-            if state.queue.len() + results.len() > self.limit {
+            let bytes: usize = results.iter().map(|(_, p)| p.len()).sum();
+            let alone = state.pending_bytes == 0 && results.len() == 1;
+            let over = state.queue.len() + results.len() > self.limit
+                || (!alone && state.pending_bytes + bytes > self.max_bytes);
+            if over {
+                // Of no use to a client that will resume: free it now.
+                state.queue = VecDeque::new();
+                state.pending_bytes = 0;
                 drop(state);
                 self.overflow.raise();
                 return;
             }
+            state.pending_bytes += bytes;
             self.deliveries.inc_by(results.len() as u64);
             state
                 .queue

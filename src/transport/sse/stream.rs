@@ -137,6 +137,8 @@ pub(crate) fn distinct_events(
                 Next::Direct(results) => {
                     for (cursor, payload) in results {
                         yield next_event(None, &payload, Some(cursor));
+                        // Polled again: the server's connection took it to write.
+                        out.written(payload.len());
                     }
                 }
                 Next::Op(Some(OpEvent::Next { payload, cursor })) => {

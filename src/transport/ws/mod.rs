@@ -45,6 +45,12 @@ pub struct WsConfig {
     pub max_message_bytes: usize,
     /// Events a subscriber may fall behind before its connection is closed (1013).
     pub bus_capacity: usize,
+    /// Bytes of frames a connection (WebSocket, SSE stream, room member,
+    /// replaying subscription) may have waiting for its client before it is
+    /// closed (1013, or its SSE stream ends) to resume from its cursor. Frames
+    /// are copied per connection, so without a byte bound a few stalled readers
+    /// of large rows would hold gigabytes.
+    pub max_buffer_bytes: usize,
 }
 
 impl Default for WsConfig {
@@ -53,9 +59,12 @@ impl Default for WsConfig {
             init_timeout: Duration::from_secs(3),
             max_message_bytes: 64 * 1024,
             bus_capacity: crate::store::BUS_CAPACITY,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
         }
     }
 }
+
+pub use crate::realtime::DEFAULT_MAX_BUFFER_BYTES;
 
 const OVERFLOW_REASON: &str =
     "Try again later: this connection fell behind; resume with your last cursor";
@@ -192,6 +201,7 @@ impl Connection {
             proto,
             overflow.clone(),
             app.ws_config().bus_capacity,
+            app.ws_config().max_buffer_bytes,
             app.metrics().deliveries.clone(),
         ));
         let mut conn = Connection {
@@ -322,7 +332,10 @@ impl Connection {
                     }
                 }
                 Wake::Expired => conn.close(4403, "Forbidden: token expired").await,
-                Wake::Overflowed => conn.close(1013, OVERFLOW_REASON).await,
+                Wake::Overflowed => {
+                    conn.out.discard_queued();
+                    conn.close(1013, OVERFLOW_REASON).await
+                }
                 Wake::Stopping => {
                     conn.close(1001, "Going away: the server is shutting down")
                         .await
@@ -469,6 +482,7 @@ impl Connection {
     async fn on_event(&mut self, id: Arc<str>, event: OpEvent) {
         if self.overflow.is_raised() {
             // Deliver nothing more: the client resumes from the last cursor it got.
+            self.out.discard_queued();
             return self.close(1013, OVERFLOW_REASON).await;
         }
         let outs = match event {

@@ -8,10 +8,12 @@
 //!
 //! A frame leaves at once when the socket takes it. When it does not, frames
 //! queue in order and the connection's task (woken by [`Outbox::poll_signal`]
-//! when the socket drains) sends them on; a queue of more than `limit` frames
-//! raises the connection's [`Overflow`] (it closes with 1013 and the client
-//! resumes from its last cursor), so a reader that stalls costs bounded memory
-//! and never holds up anyone else.
+//! when the socket drains) sends them on; a queue of more than `limit` frames,
+//! or of more than `max_bytes` bytes, raises the connection's [`Overflow`] (it
+//! closes with 1013 and the client resumes from its last cursor) and drops what
+//! waits, so a reader that stalls costs bounded memory and never holds up
+//! anyone else. Each frame is a copy of its own (the group's payload behind this
+//! operation's prefix), so the bytes are what the connection really holds.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +44,18 @@ pub enum Drained {
 struct State {
     sink: SplitSink<WebSocket, Message>,
     queue: VecDeque<Message>,
+    /// Bytes of the frames in `queue`.
+    queued_bytes: usize,
     broken: bool,
+}
+
+/// The bytes a frame holds while it waits.
+fn size(msg: &Message) -> usize {
+    match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
+    }
 }
 
 /// Wakes the connection's task when its socket can take more (or a frame it
@@ -72,6 +85,8 @@ pub struct Outbox {
     proto: Proto,
     overflow: Arc<Overflow>,
     limit: usize,
+    /// Bytes that may wait (one frame always may, however large).
+    max_bytes: usize,
     /// Deliveries, for `/metrics`.
     deliveries: Counter,
 }
@@ -82,6 +97,7 @@ impl Outbox {
         proto: Proto,
         overflow: Arc<Overflow>,
         limit: usize,
+        max_bytes: usize,
         deliveries: Counter,
     ) -> Self {
         let signal = Arc::new(Signal::default());
@@ -89,6 +105,7 @@ impl Outbox {
             state: Mutex::new(State {
                 sink,
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 broken: false,
             }),
             waker: Waker::from(signal.clone()),
@@ -96,6 +113,7 @@ impl Outbox {
             proto,
             overflow,
             limit: limit.max(1),
+            max_bytes,
             deliveries,
         }
     }
@@ -119,6 +137,7 @@ impl Outbox {
             return false;
         }
         if !state.queue.is_empty() {
+            state.queued_bytes += size(&msg);
             state.queue.push_back(msg);
             return true;
         }
@@ -132,6 +151,7 @@ impl Outbox {
             }
             Poll::Ready(Err(_)) => self.broke(state),
             Poll::Pending => {
+                state.queued_bytes += size(&msg);
                 state.queue.push_back(msg);
                 true
             }
@@ -170,10 +190,11 @@ impl Outbox {
             }
             match state.sink.poll_ready_unpin(&mut cx) {
                 Poll::Ready(Ok(())) => {
-                    if let Some(msg) = state.queue.pop_front()
-                        && state.sink.start_send_unpin(msg).is_err()
-                    {
-                        break Drained::Broken;
+                    if let Some(msg) = state.queue.pop_front() {
+                        state.queued_bytes -= size(&msg);
+                        if state.sink.start_send_unpin(msg).is_err() {
+                            break Drained::Broken;
+                        }
                     }
                 }
                 Poll::Pending => break Drained::Busy,
@@ -184,6 +205,16 @@ impl Outbox {
             state.broken = true;
         }
         drained
+    }
+
+    /// Drops every frame still waiting: the connection is closing because it
+    /// fell behind, its client resumes from the last cursor it got, and its
+    /// close frame should not wait behind (nor its memory stay held by) results
+    /// the client will fetch again.
+    pub fn discard_queued(&self) {
+        let mut state = self.lock();
+        state.queue = VecDeque::new();
+        state.queued_bytes = 0;
     }
 
     /// Ready when the socket may take more since the last time it was.
@@ -249,7 +280,12 @@ impl DirectOut for Outbox {
             return;
         }
         for text in texts {
-            if state.queue.len() >= self.limit {
+            let over = state.queue.len() >= self.limit
+                || (!state.queue.is_empty() && state.queued_bytes + text.len() > self.max_bytes);
+            if over {
+                // What waits is of no use to a client that will resume: free it now.
+                state.queue = VecDeque::new();
+                state.queued_bytes = 0;
                 drop(state);
                 self.overflow.raise();
                 return;
