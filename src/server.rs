@@ -135,6 +135,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     store.load_published_seq().await?;
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
     let tokens = Tokens::new(config.auth.clone())?;
+    let metrics = Metrics::default();
     let rooms = Arc::new(Rooms::default());
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
@@ -142,8 +143,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         catalog,
         schema,
         store,
-        metrics: Metrics::default(),
-        auth: Arc::new(SignIn::new(tokens)),
+        auth: Arc::new(SignIn::new(tokens, metrics.hashing.clone())),
+        metrics,
         default_account_id: account.id,
         ws: config.ws,
         renderings: Arc::default(),

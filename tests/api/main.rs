@@ -13,6 +13,7 @@ mod http;
 mod playground;
 mod realtime;
 mod rooms;
+mod sign_up;
 mod sse;
 mod sseclient;
 mod validation;
