@@ -13,7 +13,9 @@ mod tokens;
 mod viewer;
 
 pub use password::{Busy, HASH_WAIT, Hasher, check_password, normalize_email};
-pub use sessions::{SIGN_UPS_PER_ADDRESS_PER_MINUTE, Session, SessionError, SignIn};
+pub use sessions::{
+    REVOCATIONS_BUFFER, SIGN_UPS_PER_ADDRESS_PER_MINUTE, Session, SessionError, SignIn,
+};
 pub use tokens::{AuthConfig, Claims, DEFAULT_HASH_QUEUE, Identity, Tokens};
 pub use viewer::{Credentials, resolve_viewer};
 

@@ -59,6 +59,9 @@ impl From<anyhow::Error> for SessionError {
 pub const SIGN_INS_PER_EMAIL_PER_MINUTE: u32 = 10;
 /// Sign-in attempts allowed per client address per minute.
 pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 30;
+/// Revocations a live connection may fall behind on before it must re-check its
+/// session in the store.
+pub const REVOCATIONS_BUFFER: usize = 1024;
 /// Sign-ups allowed per client address per minute, unless configured otherwise.
 pub const SIGN_UPS_PER_ADDRESS_PER_MINUTE: u32 = 30;
 
@@ -142,13 +145,29 @@ impl SignIn {
             by_address: RateLimiter::keyed(per_minute(SIGN_INS_PER_ADDRESS_PER_MINUTE)),
             sign_ups_by_address: RateLimiter::keyed(sign_ups),
             hasher,
-            revoked: tokio::sync::broadcast::channel(1024).0,
+            revoked: tokio::sync::broadcast::channel(REVOCATIONS_BUFFER).0,
         }
     }
 
-    /// Session ids as they are revoked (sign-out, refresh-token reuse).
+    /// Session ids as they are revoked (sign-out, refresh-token reuse). A
+    /// receiver that falls more than [`REVOCATIONS_BUFFER`] behind is told it
+    /// lagged and may have missed its own: it must ask [`SignIn::session_ended`].
     pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.revoked.subscribe()
+    }
+
+    /// Whether session `id` has ended (revoked or gone), for a connection that
+    /// missed revocations. A failed check counts as ended: the client reconnects
+    /// and is checked afresh, rather than a signed-out one streaming on.
+    pub async fn session_ended(&self, store: &Store, id: &str) -> bool {
+        match store.session_revoked(id).await {
+            Ok(Some(false)) => false,
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-check a session after missed revocations");
+                true
+            }
+        }
     }
 
     async fn revoke(&self, store: &Store, session_id: &str) -> Result<(), SessionError> {

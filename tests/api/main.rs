@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod playground;
 mod realtime;
+mod revocation;
 mod rooms;
 mod sign_up;
 mod sse;
