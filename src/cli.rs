@@ -10,7 +10,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::access::Role;
-use crate::auth::{AuthConfig, Tokens, normalize_email};
+use crate::auth::{
+    AuthConfig, DEFAULT_HASH_QUEUE, Hasher, SIGN_UPS_PER_ADDRESS_PER_MINUTE, Tokens,
+    normalize_email,
+};
 use crate::catalog::Catalog;
 use crate::graphql::Limits;
 use crate::schema_diff;
@@ -109,6 +112,7 @@ impl AuthArgs {
             access_ttl: chrono::Duration::seconds(self.access_token_ttl.into()),
             refresh_ttl: chrono::Duration::seconds(self.refresh_token_ttl.into()),
             data_dir: self.data_dir.clone(),
+            ..AuthConfig::default()
         }
     }
 }
@@ -189,6 +193,17 @@ struct ServeArgs {
     /// Longest GraphQL document accepted, in bytes; longer ones are refused before parsing.
     #[arg(long, env = "LIVEGATE_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
     max_document_bytes: usize,
+    /// Password hashes (sign-up, sign-in) run at once; each takes a core and
+    /// about 19 MiB. Default: the number of cores.
+    #[arg(long, env = "LIVEGATE_PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
+    password_hash_concurrency: Option<u16>,
+    /// Sign-ups and sign-ins that may wait for a password-hashing slot (at most
+    /// 5 s); past that they are refused with RATE_LIMITED.
+    #[arg(long, env = "LIVEGATE_PASSWORD_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
+    password_hash_queue: usize,
+    /// Sign-ups allowed per client address per minute.
+    #[arg(long, env = "LIVEGATE_SIGN_UPS_PER_MINUTE", default_value_t = SIGN_UPS_PER_ADDRESS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    sign_ups_per_minute: u32,
 }
 
 fn livegate_bus_default() -> usize {
@@ -286,7 +301,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_record_bytes: args.max_record_bytes,
             ..Limits::default()
         },
-        auth: args.auth.config(),
+        auth: AuthConfig {
+            hash_concurrency: args
+                .password_hash_concurrency
+                .map_or_else(Hasher::default_concurrency, usize::from),
+            hash_queue: args.password_hash_queue,
+            sign_ups_per_minute: args.sign_ups_per_minute,
+            ..args.auth.config()
+        },
         ws: WsConfig {
             init_timeout: std::time::Duration::from_millis(args.connection_init_timeout_ms),
             max_message_bytes: args.max_message_bytes,

@@ -50,6 +50,21 @@ struct CloseLabels {
     code: u16,
 }
 
+/// Password hashing (argon2 runs for sign-up and sign-in), bounded by
+/// [`Hasher`](crate::auth::Hasher).
+#[derive(Clone, Default)]
+pub struct HashMetrics {
+    /// Hashes running now.
+    pub running: Gauge,
+    /// Requests waiting for a hashing slot now.
+    pub waiting: Gauge,
+    /// Hashes started.
+    pub runs: Counter,
+    /// Requests refused (`RATE_LIMITED`) because every slot was taken and the
+    /// queue was full, or the wait ran out.
+    pub refused: Counter,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +79,8 @@ pub struct Metrics {
     /// Events delivered to subscribers.
     pub deliveries: Counter,
     closes: Family<CloseLabels, Counter>,
+    /// Password hashing.
+    pub hashing: HashMetrics,
 }
 
 impl Default for Metrics {
@@ -113,7 +130,29 @@ impl Default for Metrics {
             "Realtime connections closed by the server, by protocol and close code",
             closes.clone(),
         );
+        let hashing = HashMetrics::default();
+        registry.register(
+            "password_hashes_running",
+            "Password hashes (argon2) running now",
+            hashing.running.clone(),
+        );
+        registry.register(
+            "password_hashes_waiting",
+            "Sign-ups and sign-ins waiting for a password-hashing slot",
+            hashing.waiting.clone(),
+        );
+        registry.register(
+            "password_hashes",
+            "Password hashes (argon2) started, for sign-up and sign-in",
+            hashing.runs.clone(),
+        );
+        registry.register(
+            "password_hashes_refused",
+            "Sign-ups and sign-ins refused because password hashing was saturated",
+            hashing.refused.clone(),
+        );
         Metrics {
+            hashing,
             registry,
             requests,
             latency,

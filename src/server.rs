@@ -143,14 +143,15 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
     let tokens = Tokens::new(config.auth.clone())?;
     let rooms = Arc::new(Rooms::new(config.ws.max_buffer_bytes));
+    let metrics = Metrics::default();
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
     Ok(AppState(Arc::new(Inner {
         catalog,
         schema,
         store,
-        metrics: Metrics::default(),
-        auth: Arc::new(SignIn::new(tokens)),
+        auth: Arc::new(SignIn::new(tokens, metrics.hashing.clone())),
+        metrics,
         default_account_id: account.id,
         ws: config.ws,
         limits: config.limits,

@@ -12,9 +12,11 @@ mod sessions;
 mod tokens;
 mod viewer;
 
-pub use password::{check_password, hash_password, normalize_email, verify_password};
-pub use sessions::{Session, SessionError, SignIn};
-pub use tokens::{AuthConfig, Claims, Identity, Tokens};
+pub use password::{Busy, HASH_WAIT, Hasher, check_password, normalize_email};
+pub use sessions::{
+    REVOCATIONS_BUFFER, SIGN_UPS_PER_ADDRESS_PER_MINUTE, Session, SessionError, SignIn,
+};
+pub use tokens::{AuthConfig, Claims, DEFAULT_HASH_QUEUE, Identity, Tokens};
 pub use viewer::{Credentials, resolve_viewer};
 
 /// Why a credential was refused. The message is safe to show a client.

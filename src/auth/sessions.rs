@@ -1,10 +1,9 @@
-//! Built-in accounts: sign-up, sign-in (rate-limited), refresh-token rotation with
-//! reuse detection, and sign-out. Refresh tokens are random, shown to the client
+//! Built-in accounts: sign-up and sign-in (both rate-limited, their password
+//! hashing bounded), refresh-token rotation with reuse detection, and sign-out. Refresh tokens are random, shown to the client
 //! once, and stored only as SHA-256 hashes.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -13,8 +12,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
 use super::password::check_password;
-use super::{Tokens, hash_password, normalize_email, verify_password};
+use super::{Busy, Hasher, Tokens, normalize_email};
 use crate::access::Role;
+use crate::metrics::HashMetrics;
 use crate::store::{DEFAULT_ACCOUNT, Store, StoreError, User};
 
 /// A signed-in session as the `Session` GraphQL type shows it.
@@ -59,18 +59,43 @@ impl From<anyhow::Error> for SessionError {
 pub const SIGN_INS_PER_EMAIL_PER_MINUTE: u32 = 10;
 /// Sign-in attempts allowed per client address per minute.
 pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 30;
+/// Revocations a live connection may fall behind on before it must re-check its
+/// session in the store.
+pub const REVOCATIONS_BUFFER: usize = 1024;
+/// Sign-ups allowed per client address per minute, unless configured otherwise.
+pub const SIGN_UPS_PER_ADDRESS_PER_MINUTE: u32 = 30;
 
-/// The session service: tokens plus sign-in rate limits.
+/// The session service: tokens, sign-in and sign-up rate limits, and the
+/// bounded password hasher.
 pub struct SignIn {
     pub tokens: Tokens,
     by_email: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
+    sign_ups_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    hasher: Hasher,
     /// Ids of sessions revoked from now on, so live connections can close.
     revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+/// `RATE_LIMITED` for `what` (e.g. "sign-in attempts"), retry after `n` allows.
+fn limited(what: &str, n: governor::NotUntil<governor::clock::QuantaInstant>) -> SessionError {
+    let wait = n.wait_time_from(DefaultClock::default().now());
+    SessionError::RateLimited(format!(
+        "too many {what}; try again in {} s",
+        wait.as_secs().max(1)
+    ))
+}
+
+impl From<Busy> for SessionError {
+    fn from(_: Busy) -> Self {
+        SessionError::RateLimited(
+            "the server is busy checking passwords; try again in a few seconds".into(),
+        )
+    }
 }
 
 fn random_token() -> String {
@@ -108,19 +133,41 @@ fn check_slug(slug: &str) -> Result<(), SessionError> {
 }
 
 impl SignIn {
-    /// The service around `tokens`.
-    pub fn new(tokens: Tokens) -> SignIn {
+    /// The service around `tokens`, its limits from their config; its password
+    /// hashing reports to `hashing`.
+    pub fn new(tokens: Tokens, hashing: HashMetrics) -> SignIn {
+        let config = tokens.config();
+        let hasher = Hasher::new(config.hash_concurrency, config.hash_queue, hashing);
+        let sign_ups = per_minute(config.sign_ups_per_minute);
         SignIn {
             tokens,
             by_email: RateLimiter::keyed(per_minute(SIGN_INS_PER_EMAIL_PER_MINUTE)),
             by_address: RateLimiter::keyed(per_minute(SIGN_INS_PER_ADDRESS_PER_MINUTE)),
-            revoked: tokio::sync::broadcast::channel(1024).0,
+            sign_ups_by_address: RateLimiter::keyed(sign_ups),
+            hasher,
+            revoked: tokio::sync::broadcast::channel(REVOCATIONS_BUFFER).0,
         }
     }
 
-    /// Session ids as they are revoked (sign-out, refresh-token reuse).
+    /// Session ids as they are revoked (sign-out, refresh-token reuse). A
+    /// receiver that falls more than [`REVOCATIONS_BUFFER`] behind is told it
+    /// lagged and may have missed its own: it must ask [`SignIn::session_ended`].
     pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.revoked.subscribe()
+    }
+
+    /// Whether session `id` has ended (revoked or gone), for a connection that
+    /// missed revocations. A failed check counts as ended: the client reconnects
+    /// and is checked afresh, rather than a signed-out one streaming on.
+    pub async fn session_ended(&self, store: &Store, id: &str) -> bool {
+        match store.session_revoked(id).await {
+            Ok(Some(false)) => false,
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-check a session after missed revocations");
+                true
+            }
+        }
     }
 
     async fn revoke(&self, store: &Store, session_id: &str) -> Result<(), SessionError> {
@@ -133,16 +180,20 @@ impl SignIn {
     pub fn forget_quiet_keys(&self) {
         self.by_email.retain_recent();
         self.by_address.retain_recent();
+        self.sign_ups_by_address.retain_recent();
     }
 
     /// `signUp`: joins the default account, or creates `new_account` and becomes
-    /// its ADMIN.
+    /// its ADMIN. Limited per client address. The cheap refusals come first (bad
+    /// input, the rate limit, a taken email or slug), so only a sign-up that can
+    /// succeed costs a password hash.
     pub async fn sign_up(
         &self,
         store: &Store,
         email: &str,
         password: &str,
         new_account: Option<&str>,
+        address: Option<IpAddr>,
     ) -> Result<Session, SessionError> {
         let email = normalize_email(email).map_err(|m| SessionError::BadInput {
             field: "email",
@@ -155,7 +206,31 @@ impl SignIn {
         if let Some(slug) = new_account {
             check_slug(slug)?;
         }
-        let hash = hash_password(password.to_string()).await?;
+        if let Some(ip) = address {
+            self.sign_ups_by_address
+                .check_key(&ip)
+                .map_err(|n| limited("sign-ups from this address", n))?;
+        }
+        // A taken email is refused before hashing. The answer says so anyway
+        // (CONFLICT), so answering it faster tells nobody more; the rate limit
+        // above bounds how fast anyone can ask. The insert below stays the
+        // authority (a concurrent sign-up may take the email meanwhile).
+        if store.user_credentials(&email).await?.is_some() {
+            return Err(SessionError::Conflict(
+                "an account with this email already exists".into(),
+            ));
+        }
+        if let Some(slug) = new_account
+            && store
+                .find_account(slug)
+                .await?
+                .is_some_and(|a| a.slug == slug)
+        {
+            return Err(SessionError::Conflict(format!(
+                "the account \"{slug}\" already exists"
+            )));
+        }
+        let hash = self.hasher.hash(password.to_string()).await??;
         let user = match new_account {
             Some(slug) => {
                 store
@@ -182,20 +257,14 @@ impl SignIn {
         address: Option<IpAddr>,
     ) -> Result<Session, SessionError> {
         let key = email.trim().to_lowercase();
-        let limited = |wait: Duration| {
-            SessionError::RateLimited(format!(
-                "too many sign-in attempts; try again in {} s",
-                wait.as_secs().max(1)
-            ))
-        };
         if let Some(ip) = address {
             self.by_address
                 .check_key(&ip)
-                .map_err(|n| limited(n.wait_time_from(DefaultClock::default().now())))?;
+                .map_err(|n| limited("sign-in attempts", n))?;
         }
         self.by_email
             .check_key(&key)
-            .map_err(|n| limited(n.wait_time_from(DefaultClock::default().now())))?;
+            .map_err(|n| limited("sign-in attempts", n))?;
         let wrong = || SessionError::Unauthenticated("wrong email or password".into());
         let found = match normalize_email(email) {
             Ok(email) => store.user_credentials(&email).await?,
@@ -205,7 +274,7 @@ impl SignIn {
             Some((user, hash)) => (Some(user), hash),
             None => (None, None),
         };
-        if !verify_password(password.to_string(), hash).await {
+        if !self.hasher.verify(password.to_string(), hash).await? {
             return Err(wrong());
         }
         let user = user.ok_or_else(wrong)?;

@@ -15,6 +15,9 @@ use crate::access::Role;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
+/// Sign-ups and sign-ins that may wait for a password-hashing slot, by default:
+/// with a few cores that is well under a second of waiting.
+pub const DEFAULT_HASH_QUEUE: usize = 32;
 /// Shortest HS256 secret accepted, in bytes.
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -41,6 +44,13 @@ pub struct AuthConfig {
     pub refresh_ttl: Duration,
     /// Where a generated secret is kept.
     pub data_dir: std::path::PathBuf,
+    /// Password hashes (sign-up and sign-in) run at once; default: the number of cores.
+    pub hash_concurrency: usize,
+    /// Sign-ups and sign-ins that may wait for a hashing slot; past that they
+    /// are refused with `RATE_LIMITED`.
+    pub hash_queue: usize,
+    /// Sign-ups allowed per client address per minute.
+    pub sign_ups_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -56,6 +66,9 @@ impl Default for AuthConfig {
             access_ttl: Duration::hours(1),
             refresh_ttl: Duration::days(30),
             data_dir: "data".into(),
+            hash_concurrency: super::Hasher::default_concurrency(),
+            hash_queue: DEFAULT_HASH_QUEUE,
+            sign_ups_per_minute: super::sessions::SIGN_UPS_PER_ADDRESS_PER_MINUTE,
         }
     }
 }

@@ -83,11 +83,11 @@ pub fn mutation_fields() -> Vec<Field> {
                 Some(v) => Some(v.string()?.to_string()),
                 None => None,
             };
-            let s = rc.auth.sign_up(&rc.store, &arg(&ctx, "email")?, &arg(&ctx, "password")?, new_account.as_deref()).await?;
+            let s = rc.auth.sign_up(&rc.store, &arg(&ctx, "email")?, &arg(&ctx, "password")?, new_account.as_deref(), rc.client_ip).await?;
             Ok(Some(FieldValue::owned_any(s)))
         })
     })
-    .description("Creates a user with a password and signs it in. With `newAccount`, also creates that account (tenant) and makes the user its ADMIN; otherwise the user joins the default account.")
+    .description("Creates a user with a password and signs it in. With `newAccount`, also creates that account (tenant) and makes the user its ADMIN; otherwise the user joins the default account. Rate-limited per client address (RATE_LIMITED).")
     .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)).description("The new user's email address; case and surrounding spaces are ignored."))
     .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)).description("At least 8 characters."))
     .argument(InputValue::new("newAccount", TypeRef::named(TypeRef::STRING)).description("Slug of a new account: lowercase letters, digits, dashes."));

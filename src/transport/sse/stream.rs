@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::sleep_until;
 
 use super::outbox::{self, SseOut};
@@ -101,7 +102,17 @@ where
                 // The value only ever turns true (or its sender goes): either way, leave.
                 _ = stopping.changed() => break,
                 revoked = revocations.recv() => {
-                    if let (Ok(revoked), Some(mine)) = (&revoked, &session) && revoked == mine {
+                    let ended = match (&revoked, &session) {
+                        (Ok(revoked), Some(mine)) => revoked == mine,
+                        // Revocations went by unseen (the client stopped
+                        // reading, so the stream was not polled): ours may
+                        // have been among them.
+                        (Err(RecvError::Lagged(_)), Some(mine)) => {
+                            app.auth().session_ended(app.store(), mine).await
+                        }
+                        _ => false,
+                    };
+                    if ended {
                         break;
                     }
                 }

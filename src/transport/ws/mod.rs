@@ -342,9 +342,14 @@ impl Connection {
                 }
                 Wake::Revoked(revoked) => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
-                    if let (Ok(session), Some(mine)) = (&revoked, mine)
-                        && session == mine
-                    {
+                    let ended = match (&revoked, mine) {
+                        (Ok(session), Some(mine)) => session == mine,
+                        // Revocations went by unseen (a busy or stalled
+                        // connection): ours may have been among them.
+                        (Err(_), Some(mine)) => app.auth().session_ended(app.store(), mine).await,
+                        (_, None) => false,
+                    };
+                    if ended {
                         conn.close(4403, "Forbidden: session signed out").await;
                     }
                 }
