@@ -3,6 +3,7 @@
 //! them decides access. [`playground`] serves the embedded playground page,
 //! which talks to the others like any client.
 
+pub(crate) mod accept;
 pub mod feed;
 pub mod http;
 pub mod operation;

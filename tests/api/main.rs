@@ -10,6 +10,7 @@ mod crud;
 mod filters;
 mod harness;
 mod http;
+mod limits;
 mod playground;
 mod realtime;
 mod rooms;

@@ -30,6 +30,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use super::accept::prefers_event_stream;
 use super::http::{self, Media, Params, Rejection};
 use super::operation::{self, OpEvent, OpRequest, Origin};
 use crate::access::Viewer;
@@ -41,15 +42,6 @@ pub use stream::sse_response;
 
 /// The header that carries a single-connection stream's token.
 pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
-
-/// Whether the request asks for an event stream.
-pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
-}
 
 /// The single-connection stream token of a request (header, or `?token=`).
 pub fn stream_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -67,7 +59,7 @@ pub fn stream_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
 
 /// Whether a request to `/graphql` belongs to this transport.
 pub fn wants(headers: &HeaderMap, query: Option<&str>, method: &Method) -> bool {
-    accepts_event_stream(headers)
+    prefers_event_stream(headers)
         || method == Method::PUT
         || method == Method::DELETE
         || stream_token(headers, query).is_some()
@@ -195,16 +187,6 @@ pub(crate) async fn prepare(
     })
 }
 
-/// Whether `Accept` (absent: anything) names one of `types`.
-pub(crate) fn accepts_one_of(headers: &HeaderMap, types: &[&str]) -> bool {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*")
-        .to_ascii_lowercase();
-    types.iter().any(|t| accept.contains(t))
-}
-
 pub(crate) fn op_request(params: Params) -> OpRequest {
     OpRequest {
         query: params.query,
@@ -238,7 +220,7 @@ pub async fn handle(
     let token = stream_token(&headers, query);
     let creds = Credentials::from_http(&headers, query);
     let is_read = method == Method::GET || method == Method::POST;
-    if is_read && accepts_event_stream(&headers) {
+    if is_read && prefers_event_stream(&headers) {
         return match token {
             Some(token) => single::connect(app, creds, token).await,
             None => distinct(app, peer, method, headers, query, body, creds).await,

@@ -28,14 +28,15 @@ use tokio_stream::StreamMap;
 
 use super::stream::GaugeGuard;
 use super::{
-    Prepared, accepts_one_of, authenticate, complete_event, failed_event, next_event, op_request,
-    prepare, refuse, sse_response, start,
+    Prepared, authenticate, complete_event, failed_event, next_event, op_request, prepare, refuse,
+    sse_response, start,
 };
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials};
 use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
 use crate::server::AppState;
+use crate::transport::accept::{self, accepts};
 use crate::transport::operation::{OpEvent, Origin};
 
 /// How long a reservation waits for its stream to open.
@@ -132,7 +133,7 @@ pub async fn reserve(
     creds: Result<Credentials, AuthError>,
     token: Option<String>,
 ) -> Response {
-    if !accepts_one_of(headers, &["*/*", "text/plain", "text/*"]) {
+    if !accepts(headers, "text/plain") {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
@@ -320,7 +321,7 @@ pub async fn operation(
     creds: Result<Credentials, AuthError>,
     token: String,
 ) -> Response {
-    if !accepts_one_of(&headers, &["*/*", "application/*", "application/json"]) {
+    if !accepts(&headers, accept::JSON) {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
