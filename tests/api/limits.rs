@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Db, EXAMPLE_APP, Server};
+use crate::wsclient::{Frame, Ws};
 
 #[tokio::test]
 async fn an_event_stream_refused_by_q_0_gets_json() {
@@ -71,6 +72,72 @@ async fn an_event_stream_refused_by_q_0_gets_json() {
         .to_string();
     assert!(ct.starts_with("text/event-stream"), "got {ct}");
     drop(resp);
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// The example app with `max_subscriptions_per_connection = 2` and a 1 s heartbeat.
+fn small_app() -> String {
+    EXAMPLE_APP
+        .replace(
+            "max_subscriptions_per_connection = 100",
+            "max_subscriptions_per_connection = 2",
+        )
+        .replace("heartbeat_seconds = 30", "heartbeat_seconds = 1")
+}
+
+/// Reads frames for operation `id` until its `complete` (or `error`); returns them.
+async fn frames_of(ws: &mut Ws, id: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        match ws.next().await {
+            Frame::Json(v) if v["id"] == id => {
+                let end = v["type"] == "complete" || v["type"] == "error";
+                got.push(v);
+                if end {
+                    return got;
+                }
+            }
+            Frame::Json(_) => {}
+            Frame::Closed(code, reason) => panic!("closed {code} {reason} waiting for {id}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_full_of_subscriptions_still_runs_queries_and_mutations() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &small_app()).await;
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    for id in ["1", "2"] {
+        ws.subscribe(id, "subscription { changes { cursor } }", json!({}))
+            .await;
+    }
+    ws.subscribe("q", "{ postsCount }", json!({})).await;
+    let q = frames_of(&mut ws, "q").await;
+    assert_eq!(q[0]["type"], "next", "{q:?}");
+    assert!(q[0]["payload"]["data"]["postsCount"].is_number(), "{q:?}");
+    assert_eq!(q[1]["type"], "complete");
+    ws.subscribe(
+        "m",
+        "mutation { createPost(input: { title: \"over the socket\" }) { title } }",
+        json!({}),
+    )
+    .await;
+    let m = frames_of(&mut ws, "m").await;
+    assert_eq!(
+        m[0]["payload"]["data"]["createPost"]["title"], "over the socket",
+        "{m:?}"
+    );
+    assert_eq!(m[1]["type"], "complete");
+    ws.subscribe("3", "subscription { changes { cursor } }", json!({}))
+        .await;
+    let third = frames_of(&mut ws, "3").await;
+    assert_eq!(third[0]["type"], "error", "{third:?}");
+    assert_eq!(
+        third[0]["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
     s.stop().await;
     db.drop_db().await;
 }

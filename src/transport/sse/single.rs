@@ -37,7 +37,7 @@ use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
 use crate::server::AppState;
 use crate::transport::accept::{self, accepts};
-use crate::transport::operation::{OpEvent, Origin};
+use crate::transport::operation::{OpEvent, Origin, counts_as_subscription};
 
 /// How long a reservation waits for its stream to open.
 pub const UNOPENED_TTL: Duration = Duration::from_secs(60);
@@ -53,6 +53,9 @@ struct Reservation {
     owner: (String, Option<String>),
     /// Operations running (or queued) on it, by id.
     ops: HashSet<String>,
+    /// Those of `ops` that hold a subscription slot (see
+    /// [`counts_as_subscription`]): queries and mutations never do.
+    subscriptions: HashSet<String>,
     control: mpsc::UnboundedSender<Control>,
     /// Taken when the stream opens.
     receiver: Option<mpsc::UnboundedReceiver<Control>>,
@@ -96,6 +99,7 @@ impl Reservations {
         self.with(|m| {
             if let Some(r) = m.get_mut(token) {
                 r.ops.remove(id);
+                r.subscriptions.remove(id);
             }
         });
     }
@@ -155,6 +159,7 @@ pub async fn reserve(
             Reservation {
                 owner: owner(&viewer),
                 ops: HashSet::new(),
+                subscriptions: HashSet::new(),
                 control,
                 receiver: Some(receiver),
                 overflow: Arc::new(Overflow::default()),
@@ -294,6 +299,7 @@ pub async fn stop(
         Some(r) if r.owner == owner(&viewer) => match &id {
             Some(id) => {
                 r.ops.remove(id);
+                r.subscriptions.remove(id);
                 let _ = r.control.send(Control::Stop(id.clone()));
                 Ok(())
             }
@@ -349,6 +355,8 @@ pub async fn operation(
         }
     };
     let limit = app.catalog().realtime.max_subscriptions_per_connection as usize;
+    let request = op_request(params);
+    let subscription = counts_as_subscription(&request);
     // Claim the id first, so that two posts with one id cannot both start.
     let claimed = app.sse().with(|m| match m.get_mut(&token) {
         Some(r) if r.owner == owner(&viewer) => {
@@ -357,7 +365,10 @@ pub async fn operation(
                     "an operation with this id is running on the stream",
                 ))
             } else {
-                let too_many = r.ops.len() >= limit;
+                let too_many = subscription && r.subscriptions.len() >= limit;
+                if subscription && !too_many {
+                    r.subscriptions.insert(id.clone());
+                }
                 r.ops.insert(id.clone());
                 Ok((
                     r.control.clone(),
@@ -390,7 +401,7 @@ pub async fn operation(
             peers: Some(peers),
             direct: None,
         };
-        start(&app, op_request(params), origin)
+        start(&app, request, origin)
     };
     if control.send(Control::Start(id.clone(), op)).is_err() {
         app.sse().finished(&token, &id);
