@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{Db, EXAMPLE_APP, Server};
-use crate::wsclient::{Frame, Ws};
+use crate::wsclient::{Frame, LEGACY, TRANSPORT_WS, Ws};
 
 #[tokio::test]
 async fn an_event_stream_refused_by_q_0_gets_json() {
@@ -138,6 +138,67 @@ async fn a_socket_full_of_subscriptions_still_runs_queries_and_mutations() {
         third[0]["payload"][0]["extensions"]["code"],
         "TOO_MANY_SUBSCRIPTIONS"
     );
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_connection_inits_always_sees_4429() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &small_app()).await;
+    let init = json!({ "type": "connection_init", "payload": { "token": s.token } }).to_string();
+    let burst = vec![init; 100];
+    for round in 0..20 {
+        let mut ws = Ws::open(&s.base, Some(TRANSPORT_WS), "").await;
+        ws.send_burst(&burst).await;
+        let (code, reason) = ws.closed().await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (4429, "Too many initialisation requests"),
+            "round {round}: the close frame must reach the client"
+        );
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// A legacy (`graphql-ws`) socket, acknowledged.
+async fn legacy_acked(s: &Server) -> Ws {
+    let mut ws = Ws::open(&s.base, Some(LEGACY), "").await;
+    ws.send(json!({ "type": "connection_init", "payload": { "token": s.token } }))
+        .await;
+    assert_eq!(
+        ws.next().await,
+        Frame::Json(json!({ "type": "connection_ack" }))
+    );
+    ws
+}
+
+#[tokio::test]
+async fn a_silent_legacy_peer_is_dropped_and_a_live_one_stays() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, &small_app()).await;
+    // This client reads all along, so its library answers every Ping frame
+    // (and it sends nothing else): it must stay up.
+    let mut alive = legacy_acked(&s).await;
+    // This one stops reading: its library never sees the server's Ping frames,
+    // so it never answers them, as a peer that vanished would not.
+    let mut silent = legacy_acked(&s).await;
+    alive.silent_for(Duration::from_millis(4500)).await;
+    match silent.next_within(Duration::from_secs(5)).await {
+        Some(Frame::Closed(code, reason)) => {
+            assert_eq!(code, 1001, "{reason}");
+        }
+        other => panic!("a silent legacy peer must be dropped; got {other:?}"),
+    }
+    alive.silent_for(Duration::from_millis(1500)).await;
+    alive
+        .send(json!({ "type": "start", "id": "1", "payload": { "query": "{ postsCount }" } }))
+        .await;
+    match alive.next().await {
+        Frame::Json(v) => assert_eq!(v["type"], "data", "{v}"),
+        other => panic!("the live peer is still served; got {other:?}"),
+    }
     s.stop().await;
     db.drop_db().await;
 }

@@ -67,6 +67,9 @@ const OPS_IN_A_ROW: usize = 32;
 /// How long one frame may take to leave; a peer that does not read is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a socket the server closed stays open for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client asks
 /// for; an unknown or missing subprotocol is closed with 4406.
 pub fn upgrade(
@@ -172,6 +175,8 @@ struct Connection {
     peers: Arc<Peers>,
     peer: SocketAddr,
     closed: bool,
+    /// Our close frame left: wait for the peer's before dropping the socket.
+    linger: bool,
 }
 
 impl Connection {
@@ -206,6 +211,7 @@ impl Connection {
             peers: Arc::default(),
             peer,
             closed: false,
+            linger: false,
         };
         let beat = Duration::from_secs(realtime.heartbeat_seconds.into());
         let heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
@@ -311,9 +317,15 @@ impl Connection {
                     if awaiting_pong {
                         conn.close(1001, "Going away: no answer to ping").await;
                     } else {
+                        // Any frame from the peer before the next beat is an answer.
+                        awaiting_pong = true;
                         let beat = conn.machine.heartbeat();
-                        awaiting_pong = conn.machine.proto() == Proto::TransportWs;
                         conn.apply(vec![beat]).await;
+                        // The legacy protocol has no client pong (`ka` goes one
+                        // way), but every WebSocket client answers a Ping frame.
+                        if conn.machine.proto() == Proto::Legacy && !conn.closed {
+                            conn.send_message(Message::Ping(Default::default())).await;
+                        }
                     }
                 }
                 Wake::Writable => {
@@ -343,6 +355,26 @@ impl Connection {
             }
         }
         app.metrics().subscriptions.dec_by(conn.ops.len() as i64);
+        let (linger, out) = (conn.linger, conn.out.clone());
+        // Its operations and room memberships end now, whatever the peer does.
+        drop(conn);
+        if linger {
+            // Dropping a socket with unread frames in its buffer makes the kernel
+            // reset the connection, and a reset can destroy the close frame still
+            // on its way: the client saw 1006 instead of our code (a burst of
+            // `connection_init`s, closed with 4429, did so nearly every time).
+            // Read and discard until the peer answers with its close, briefly.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(wake) = sources.next().await {
+                    match wake {
+                        Wake::Msg(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+                        Wake::Writable if out.drain() == Drained::Broken => break,
+                        _ => {}
+                    }
+                }
+            })
+            .await;
+        }
         gauge.dec();
     }
 
@@ -371,6 +403,8 @@ impl Connection {
             reason: reason.into(),
         }));
         self.send_message(frame).await;
+        // Sent (not broken on the way): the peer's close may follow.
+        self.linger = !self.closed;
         self.closed = true;
     }
 
