@@ -45,6 +45,11 @@ struct ProtocolLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
     protocol: String,
     code: u16,
@@ -64,6 +69,7 @@ pub struct Metrics {
     /// Events delivered to subscribers.
     pub deliveries: Counter,
     closes: Family<CloseLabels, Counter>,
+    refusals: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +119,12 @@ impl Default for Metrics {
             "Realtime connections closed by the server, by protocol and close code",
             closes.clone(),
         );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "realtime_refused",
+            "Realtime connections refused at a connection cap, by reason (total, per_address)",
+            refusals.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -122,6 +134,7 @@ impl Default for Metrics {
             events_published,
             deliveries,
             closes,
+            refusals,
         }
     }
 }
@@ -153,6 +166,15 @@ impl Metrics {
             .get_or_create(&CloseLabels {
                 protocol: protocol.to_string(),
                 code,
+            })
+            .inc();
+    }
+
+    /// Counts a realtime connection refused at a cap (`reason`: which one).
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
             })
             .inc();
     }

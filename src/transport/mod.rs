@@ -8,6 +8,7 @@ pub mod feed;
 pub mod http;
 pub mod operation;
 pub mod playground;
+pub mod slots;
 pub mod sse;
 pub mod ws;
 

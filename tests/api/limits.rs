@@ -6,7 +6,14 @@
 
 use std::time::Duration;
 
+use livegate::graphql::Limits;
+use livegate::transport::ws::WsConfig;
 use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::harness::{Db, EXAMPLE_APP, Server};
 use crate::wsclient::{Frame, LEGACY, TRANSPORT_WS, Ws};
@@ -199,6 +206,186 @@ async fn a_silent_legacy_peer_is_dropped_and_a_live_one_stays() {
         Frame::Json(v) => assert_eq!(v["type"], "data", "{v}"),
         other => panic!("the live peer is still served; got {other:?}"),
     }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// A server of the example app with these connection caps.
+async fn capped(db: &Db, total: usize, per_ip: usize) -> Server {
+    let ws = WsConfig {
+        max_connections: total,
+        max_connections_per_ip: per_ip,
+        ..Default::default()
+    };
+    let app = db.app_file("app.toml", &small_app());
+    Server::start_full(db, app, Limits::default(), Server::test_auth(db), ws)
+        .await
+        .expect("server starts")
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Opens a graphql-transport-ws socket from `local` (a loopback address);
+/// a refused handshake gives its status, `Retry-After` and JSON body.
+async fn ws_from(s: &Server, local: &str) -> Result<Socket, (u16, Option<String>, Value)> {
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().expect("addr");
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{local}:0").parse().expect("local"))
+        .expect("bind");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let mut req = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(TRANSPORT_WS),
+    );
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(Error::Http(resp)) => {
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((resp.status().as_u16(), retry, body))
+        }
+        Err(e) => panic!("handshake failed otherwise: {e}"),
+    }
+}
+
+fn assert_refused(got: (u16, Option<String>, Value), why: &str) {
+    let (status, retry, body) = got;
+    assert_eq!(status, 503, "{why}: {body}");
+    assert!(retry.is_some(), "{why}: a Retry-After header");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{why}: {body}"
+    );
+}
+
+/// Opens sockets from `local` until one is admitted (a closed one's slot is
+/// freed once the server has seen it go), for up to 10 s.
+async fn admitted_within(s: &Server, local: &str) -> Socket {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ws_from(s, local).await {
+            Ok(ws) => return ws,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("never admitted: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn refusals(s: &Server, reason: &str) -> u64 {
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let name = format!("livegate_realtime_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn the_total_cap_refuses_sockets_streams_and_feeds_alike() {
+    let db = Db::fresh().await;
+    let s = capped(&db, 3, 0).await;
+    let mut ws = ws_from(&s, "127.0.0.1").await.expect("first: a socket");
+    let stream = s
+        .client
+        .get(format!("{}/graphql/stream", s.base))
+        .header("accept", "text/event-stream")
+        .query(&[
+            ("query", "subscription { changes { cursor } }"),
+            ("access_token", &s.token),
+        ])
+        .send()
+        .await
+        .expect("second: an SSE stream");
+    assert_eq!(stream.status(), 200);
+    let feed = s
+        .client
+        .get(format!("{}/realtime", s.base))
+        .query(&[("token", &s.token)])
+        .send()
+        .await
+        .expect("third: a feed");
+    assert_eq!(feed.status(), 200);
+    assert_refused(
+        ws_from(&s, "127.0.0.1")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("expected a refusal")),
+        "a fourth socket",
+    );
+    for (path, accept) in [
+        ("/graphql/stream", "text/event-stream"),
+        ("/realtime", "*/*"),
+    ] {
+        let resp = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .header("accept", accept)
+            .query(&[
+                ("query", "subscription { changes { cursor } }"),
+                ("access_token", &s.token),
+                ("token", &s.token),
+            ])
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_refused((status, retry, body), path);
+    }
+    assert_eq!(refusals(&s, "total").await, 3);
+    // Plain requests are not connections: they still run.
+    assert_eq!(s.data("{ postsCount }", json!({})).await["postsCount"], 0);
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let _again = admitted_within(&s, "127.0.0.1").await;
+    drop((stream, feed));
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_per_address_cap_counts_each_address_apart() {
+    let db = Db::fresh().await;
+    let s = capped(&db, 0, 2).await;
+    let first = ws_from(&s, "127.0.0.1").await.expect("first");
+    let _second = ws_from(&s, "127.0.0.1").await.expect("second");
+    assert_refused(
+        ws_from(&s, "127.0.0.1")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("expected a refusal")),
+        "a third from one address",
+    );
+    let _other = ws_from(&s, "127.0.0.2")
+        .await
+        .expect("another address has slots of its own");
+    assert_eq!(refusals(&s, "per_address").await, 1);
+    // A dropped connection (no close frame) frees its slot too.
+    drop(first);
+    let _again = admitted_within(&s, "127.0.0.1").await;
     s.stop().await;
     db.drop_db().await;
 }

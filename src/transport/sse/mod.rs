@@ -37,6 +37,7 @@ use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::{Overflow, parse_cursor};
 use crate::server::AppState;
+use crate::transport::slots::Slot;
 
 pub use stream::sse_response;
 
@@ -221,9 +222,13 @@ pub async fn handle(
     let creds = Credentials::from_http(&headers, query);
     let is_read = method == Method::GET || method == Method::POST;
     if is_read && prefers_event_stream(&headers) {
+        let slot = match app.slots().admit(peer.ip(), app.metrics()) {
+            Ok(slot) => slot,
+            Err(refused) => return refused,
+        };
         return match token {
-            Some(token) => single::connect(app, creds, token).await,
-            None => distinct(app, peer, method, headers, query, body, creds).await,
+            Some(token) => single::connect(app, slot, creds, token).await,
+            None => distinct(app, slot, peer, method, headers, query, body, creds).await,
         };
     }
     if method == Method::PUT {
@@ -258,8 +263,10 @@ fn method_not_allowed() -> Response {
 }
 
 /// Distinct connections mode: one operation, one stream.
+#[allow(clippy::too_many_arguments)]
 async fn distinct(
     app: AppState,
+    slot: Slot,
     peer: SocketAddr,
     method: Method,
     headers: HeaderMap,
@@ -296,7 +303,7 @@ async fn distinct(
     };
     let op = start(&app, op_request(params), origin);
     let events = stream::distinct_events(app.clone(), op, out);
-    sse_response(&app, identity, overflow, "graphql-sse", events)
+    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
 }
 
 /// The `next` event of an operation (`id` is the single-connection operation id).

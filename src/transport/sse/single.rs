@@ -38,6 +38,7 @@ use crate::realtime::rooms::Peers;
 use crate::server::AppState;
 use crate::transport::accept::{self, accepts};
 use crate::transport::operation::{OpEvent, Origin, counts_as_subscription};
+use crate::transport::slots::Slot;
 
 /// How long a reservation waits for its stream to open.
 pub const UNOPENED_TTL: Duration = Duration::from_secs(60);
@@ -202,6 +203,7 @@ fn new_token() -> String {
 /// `GET` with `Accept: text/event-stream` and a token: opens the stream.
 pub async fn connect(
     app: AppState,
+    slot: Slot,
     creds: Result<Credentials, AuthError>,
     token: String,
 ) -> Response {
@@ -221,7 +223,7 @@ pub async fn connect(
         Err(refusal) => return refusal.into_response(),
     };
     let events = multiplexed(app.clone(), token, receiver);
-    sse_response(&app, identity, overflow, "graphql-sse", events)
+    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
 }
 
 /// Releases the reservation when its stream ends, however it ends.

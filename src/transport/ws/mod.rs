@@ -45,6 +45,11 @@ pub struct WsConfig {
     pub max_message_bytes: usize,
     /// Events a subscriber may fall behind before its connection is closed (1013).
     pub bus_capacity: usize,
+    /// Most realtime connections (WebSockets, SSE streams, `/realtime` feeds)
+    /// open at once; 0: no cap.
+    pub max_connections: usize,
+    /// Most realtime connections open at once from one peer address; 0: no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for WsConfig {
@@ -53,6 +58,8 @@ impl Default for WsConfig {
             init_timeout: Duration::from_secs(3),
             max_message_bytes: 64 * 1024,
             bus_capacity: crate::store::BUS_CAPACITY,
+            max_connections: crate::transport::slots::default_max_connections(),
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -100,6 +107,11 @@ pub fn upgrade(
         let body = "unsupported WebSocket subprotocol: use graphql-transport-ws (graphql-ws) or graphql-ws (subscriptions-transport-ws)\n";
         return (axum::http::StatusCode::BAD_REQUEST, body).into_response();
     }
+    // Refused in HTTP, before the upgrade: a 503 every client reports as such.
+    let slot = match app.slots().admit(peer.ip(), app.metrics()) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     // Credentials on the URL or in headers; `?token=` is accepted on sockets too.
     let mut creds = Credentials::from_http(headers, query);
     if let Ok(c) = &mut creds
@@ -113,8 +125,10 @@ pub fn upgrade(
         match proto {
             Some(proto) => {
                 // On the delivery runtime: fan-out never holds up requests.
-                app.clone()
-                    .spawn_delivery(Connection::run(app, socket, proto, creds, peer));
+                app.clone().spawn_delivery(async move {
+                    Connection::run(app, socket, proto, creds, peer).await;
+                    drop(slot);
+                });
             }
             None => {
                 let mut socket = socket;
@@ -126,6 +140,7 @@ pub fn upgrade(
                     })))
                     .await;
                 app.metrics().closed("none", 4406);
+                drop(slot);
             }
         }
     })
