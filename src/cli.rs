@@ -187,6 +187,18 @@ struct ServeArgs {
     /// twice this (at least 2 MiB), room for a record's escaped text.
     #[arg(long, env = "LIVEGATE_MAX_RECORD_BYTES", default_value_t = Limits::default().max_record_bytes)]
     max_record_bytes: usize,
+    /// Most realtime connections open at once (WebSockets, SSE streams and
+    /// `/realtime` feeds together); past it new ones get HTTP 503 RATE_LIMITED with
+    /// Retry-After. Default: the open-file limit less a reserve for the listener,
+    /// the database pool and plain requests (a tenth of it, 64 to 512), so the
+    /// process never runs out of descriptors. 0: no cap.
+    #[arg(long, env = "LIVEGATE_MAX_CONNECTIONS", default_value_t = crate::transport::slots::default_max_connections())]
+    max_connections: usize,
+    /// Most realtime connections open at once from one peer address, refused
+    /// like the total cap. Default 0 (no cap): behind a proxy or load balancer
+    /// every client shares its address; set it when clients connect directly.
+    #[arg(long, env = "LIVEGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: usize,
     /// Largest `limit` honoured on list fields.
     #[arg(long, env = "LIVEGATE_MAX_LIMIT", default_value_t = Limits::default().max_list)]
     max_limit: u64,
@@ -314,6 +326,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             bus_capacity: args.bus_capacity,
             max_buffer_bytes: args.max_buffer_bytes,
+            max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
         },
     };
     let running = start(config, shutdown_signal()).await?;

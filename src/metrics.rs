@@ -45,6 +45,11 @@ struct ProtocolLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
     protocol: String,
     code: u16,
@@ -81,6 +86,7 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     /// Password hashing.
     pub hashing: HashMetrics,
+    refusals: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,6 +157,12 @@ impl Default for Metrics {
             "Sign-ups and sign-ins refused because password hashing was saturated",
             hashing.refused.clone(),
         );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "realtime_refused",
+            "Realtime connections refused at a connection cap, by reason (total, per_address)",
+            refusals.clone(),
+        );
         Metrics {
             hashing,
             registry,
@@ -161,6 +173,7 @@ impl Default for Metrics {
             events_published,
             deliveries,
             closes,
+            refusals,
         }
     }
 }
@@ -192,6 +205,15 @@ impl Metrics {
             .get_or_create(&CloseLabels {
                 protocol: protocol.to_string(),
                 code,
+            })
+            .inc();
+    }
+
+    /// Counts a realtime connection refused at a cap (`reason`: which one).
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
             })
             .inc();
     }

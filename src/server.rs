@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::realtime::rooms::Rooms;
 use crate::store::Store;
 use crate::transport::operation::Renderings;
+use crate::transport::slots::Slots;
 use crate::transport::sse::single::Reservations;
 use crate::transport::ws::WsConfig;
 use crate::transport::{feed, http, playground, sse};
@@ -61,6 +62,8 @@ struct Inner {
     sse: Arc<Reservations>,
     /// Live rooms and their members.
     rooms: Arc<Rooms>,
+    /// Open realtime connections, against the connection caps.
+    slots: Arc<Slots>,
     /// Where realtime connections run (see [`Delivery`]); unset until `start`.
     delivery: std::sync::OnceLock<tokio::runtime::Handle>,
     /// The connection tasks on it, so that shutdown can wait for their close frames.
@@ -103,6 +106,10 @@ impl AppState {
     /// Live rooms and their members.
     pub fn rooms(&self) -> &Arc<Rooms> {
         &self.0.rooms
+    }
+    /// Open realtime connections, against the connection caps.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.0.slots
     }
     /// Resolves once the server starts shutting down.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -158,6 +165,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         renderings: Arc::default(),
         sse: Arc::default(),
         rooms,
+        slots: Arc::new(Slots::new(
+            config.ws.max_connections,
+            config.ws.max_connections_per_ip,
+        )),
         delivery: std::sync::OnceLock::new(),
         delivering: tokio_util::task::TaskTracker::new(),
         stopping: tokio::sync::watch::channel(false).0,

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::response::sse::Event;
@@ -25,9 +27,14 @@ use crate::store::Action;
 /// `GET /realtime`.
 pub async fn realtime(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let slot = match app.slots().admit(peer.ip(), app.metrics()) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let query = query.as_deref();
     let params: Vec<(String, String)> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -140,5 +147,5 @@ pub async fn realtime(
             });
             std::future::ready(event)
         });
-    sse_response(&app, identity, overflow, "eventsource", events)
+    sse_response(&app, slot, identity, overflow, "eventsource", events)
 }

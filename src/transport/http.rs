@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json, json};
 
+use super::accept::{self, Accept};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, resolve_viewer};
 use crate::graphql::{Limits, RequestCtx, guard};
@@ -48,25 +49,12 @@ impl Media {
 /// graphql-response+json on a tie. A missing header or a bare wildcard gets
 /// application/json (what pre-spec clients expect). `None` when neither is acceptable.
 fn negotiate(headers: &HeaderMap) -> Option<Media> {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = Accept::of(headers) else {
         return Some(Media::Json);
     };
-    let (mut gql, mut json, mut wildcard) = (None::<f32>, None::<f32>, None::<f32>);
-    for item in accept.split(',') {
-        let mut parts = item.split(';').map(str::trim);
-        let mime = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-            .find_map(|v| v.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let slot = match mime.as_str() {
-            "application/graphql-response+json" => &mut gql,
-            "application/json" => &mut json,
-            "application/*" | "*/*" => &mut wildcard,
-            _ => continue,
-        };
-        *slot = Some(slot.map_or(q, |old| old.max(q)));
-    }
+    let gql = accept.exact(accept::GRAPHQL_RESPONSE_JSON);
+    let json = accept.exact(accept::JSON);
+    let wildcard = accept.wildcard(accept::JSON);
     let gql_q = gql.or(wildcard.filter(|_| json.is_some())).unwrap_or(0.0);
     let json_q = json.or(wildcard).unwrap_or(0.0);
     if gql.is_some() && gql_q > 0.0 && gql_q >= json_q {

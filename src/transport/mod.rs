@@ -3,10 +3,12 @@
 //! them decides access. [`playground`] serves the embedded playground page,
 //! which talks to the others like any client.
 
+pub(crate) mod accept;
 pub mod feed;
 pub mod http;
 pub mod operation;
 pub mod playground;
+pub mod slots;
 pub mod sse;
 pub mod ws;
 

@@ -90,6 +90,33 @@ pub struct Direct {
     pub id: Arc<str>,
 }
 
+/// Whether `request` takes one of the connection's subscription slots: a
+/// subscription or a live query (`query @live`) holds its slot until it ends; a
+/// query or mutation finishes on its own and never does, so a socket full of
+/// subscriptions can still read and write. A document whose operation cannot be
+/// told (it does not parse, or names no operation it has) counts, so nothing
+/// unknown slips past the limit; it fails at once and frees its slot.
+pub fn counts_as_subscription(request: &OpRequest) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return true;
+    };
+    let op = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), None) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        _ => None,
+    };
+    match op.map(|op| &op.node) {
+        Some(op) if op.ty == OperationType::Mutation => false,
+        Some(op) if op.ty == OperationType::Query => op
+            .directives
+            .iter()
+            .any(|d| d.node.name.node.as_str() == "live"),
+        _ => true,
+    }
+}
+
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
 /// feed (it is on the bus, or a member of its group, from then on).
 pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'static, OpEvent> {

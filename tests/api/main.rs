@@ -12,6 +12,7 @@ mod filters;
 mod harness;
 mod hostile;
 mod http;
+mod limits;
 mod playground;
 mod realtime;
 mod revocation;

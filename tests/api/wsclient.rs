@@ -91,6 +91,17 @@ impl Ws {
             .expect("send");
     }
 
+    /// Sends `texts` as one burst: every frame is written before one flush.
+    pub async fn send_burst(&mut self, texts: &[String]) {
+        for text in texts {
+            self.stream
+                .feed(Message::text(text.clone()))
+                .await
+                .expect("feed");
+        }
+        self.stream.flush().await.expect("flush");
+    }
+
     /// Subscribes operation `id` (graphql-transport-ws).
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } })).await;

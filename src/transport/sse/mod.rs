@@ -30,26 +30,19 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use super::accept::prefers_event_stream;
 use super::http::{self, Media, Params, Rejection};
 use super::operation::{self, OpEvent, OpRequest, Origin};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::{Overflow, parse_cursor};
 use crate::server::AppState;
+use crate::transport::slots::Slot;
 
 pub use stream::sse_response;
 
 /// The header that carries a single-connection stream's token.
 pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
-
-/// Whether the request asks for an event stream.
-pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
-}
 
 /// The single-connection stream token of a request (header, or `?token=`).
 pub fn stream_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -67,7 +60,7 @@ pub fn stream_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
 
 /// Whether a request to `/graphql` belongs to this transport.
 pub fn wants(headers: &HeaderMap, query: Option<&str>, method: &Method) -> bool {
-    accepts_event_stream(headers)
+    prefers_event_stream(headers)
         || method == Method::PUT
         || method == Method::DELETE
         || stream_token(headers, query).is_some()
@@ -196,16 +189,6 @@ pub(crate) async fn prepare(
     })
 }
 
-/// Whether `Accept` (absent: anything) names one of `types`.
-pub(crate) fn accepts_one_of(headers: &HeaderMap, types: &[&str]) -> bool {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*")
-        .to_ascii_lowercase();
-    types.iter().any(|t| accept.contains(t))
-}
-
 pub(crate) fn op_request(params: Params) -> OpRequest {
     OpRequest {
         query: params.query,
@@ -239,10 +222,14 @@ pub async fn handle(
     let token = stream_token(&headers, query);
     let creds = Credentials::from_http(&headers, query);
     let is_read = method == Method::GET || method == Method::POST;
-    if is_read && accepts_event_stream(&headers) {
+    if is_read && prefers_event_stream(&headers) {
+        let slot = match app.slots().admit(peer.ip(), app.metrics()) {
+            Ok(slot) => slot,
+            Err(refused) => return refused,
+        };
         return match token {
-            Some(token) => single::connect(app, creds, token).await,
-            None => distinct(app, peer, method, headers, query, body, creds).await,
+            Some(token) => single::connect(app, slot, creds, token).await,
+            None => distinct(app, slot, peer, method, headers, query, body, creds).await,
         };
     }
     if method == Method::PUT {
@@ -277,8 +264,10 @@ fn method_not_allowed() -> Response {
 }
 
 /// Distinct connections mode: one operation, one stream.
+#[allow(clippy::too_many_arguments)]
 async fn distinct(
     app: AppState,
+    slot: Slot,
     peer: SocketAddr,
     method: Method,
     headers: HeaderMap,
@@ -316,7 +305,7 @@ async fn distinct(
     };
     let op = start(&app, op_request(params), origin);
     let events = stream::distinct_events(app.clone(), op, out);
-    sse_response(&app, identity, overflow, "graphql-sse", events)
+    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
 }
 
 /// The `next` event of an operation (`id` is the single-connection operation id).

@@ -28,15 +28,17 @@ use tokio_stream::StreamMap;
 
 use super::stream::GaugeGuard;
 use super::{
-    Prepared, accepts_one_of, authenticate, complete_event, failed_event, next_event, op_request,
-    prepare, refuse, sse_response, start,
+    Prepared, authenticate, complete_event, failed_event, next_event, op_request, prepare, refuse,
+    sse_response, start,
 };
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials};
 use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
 use crate::server::AppState;
-use crate::transport::operation::{OpEvent, Origin};
+use crate::transport::accept::{self, accepts};
+use crate::transport::operation::{OpEvent, Origin, counts_as_subscription};
+use crate::transport::slots::Slot;
 
 /// How long a reservation waits for its stream to open.
 pub const UNOPENED_TTL: Duration = Duration::from_secs(60);
@@ -52,6 +54,9 @@ struct Reservation {
     owner: (String, Option<String>),
     /// Operations running (or queued) on it, by id.
     ops: HashSet<String>,
+    /// Those of `ops` that hold a subscription slot (see
+    /// [`counts_as_subscription`]): queries and mutations never do.
+    subscriptions: HashSet<String>,
     control: mpsc::UnboundedSender<Control>,
     /// Taken when the stream opens.
     receiver: Option<mpsc::UnboundedReceiver<Control>>,
@@ -95,6 +100,7 @@ impl Reservations {
         self.with(|m| {
             if let Some(r) = m.get_mut(token) {
                 r.ops.remove(id);
+                r.subscriptions.remove(id);
             }
         });
     }
@@ -132,7 +138,7 @@ pub async fn reserve(
     creds: Result<Credentials, AuthError>,
     token: Option<String>,
 ) -> Response {
-    if !accepts_one_of(headers, &["*/*", "text/plain", "text/*"]) {
+    if !accepts(headers, "text/plain") {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
@@ -154,6 +160,7 @@ pub async fn reserve(
             Reservation {
                 owner: owner(&viewer),
                 ops: HashSet::new(),
+                subscriptions: HashSet::new(),
                 control,
                 receiver: Some(receiver),
                 overflow: Arc::new(Overflow::default()),
@@ -196,6 +203,7 @@ fn new_token() -> String {
 /// `GET` with `Accept: text/event-stream` and a token: opens the stream.
 pub async fn connect(
     app: AppState,
+    slot: Slot,
     creds: Result<Credentials, AuthError>,
     token: String,
 ) -> Response {
@@ -215,7 +223,7 @@ pub async fn connect(
         Err(refusal) => return refusal.into_response(),
     };
     let events = multiplexed(app.clone(), token, receiver);
-    sse_response(&app, identity, overflow, "graphql-sse", events)
+    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
 }
 
 /// Releases the reservation when its stream ends, however it ends.
@@ -293,6 +301,7 @@ pub async fn stop(
         Some(r) if r.owner == owner(&viewer) => match &id {
             Some(id) => {
                 r.ops.remove(id);
+                r.subscriptions.remove(id);
                 let _ = r.control.send(Control::Stop(id.clone()));
                 Ok(())
             }
@@ -320,7 +329,7 @@ pub async fn operation(
     creds: Result<Credentials, AuthError>,
     token: String,
 ) -> Response {
-    if !accepts_one_of(&headers, &["*/*", "application/*", "application/json"]) {
+    if !accepts(&headers, accept::JSON) {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "BAD_USER_INPUT",
@@ -348,6 +357,8 @@ pub async fn operation(
         }
     };
     let limit = app.catalog().realtime.max_subscriptions_per_connection as usize;
+    let request = op_request(params);
+    let subscription = counts_as_subscription(&request);
     // Claim the id first, so that two posts with one id cannot both start.
     let claimed = app.sse().with(|m| match m.get_mut(&token) {
         Some(r) if r.owner == owner(&viewer) => {
@@ -356,7 +367,10 @@ pub async fn operation(
                     "an operation with this id is running on the stream",
                 ))
             } else {
-                let too_many = r.ops.len() >= limit;
+                let too_many = subscription && r.subscriptions.len() >= limit;
+                if subscription && !too_many {
+                    r.subscriptions.insert(id.clone());
+                }
                 r.ops.insert(id.clone());
                 Ok((
                     r.control.clone(),
@@ -389,7 +403,7 @@ pub async fn operation(
             peers: Some(peers),
             direct: None,
         };
-        start(&app, op_request(params), origin)
+        start(&app, request, origin)
     };
     if control.send(Control::Start(id.clone(), op)).is_err() {
         app.sse().finished(&token, &id);

@@ -27,6 +27,7 @@ use crate::realtime::Overflow;
 use crate::server::AppState;
 use crate::transport::expiry_instant;
 use crate::transport::operation::OpEvent;
+use crate::transport::slots::Slot;
 
 /// Counts up now and down when dropped (when the client goes, too).
 pub(crate) struct GaugeGuard(Gauge);
@@ -48,6 +49,7 @@ impl Drop for GaugeGuard {
 /// shutdown.
 pub fn sse_response<S>(
     app: &AppState,
+    slot: Slot,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
     protocol: &'static str,
@@ -57,7 +59,7 @@ where
     S: Stream<Item = Event> + Send + 'static,
 {
     let beat = Duration::from_secs(app.catalog().realtime.heartbeat_seconds.into());
-    let stream = guarded(app.clone(), identity, overflow, protocol, events);
+    let stream = guarded(app.clone(), slot, identity, overflow, protocol, events);
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(beat).text(""))
         .into_response();
@@ -69,6 +71,7 @@ where
 
 fn guarded<S>(
     app: AppState,
+    slot: Slot,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
     protocol: &'static str,
@@ -79,6 +82,8 @@ where
 {
     async_stream::stream! {
         let _open = GaugeGuard::new(app.metrics().connections(protocol));
+        // Held while the stream is: the client going frees it.
+        let _slot = slot;
         let mut events = Box::pin(events);
         let mut revocations = app.auth().revocations();
         let mut stopping = app.stopping();

@@ -51,6 +51,11 @@ pub struct WsConfig {
     /// are copied per connection, so without a byte bound a few stalled readers
     /// of large rows would hold gigabytes.
     pub max_buffer_bytes: usize,
+    /// Most realtime connections (WebSockets, SSE streams, `/realtime` feeds)
+    /// open at once; 0: no cap.
+    pub max_connections: usize,
+    /// Most realtime connections open at once from one peer address; 0: no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for WsConfig {
@@ -60,6 +65,8 @@ impl Default for WsConfig {
             max_message_bytes: 64 * 1024,
             bus_capacity: crate::store::BUS_CAPACITY,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            max_connections: crate::transport::slots::default_max_connections(),
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -75,6 +82,9 @@ const OPS_IN_A_ROW: usize = 32;
 
 /// How long one frame may take to leave; a peer that does not read is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a socket the server closed stays open for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client asks
 /// for; an unknown or missing subprotocol is closed with 4406.
@@ -106,6 +116,11 @@ pub fn upgrade(
         let body = "unsupported WebSocket subprotocol: use graphql-transport-ws (graphql-ws) or graphql-ws (subscriptions-transport-ws)\n";
         return (axum::http::StatusCode::BAD_REQUEST, body).into_response();
     }
+    // Refused in HTTP, before the upgrade: a 503 every client reports as such.
+    let slot = match app.slots().admit(peer.ip(), app.metrics()) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     // Credentials on the URL or in headers; `?token=` is accepted on sockets too.
     let mut creds = Credentials::from_http(headers, query);
     if let Ok(c) = &mut creds
@@ -119,8 +134,10 @@ pub fn upgrade(
         match proto {
             Some(proto) => {
                 // On the delivery runtime: fan-out never holds up requests.
-                app.clone()
-                    .spawn_delivery(Connection::run(app, socket, proto, creds, peer));
+                app.clone().spawn_delivery(async move {
+                    Connection::run(app, socket, proto, creds, peer).await;
+                    drop(slot);
+                });
             }
             None => {
                 let mut socket = socket;
@@ -132,6 +149,7 @@ pub fn upgrade(
                     })))
                     .await;
                 app.metrics().closed("none", 4406);
+                drop(slot);
             }
         }
     })
@@ -181,6 +199,8 @@ struct Connection {
     peers: Arc<Peers>,
     peer: SocketAddr,
     closed: bool,
+    /// Our close frame left: wait for the peer's before dropping the socket.
+    linger: bool,
 }
 
 impl Connection {
@@ -216,6 +236,7 @@ impl Connection {
             peers: Arc::default(),
             peer,
             closed: false,
+            linger: false,
         };
         let beat = Duration::from_secs(realtime.heartbeat_seconds.into());
         let heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
@@ -321,9 +342,15 @@ impl Connection {
                     if awaiting_pong {
                         conn.close(1001, "Going away: no answer to ping").await;
                     } else {
+                        // Any frame from the peer before the next beat is an answer.
+                        awaiting_pong = true;
                         let beat = conn.machine.heartbeat();
-                        awaiting_pong = conn.machine.proto() == Proto::TransportWs;
                         conn.apply(vec![beat]).await;
+                        // The legacy protocol has no client pong (`ka` goes one
+                        // way), but every WebSocket client answers a Ping frame.
+                        if conn.machine.proto() == Proto::Legacy && !conn.closed {
+                            conn.send_message(Message::Ping(Default::default())).await;
+                        }
                     }
                 }
                 Wake::Writable => {
@@ -361,6 +388,26 @@ impl Connection {
             }
         }
         app.metrics().subscriptions.dec_by(conn.ops.len() as i64);
+        let (linger, out) = (conn.linger, conn.out.clone());
+        // Its operations and room memberships end now, whatever the peer does.
+        drop(conn);
+        if linger {
+            // Dropping a socket with unread frames in its buffer makes the kernel
+            // reset the connection, and a reset can destroy the close frame still
+            // on its way: the client saw 1006 instead of our code (a burst of
+            // `connection_init`s, closed with 4429, did so nearly every time).
+            // Read and discard until the peer answers with its close, briefly.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(wake) = sources.next().await {
+                    match wake {
+                        Wake::Msg(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+                        Wake::Writable if out.drain() == Drained::Broken => break,
+                        _ => {}
+                    }
+                }
+            })
+            .await;
+        }
         gauge.dec();
     }
 
@@ -389,6 +436,8 @@ impl Connection {
             reason: reason.into(),
         }));
         self.send_message(frame).await;
+        // Sent (not broken on the way): the peer's close may follow.
+        self.linger = !self.closed;
         self.closed = true;
     }
 

@@ -35,6 +35,7 @@ impl Proto {
 
 /// A GraphQL request carried by `subscribe` / `start`.
 pub use crate::transport::operation::OpRequest;
+use crate::transport::operation::counts_as_subscription;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,10 @@ pub struct Machine {
     init_received: bool,
     acked: bool,
     active: HashSet<String>,
-    max_operations: usize,
+    /// The running operations that count toward the limit: subscriptions
+    /// (and live queries), never a query or mutation in flight.
+    subscriptions: HashSet<String>,
+    max_subscriptions: usize,
 }
 
 fn frame(v: Json) -> Out {
@@ -87,15 +91,23 @@ fn parse_request(payload: Option<&Json>) -> Option<OpRequest> {
 }
 
 impl Machine {
-    /// A fresh connection allowing `max_operations` concurrent operations.
-    pub fn new(proto: Proto, max_operations: usize) -> Machine {
+    /// A fresh connection allowing `max_subscriptions` concurrent subscriptions
+    /// (queries and mutations run beside them, whatever their number).
+    pub fn new(proto: Proto, max_subscriptions: usize) -> Machine {
         Machine {
             proto,
             init_received: false,
             acked: false,
             active: HashSet::new(),
-            max_operations,
+            subscriptions: HashSet::new(),
+            max_subscriptions,
         }
+    }
+
+    /// Forgets operation `id`; whether it was running.
+    fn remove(&mut self, id: &str) -> bool {
+        self.subscriptions.remove(id);
+        self.active.remove(id)
     }
 
     /// The subprotocol.
@@ -179,7 +191,7 @@ impl Machine {
                 self.start(id, request)
             }
             (Proto::TransportWs, "complete") => match id {
-                Some(id) if self.active.remove(&id) => vec![Out::Stop(id)],
+                Some(id) if self.remove(&id) => vec![Out::Stop(id)],
                 Some(_) => vec![],
                 None => bad("Invalid message received"),
             },
@@ -202,14 +214,14 @@ impl Machine {
                 if self.active.contains(&id) {
                     // subscriptions-transport-ws servers replace the operation.
                     let mut out = vec![Out::Stop(id.clone())];
-                    self.active.remove(&id);
+                    self.remove(&id);
                     out.extend(self.start(id, request));
                     return out;
                 }
                 self.start(id, request)
             }
             (Proto::Legacy, "stop") => match id {
-                Some(id) if self.active.remove(&id) => vec![
+                Some(id) if self.remove(&id) => vec![
                     Out::Stop(id.clone()),
                     frame(json!({ "type": "complete", "id": id })),
                 ],
@@ -228,9 +240,13 @@ impl Machine {
     }
 
     fn start(&mut self, id: String, request: OpRequest) -> Vec<Out> {
-        if self.active.len() >= self.max_operations {
-            let error = json!({ "message": format!("at most {} subscriptions per connection", self.max_operations), "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" } });
-            return vec![self.error_frame(&id, vec![error])];
+        let subscription = counts_as_subscription(&request);
+        if subscription {
+            if self.subscriptions.len() >= self.max_subscriptions {
+                let error = json!({ "message": format!("at most {} subscriptions per connection", self.max_subscriptions), "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" } });
+                return vec![self.error_frame(&id, vec![error])];
+            }
+            self.subscriptions.insert(id.clone());
         }
         self.active.insert(id.clone());
         vec![Out::Start(id, request)]
@@ -292,7 +308,7 @@ impl Machine {
 
     /// Operation `id` failed before producing results (validation, access, …).
     pub fn failed(&mut self, id: &str, errors: Vec<Json>) -> Vec<Out> {
-        if !self.active.remove(id) {
+        if !self.remove(id) {
             return vec![];
         }
         vec![self.error_frame(id, errors)]
@@ -300,7 +316,7 @@ impl Machine {
 
     /// Operation `id` has no more results.
     pub fn finished(&mut self, id: &str) -> Vec<Out> {
-        if !self.active.remove(id) {
+        if !self.remove(id) {
             return vec![];
         }
         vec![frame(json!({ "type": "complete", "id": id }))]
@@ -468,6 +484,47 @@ mod tests {
             vec![Out::Send(r#"{"type":"pong","payload":{"x":1}}"#.into())]
         );
         assert_eq!(m.on_text(r#"{"type":"pong"}"#), vec![]);
+    }
+
+    #[test]
+    fn only_subscriptions_count_toward_the_limit() {
+        let op = |id: &str, query: &str| {
+            json!({ "type": "subscribe", "id": id, "payload": { "query": query } }).to_string()
+        };
+        let mut m = acked(Proto::TransportWs);
+        assert!(matches!(m.on_text(&sub("a")).as_slice(), [Out::Start(..)]));
+        assert!(matches!(m.on_text(&sub("b")).as_slice(), [Out::Start(..)]));
+        for (id, query) in [
+            ("q", "{ me { id } }"),
+            ("m", "mutation { signOut(refreshToken: \"x\") }"),
+            ("n", "query A { me { id } } mutation B { x }"),
+        ] {
+            let mut frame = op(id, query);
+            if id == "n" {
+                frame = json!({ "type": "subscribe", "id": id, "payload": { "query": query, "operationName": "A" } }).to_string();
+            }
+            assert!(
+                matches!(m.on_text(&frame).as_slice(), [Out::Start(i, _)] if i == id),
+                "{id} runs beside a full set of subscriptions"
+            );
+        }
+        for (id, query) in [
+            ("s", "subscription { changes { cursor } }"),
+            ("l", "query @live { me { id } }"),
+            ("bad", "subscription {"),
+        ] {
+            let out = m.on_text(&op(id, query));
+            assert!(
+                matches!(&out[..], [Out::Send(s)] if s.contains("TOO_MANY_SUBSCRIPTIONS")),
+                "{id}: {out:?}"
+            );
+        }
+        assert!(!m.finished("q").is_empty(), "the query ends on its own");
+        assert!(!m.finished("a").is_empty());
+        assert!(
+            matches!(m.on_text(&sub("c")).as_slice(), [Out::Start(..)]),
+            "an ended subscription frees its slot"
+        );
     }
 
     #[test]
