@@ -1,0 +1,48 @@
+//! Token verification: any string is either a verified identity or an error,
+//! and a correctly signed token with arbitrary claims is judged by its claims
+//! alone (no panic, no identity without a subject and a live expiry).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use livegate::auth::{AuthConfig, Tokens};
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: std::sync::OnceLock<Tokens> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| {
+        Tokens::new(AuthConfig {
+            jwt_secret: Some(livegate_fuzz::SECRET.into()),
+            ..AuthConfig::default()
+        })
+        .expect("tokens")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // As it came: a forged, truncated or malformed token.
+    assert!(
+        tokens().verify(text).is_err() || text.split('.').count() == 3,
+        "only a three-part token can verify"
+    );
+    // As claims, signed with the right key.
+    if let Ok(serde_json::Value::Object(claims)) = serde_json::from_str::<serde_json::Value>(text) {
+        let key = jsonwebtoken::EncodingKey::from_secret(livegate_fuzz::SECRET.as_bytes());
+        let Ok(token) = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        else {
+            return;
+        };
+        if tokens().verify(&token).is_ok() {
+            let sub = claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default();
+            assert!(!sub.is_empty(), "an identity needs a subject: {text}");
+            assert!(
+                claims.get("exp").and_then(|e| e.as_i64()).is_some(),
+                "and an expiry: {text}"
+            );
+        }
+    }
+});
