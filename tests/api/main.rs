@@ -11,6 +11,7 @@ mod filters;
 mod harness;
 mod hostile;
 mod http;
+mod oracle;
 mod playground;
 mod realtime;
 mod rooms;
