@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 
 use crate::harness::{Db, Server, eventually};
 use model::{
-    COLLS, Ev, Filt, Model, Row, SECRETS, Sel, VAULTS, Who, app_toml, create_refused, write_refused,
+    AUDITS, COLLS, Ev, Filt, LINKS, Model, Row, SECRETS, Sel, VAULTS, Who, app_toml,
+    create_refused, write_refused,
 };
 use rooms::Rooms;
 use subs::{Inbox, Shared, Spec, Transport, spawn};

@@ -29,7 +29,9 @@ pub struct Coll {
 
 pub const BOARDS: usize = 0;
 pub const SECRETS: usize = 2;
+pub const AUDITS: usize = 3;
 pub const VAULTS: usize = 4;
+pub const LINKS: usize = 5;
 
 /// The oracle's collections: every read level, refs from `links` to an
 /// anon-readable and to an owner-readable collection.

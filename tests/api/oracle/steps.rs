@@ -29,6 +29,22 @@ impl Run {
             let i = self.open(admin, Sel::Changes { colls: None }, Transport::Ws, None);
             self.tracers.push(i);
         }
+        // Every viewer watches the owner-read and the admin-read collection and
+        // the one with refs, so that every seed tests the narrowest scopes and
+        // nested refs; then random subscribers.
+        for w in 0..self.who.len() {
+            for coll in [SECRETS, AUDITS, LINKS] {
+                let t = *Transport::ALL
+                    .choose(&mut self.rng)
+                    .unwrap_or(&Transport::Ws);
+                let sel = Sel::Changed {
+                    coll,
+                    actions: None,
+                    filter: None,
+                };
+                self.open(w, sel, t, None);
+            }
+        }
         for _ in 0..10 {
             let w = self.rng.random_range(0..self.who.len());
             let sel = self.random_sel();
