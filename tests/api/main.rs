@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod http;
 mod limits;
+mod oracle;
 mod playground;
 mod realtime;
 mod revocation;
