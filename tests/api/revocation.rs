@@ -8,6 +8,9 @@ use livegate::auth::REVOCATIONS_BUFFER;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use livegate::graphql::Limits;
+use livegate::transport::ws::WsConfig;
+
 use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
 use crate::sseclient::Sse;
 use crate::wsclient::{Frame, LEGACY, Ws};
@@ -78,6 +81,21 @@ async fn sign_out_all(s: &Server, tokens: &[String]) {
 
 /// Writes big rows, enough to fill a reader's socket buffers many times over,
 /// so a client that reads nothing stalls its connection on the server.
+///
+/// The server's byte budget per connection is raised well past what this
+/// queues, so that the connection stays up, stalled, for the sign-out to
+/// reach (with the default budget it would be closed for falling behind).
+async fn stalled_server(db: &Db) -> Server {
+    let app = db.app_file("app.toml", EXAMPLE_APP);
+    let ws = WsConfig {
+        max_buffer_bytes: 256 << 20,
+        ..WsConfig::default()
+    };
+    Server::start_full(db, app, Limits::default(), Server::test_auth(db), ws)
+        .await
+        .expect("server starts")
+}
+
 async fn fill_socket(s: &Server) {
     let body = "x".repeat(400_000);
     for i in 0..40 {
@@ -88,7 +106,7 @@ async fn fill_socket(s: &Server) {
 #[tokio::test]
 async fn a_stalled_stream_still_ends_on_sign_out() {
     let db = Db::fresh().await;
-    let s = Server::start(&db, EXAMPLE_APP).await;
+    let s = stalled_server(&db).await;
     let me = signed_up(&s, "stalled-sse@example.com").await;
     let spare = spare_sessions(&s, me["user"]["id"].as_str().expect("id")).await;
     let mut stream = Sse::open(
@@ -123,7 +141,7 @@ async fn a_stalled_stream_still_ends_on_sign_out() {
 #[tokio::test]
 async fn a_stalled_socket_still_closes_on_sign_out() {
     let db = Db::fresh().await;
-    let s = Server::start(&db, EXAMPLE_APP).await;
+    let s = stalled_server(&db).await;
     let me = signed_up(&s, "stalled-ws@example.com").await;
     let spare = spare_sessions(&s, me["user"]["id"].as_str().expect("id")).await;
     let mut ws = Ws::open(&s.base, Some(LEGACY), "").await;
