@@ -12,6 +12,18 @@ use livegate::transport::ws::protocol::{Machine, Out, Proto};
 use serde_json::{Value, json};
 
 fuzz_target!(|data: &[u8]| {
+    // On a thread with the 2 MiB stack of the server's delivery threads.
+    let data = data.to_vec();
+    let run = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || drive(&data))
+        .expect("thread");
+    if let Err(e) = run.join() {
+        std::panic::resume_unwind(e);
+    }
+});
+
+fn drive(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
@@ -67,4 +79,4 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+}

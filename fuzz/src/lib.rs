@@ -105,7 +105,9 @@ impl Target {
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = self.router.clone();
-        self.runtime.block_on(async move {
+        // On a worker thread, as in the server: its stack is the 2 MiB that a
+        // deep recursion must not outgrow (the fuzzer's main thread has 8).
+        let handled = self.runtime.spawn(async move {
             let response =
                 match tokio::time::timeout(Duration::from_secs(5), router.oneshot(request)).await {
                     Ok(Ok(r)) => r,
@@ -124,7 +126,11 @@ impl Target {
                 }
             }
             Answer { status, body }
-        })
+        });
+        match self.runtime.block_on(handled) {
+            Ok(answer) => answer,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use crate::catalog::{Collection, Field, FieldKind};
 use crate::store::{CmpOp, Filter, LikeKind, Order};
 use crate::values::{Scalar, format_datetime, parse_datetime};
 
-/// Longest `in` / `notIn` list accepted.
+/// Most `in` / `notIn` values a `where` may list, all its lists together: each is
+/// a bound parameter in SQL and a comparison per event for subscriptions.
 const MAX_IN_LIST: usize = 1_000;
 
 /// Deepest nesting of `and` / `or` / `not` in a `where` accepted. The tree is
@@ -61,15 +62,22 @@ fn system_col(name: &str) -> Option<Col<'static>> {
 /// Parses a `<Type>Where` object, refusing trees deeper than
 /// [`MAX_WHERE_DEPTH`] or larger than [`MAX_WHERE_TERMS`].
 pub fn parse_where(c: &Collection, obj: &ObjectAccessor<'_>) -> Result<Filter, ApiError> {
-    let mut terms = 0;
-    parse_where_at(c, obj, 1, &mut terms)
+    let mut budget = Budget::default();
+    parse_where_at(c, obj, 1, &mut budget)
+}
+
+/// What a `where` has used of its limits so far.
+#[derive(Default)]
+struct Budget {
+    terms: usize,
+    in_values: usize,
 }
 
 fn parse_where_at(
     c: &Collection,
     obj: &ObjectAccessor<'_>,
     depth: usize,
-    terms: &mut usize,
+    budget: &mut Budget,
 ) -> Result<Filter, ApiError> {
     if depth > MAX_WHERE_DEPTH {
         return Err(ApiError::bad_field(
@@ -83,11 +91,11 @@ fn parse_where_at(
         if value.is_null() {
             continue;
         }
-        *terms += match value.list() {
+        budget.terms += match value.list() {
             Ok(list) => list.len().max(1),
             Err(_) => 1,
         };
-        if *terms > MAX_WHERE_TERMS {
+        if budget.terms > MAX_WHERE_TERMS {
             return Err(ApiError::bad_field(
                 "where",
                 format!("a filter may hold at most {MAX_WHERE_TERMS} terms"),
@@ -106,7 +114,7 @@ fn parse_where_at(
                             &v.object()
                                 .map_err(|_| ApiError::bad_field(name, "expected objects"))?,
                             depth + 1,
-                            terms,
+                            budget,
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -124,7 +132,7 @@ fn parse_where_at(
                     c,
                     &inner,
                     depth + 1,
-                    terms,
+                    budget,
                 )?)));
             }
             _ => {
@@ -146,14 +154,19 @@ fn parse_where_at(
                 let ops = value
                     .object()
                     .map_err(|_| ApiError::bad_field(name, "expected a filter object"))?;
-                parse_ops(&col, &ops, &mut all)?;
+                parse_ops(&col, &ops, &mut all, &mut budget.in_values)?;
             }
         }
     }
     Ok(Filter::All(all))
 }
 
-fn parse_ops(col: &Col, ops: &ObjectAccessor<'_>, out: &mut Vec<Filter>) -> Result<(), ApiError> {
+fn parse_ops(
+    col: &Col,
+    ops: &ObjectAccessor<'_>,
+    out: &mut Vec<Filter>,
+    in_values: &mut usize,
+) -> Result<(), ApiError> {
     for (op, value) in ops.iter() {
         let op = op.as_str();
         let at = format!("{}.{op}", col.gql);
@@ -196,10 +209,13 @@ fn parse_ops(col: &Col, ops: &ObjectAccessor<'_>, out: &mut Vec<Filter>) -> Resu
                 let list = value
                     .list()
                     .map_err(|_| ApiError::bad_field(&at, "expected a list"))?;
-                if list.len() > MAX_IN_LIST {
+                *in_values += list.len();
+                if *in_values > MAX_IN_LIST {
                     return Err(ApiError::bad_field(
                         &at,
-                        format!("at most {MAX_IN_LIST} values"),
+                        format!(
+                            "at most {MAX_IN_LIST} values in all `in` and `notIn` lists together"
+                        ),
                     ));
                 }
                 let values = list

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_graphql::dynamic::Schema;
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Response as GqlResponse, ServerError, Variables};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -168,20 +168,12 @@ pub(crate) fn params_from_query_string(
     params_from_json(Json::Object(obj), limits)
 }
 
-/// The operation `name` selects in `doc` (or the only one), if it can be told.
+/// The kind of operation `name` selects in `doc` (or the only one), if it can be told.
 pub(crate) fn selected_operation(
     doc: &ExecutableDocument,
     name: Option<&str>,
 ) -> Option<OperationType> {
-    match (&doc.operations, name) {
-        (DocumentOperations::Single(op), None) => Some(op.node.ty),
-        (DocumentOperations::Single(_), Some(_)) => None,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    }
+    guard::selected(doc, name).map(|op| op.node.ty)
 }
 
 /// The viewer a request's credentials stand for; a bad credential is a 401, never
@@ -350,7 +342,9 @@ async fn execute(
         serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
     let op = match request.parsed_query() {
         Ok(doc) => {
-            if let Some(message) = guard::single_root_field(doc, params.operation_name.as_deref()) {
+            if let Err(message) =
+                guard::checked(doc, params.operation_name.as_deref(), app.limits())
+            {
                 app.metrics()
                     .observe(OpKind::invalid, false, started.elapsed());
                 let mut e = ServerError::new(message, None);

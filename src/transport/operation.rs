@@ -97,17 +97,16 @@ pub struct Direct {
 /// told (it does not parse, or names no operation it has) counts, so nothing
 /// unknown slips past the limit; it fails at once and frees its slot.
 pub fn counts_as_subscription(request: &OpRequest) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    use async_graphql::parser::types::OperationType;
+    // Never parse what the guard would refuse (the parser recurses on nesting).
+    let nesting = crate::graphql::Limits::default().max_nesting;
+    if guard::document(&request.query, usize::MAX, nesting).is_err() {
+        return true;
+    }
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
         return true;
     };
-    let op = match (&doc.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), None) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
-        _ => None,
-    };
-    match op.map(|op| &op.node) {
+    match guard::selected(&doc, request.operation_name.as_deref()).map(|op| &op.node) {
         Some(op) if op.ty == OperationType::Mutation => false,
         Some(op) if op.ty == OperationType::Query => op
             .directives
@@ -115,6 +114,19 @@ pub fn counts_as_subscription(request: &OpRequest) -> bool {
             .any(|d| d.node.name.node.as_str() == "live"),
         _ => true,
     }
+}
+
+/// Queries and mutations one connection may have running at once (they hold no
+/// subscription slot, but each holds memory and a database connection while it
+/// waits); past that an operation is refused with `RATE_LIMITED`.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The error of an operation refused for [`MAX_IN_FLIGHT`].
+pub fn too_many_in_flight() -> Json {
+    serde_json::json!({
+        "message": format!("at most {MAX_IN_FLIGHT} queries and mutations may run at once on a connection"),
+        "extensions": { "code": "RATE_LIMITED" }
+    })
 }
 
 /// Runs `req` for `origin`. Polling the stream once starts a subscription's
@@ -136,13 +148,15 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     // A document that does not parse is a request error of its own kind.
     let refused = refused.or_else(|| match request.parsed_query() {
         Err(e) => Some(coded(e, "GRAPHQL_PARSE_FAILED", &req.query)),
-        Ok(doc) => guard::single_root_field(doc, req.operation_name.as_deref()).map(|m| {
-            coded(
-                async_graphql::ServerError::new(m, None),
-                "GRAPHQL_VALIDATION_FAILED",
-                &req.query,
-            )
-        }),
+        Ok(doc) => guard::checked(doc, req.operation_name.as_deref(), app.limits())
+            .err()
+            .map(|m| {
+                coded(
+                    async_graphql::ServerError::new(m, None),
+                    "GRAPHQL_VALIDATION_FAILED",
+                    &req.query,
+                )
+            }),
     });
     // Nothing runs (and nothing recursive sees the document) once refused.
     let responses = match refused {

@@ -69,9 +69,15 @@ async fn deep_or_huge_input_is_refused_over_http_and_the_server_stays_up() {
     let db = Db::fresh().await;
     let s = Server::start(&db, EXAMPLE_APP).await;
 
+    // Depths where the parser itself still succeeds but building the syntax
+    // tree recursed past a worker's stack (roughly 400 to 850), and beyond.
     for query in [
-        nested_list(2_000),
         nested_list(100),
+        nested_list(450),
+        nested_list(650),
+        nested_list(850),
+        nested_list(2_000),
+        nested_not_literal(500),
         nested_not_literal(1_200),
     ] {
         let (status, body) = post_raw(&s, &json!({ "query": query })).await;
@@ -169,7 +175,12 @@ async fn deep_documents_are_refused_over_websockets_and_sse() {
     );
     // graphql-transport-ws: an error for that operation; the socket stays up.
     let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
-    for (id, query) in [("1", nested_list(2_000)), ("2", deep.clone())] {
+    let mut cases = vec![("deep-not".to_string(), deep.clone())];
+    for levels in [450, 550, 650, 850, 2_000] {
+        cases.push((format!("list-{levels}"), nested_list(levels)));
+    }
+    for (id, query) in &cases {
+        let id = id.as_str();
         ws.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query } }))
             .await;
         match ws.next().await {
@@ -191,17 +202,19 @@ async fn deep_documents_are_refused_over_websockets_and_sse() {
         .send(json!({ "type": "connection_init", "payload": { "token": s.token } }))
         .await;
     assert!(matches!(legacy.next().await, Frame::Json(v) if v["type"] == "connection_ack"));
-    legacy
-        .send(json!({ "type": "start", "id": "1", "payload": { "query": deep } }))
-        .await;
-    match legacy.next().await {
-        Frame::Json(v) if v["type"] == "error" => {
-            assert_eq!(
-                v["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
-                "{v}"
-            )
+    for (id, query) in &cases {
+        legacy
+            .send(json!({ "type": "start", "id": id, "payload": { "query": query } }))
+            .await;
+        match legacy.next().await {
+            Frame::Json(v) if v["type"] == "error" => {
+                assert_eq!(
+                    v["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
+                    "{v}"
+                )
+            }
+            other => panic!("expected an error, got {other:?}"),
         }
-        other => panic!("expected an error, got {other:?}"),
     }
 
     // SSE (distinct connections): refused before a stream opens.
@@ -229,10 +242,11 @@ fn hints_for_all() -> String {
     )
 }
 
-const TWO_ROOTS: [&str; 4] = [
+const TWO_ROOTS: [&str; 5] = [
     "subscription { n: noteChanged { record { title body } } c: changes { collection } }",
     "subscription { a: noteChanged { record { title } } b: noteChanged { record { body } } }",
     "subscription { __typename noteChanged { record { title } } }",
+    "subscription { noteChanged { action } noteChanged { record { title } } }",
     "subscription { ...Both } fragment Both on Subscription { noteChanged { record { title } } changes { collection } }",
 ];
 
@@ -443,6 +457,86 @@ async fn a_shared_render_never_carries_refs_resolved_for_another_viewer() {
             "{document}: each viewer's own access decides the ref"
         );
     }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// `F0` spreads `F1` twice, `F1` spreads `F2` twice, and so on: about a
+/// kilobyte that expands to 2^levels selections.
+fn fragment_bomb(operation: &str, on: &str, levels: usize) -> String {
+    let mut q = format!("{operation} {{ ...F0 }}");
+    for i in 0..levels {
+        q.push_str(&format!(
+            " fragment F{i} on {on} {{ ...F{n} ...F{n} }}",
+            n = i + 1
+        ));
+    }
+    q.push_str(&format!(" fragment F{levels} on {on} {{ __typename }}"));
+    q
+}
+
+#[tokio::test]
+async fn fragments_that_expand_exponentially_are_refused_at_once() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let started = std::time::Instant::now();
+    for query in [
+        fragment_bomb("query", "Query", 30),
+        fragment_bomb("subscription", "Subscription", 30),
+    ] {
+        let (_, body) = post_raw(&s, &json!({ "query": query })).await;
+        assert_eq!(code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("expands")),
+            "{body}"
+        );
+    }
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe("1", &fragment_bomb("query", "Query", 30), json!({}))
+        .await;
+    match ws.next().await {
+        Frame::Json(v) if v["type"] == "error" => {
+            assert_eq!(
+                v["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+                "{v}"
+            )
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Each took moments; expanded, any one would take minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    alive(&s).await;
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn in_lists_are_bounded_across_the_whole_filter() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let ids: Vec<String> = (0..600).map(|i| format!("id-{i}")).collect();
+    let two_lists = json!({ "or": [{ "id": { "in": ids } }, { "id": { "notIn": ids } }] });
+    let (_, body) = post_raw(
+        &s,
+        &json!({ "query": POSTS_WHERE, "variables": { "w": two_lists } }),
+    )
+    .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1000 values")),
+        "{body}"
+    );
+    let one_list = json!({ "id": { "in": ids } });
+    let ok = s.data(POSTS_WHERE, json!({ "w": one_list })).await;
+    assert!(ok["posts"].is_array(), "{ok}");
     s.stop().await;
     db.drop_db().await;
 }

@@ -37,7 +37,9 @@ use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
 use crate::server::AppState;
 use crate::transport::accept::{self, accepts};
-use crate::transport::operation::{OpEvent, Origin, counts_as_subscription};
+use crate::transport::operation::{
+    MAX_IN_FLIGHT, OpEvent, Origin, counts_as_subscription, too_many_in_flight,
+};
 use crate::transport::slots::Slot;
 
 /// How long a reservation waits for its stream to open.
@@ -367,8 +369,16 @@ pub async fn operation(
                     "an operation with this id is running on the stream",
                 ))
             } else {
-                let too_many = subscription && r.subscriptions.len() >= limit;
-                if subscription && !too_many {
+                let too_many = if subscription {
+                    (r.subscriptions.len() >= limit).then(|| json!({
+                        "message": format!("Too many subscriptions: at most {limit} run on one stream; stop one first"),
+                        "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" }
+                    }))
+                } else {
+                    (r.ops.len() - r.subscriptions.len() >= MAX_IN_FLIGHT)
+                        .then(too_many_in_flight)
+                };
+                if subscription && too_many.is_none() {
                     r.subscriptions.insert(id.clone());
                 }
                 r.ops.insert(id.clone());
@@ -386,14 +396,8 @@ pub async fn operation(
         Ok(v) => v,
         Err(refusal) => return refusal.into_response(),
     };
-    let op = if too_many {
-        let message =
-            format!("Too many subscriptions: at most {limit} run on one stream; stop one first");
-        let errors = vec![json!({
-            "message": message,
-            "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" }
-        })];
-        stream::iter([OpEvent::Failed(errors)]).boxed()
+    let op = if let Some(error) = too_many {
+        stream::iter([OpEvent::Failed(vec![error])]).boxed()
     } else {
         let origin = Origin {
             viewer,

@@ -35,7 +35,7 @@ impl Proto {
 
 /// A GraphQL request carried by `subscribe` / `start`.
 pub use crate::transport::operation::OpRequest;
-use crate::transport::operation::counts_as_subscription;
+use crate::transport::operation::{MAX_IN_FLIGHT, counts_as_subscription, too_many_in_flight};
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,6 +247,8 @@ impl Machine {
                 return vec![self.error_frame(&id, vec![error])];
             }
             self.subscriptions.insert(id.clone());
+        } else if self.active.len() - self.subscriptions.len() >= MAX_IN_FLIGHT {
+            return vec![self.error_frame(&id, vec![too_many_in_flight()])];
         }
         self.active.insert(id.clone());
         vec![Out::Start(id, request)]
@@ -524,6 +526,35 @@ mod tests {
         assert!(
             matches!(m.on_text(&sub("c")).as_slice(), [Out::Start(..)]),
             "an ended subscription frees its slot"
+        );
+    }
+
+    #[test]
+    fn queries_in_flight_are_bounded_too() {
+        let query = |id: &str| {
+            json!({ "type": "subscribe", "id": id, "payload": { "query": "{ me { id } }" } })
+                .to_string()
+        };
+        let mut m = acked(Proto::TransportWs);
+        for n in 0..MAX_IN_FLIGHT {
+            assert!(matches!(
+                m.on_text(&query(&format!("q{n}"))).as_slice(),
+                [Out::Start(..)]
+            ));
+        }
+        let out = m.on_text(&query("over"));
+        assert!(
+            matches!(&out[..], [Out::Send(s)] if s.contains("RATE_LIMITED") && s.contains("\"over\"")),
+            "{out:?}"
+        );
+        assert!(
+            matches!(m.on_text(&sub("s")).as_slice(), [Out::Start(..)]),
+            "subscriptions apart"
+        );
+        assert!(!m.finished("q0").is_empty());
+        assert!(
+            matches!(m.on_text(&query("next")).as_slice(), [Out::Start(..)]),
+            "a finished one frees its place"
         );
     }
 
