@@ -43,3 +43,35 @@ pub enum AuthError {
     #[error("send the token as `Authorization: Bearer <token>`")]
     Scheme,
 }
+
+/// The key per-address limits count a client under: an IPv4 address as it is
+/// (an IPv4-mapped IPv6 one as its IPv4 address), an IPv6 address by its /64.
+/// One IPv6 host is usually handed a whole /64 and can rotate through it at
+/// will, so counting full addresses would let it walk past every limit.
+pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_key;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let key = |s: &str| address_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::");
+        assert_eq!(key("::ffff:10.0.0.1").to_string(), "10.0.0.1");
+        assert_eq!(key("127.0.0.2").to_string(), "127.0.0.2");
+    }
+}

@@ -208,7 +208,7 @@ impl SignIn {
         }
         if let Some(ip) = address {
             self.sign_ups_by_address
-                .check_key(&ip)
+                .check_key(&super::address_key(ip))
                 .map_err(|n| limited("sign-ups from this address", n))?;
         }
         // A taken email is refused before hashing. The answer says so anyway
@@ -259,7 +259,7 @@ impl SignIn {
         let key = email.trim().to_lowercase();
         if let Some(ip) = address {
             self.by_address
-                .check_key(&ip)
+                .check_key(&super::address_key(ip))
                 .map_err(|n| limited("sign-in attempts", n))?;
         }
         self.by_email

@@ -131,6 +131,7 @@ impl Slots {
 
     /// A slot for a connection from `address`, or why not.
     pub fn acquire(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refused> {
+        let address = crate::auth::address_key(address);
         let mut counts = self.lock();
         if self.max_total > 0 && counts.total >= self.max_total {
             return Err(Refused::Total);
