@@ -149,7 +149,10 @@ impl Ctx {
 /// One abusive client: runs cases until the budget or the deadline is reached.
 pub async fn worker(ctx: Arc<Ctx>, _w: usize, deadline: Instant) {
     loop {
-        if Instant::now() > deadline || ctx.tally.frames.load(Ordering::Relaxed) >= ctx.budget {
+        if Instant::now() > deadline
+            || ctx.tally.frames.load(Ordering::Relaxed) >= ctx.budget
+            || ctx.tally.server_died.load(Ordering::Relaxed)
+        {
             return;
         }
         let i = ctx.next.fetch_add(1, Ordering::Relaxed);

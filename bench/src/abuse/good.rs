@@ -291,3 +291,34 @@ impl Events {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Events;
+
+    fn ids(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn compare(written: &str, got: &str) -> Events {
+        Events::compare(&ids(written), &ids("w"), &ids(got), 0, Vec::new())
+    }
+
+    #[test]
+    fn every_post_once_in_order_is_clean() {
+        assert!(compare("a b c", "w a b c").clean());
+    }
+
+    #[test]
+    fn a_missing_duplicated_reordered_or_foreign_event_is_not() {
+        let e = compare("a b c", "a c");
+        assert_eq!((e.missing, e.clean()), (1, false));
+        let e = compare("a b c", "a b b c");
+        assert_eq!((e.duplicated, e.clean()), (1, false));
+        let e = compare("a b c", "a c b");
+        assert!(!e.in_order && !e.clean());
+        let e = compare("a b c", "a b x c");
+        assert_eq!((e.unexpected, e.clean()), (1, false));
+        assert!(!compare("", "").clean());
+    }
+}
