@@ -113,14 +113,20 @@ fn init(i: u64, token: Option<&str>) -> Message {
     Message::text(json!({ "type": "connection_init", "payload": payload }).to_string())
 }
 
-/// A subscribe (or legacy start) message.
-fn subscribe(proto: Option<&str>, id: &str, payload: serde_json::Value) -> Message {
-    let ty = if proto == Some("graphql-ws") {
+/// The type of a subscribe message: `start` in the legacy protocol.
+fn subscribe_type(proto: Option<&str>) -> &'static str {
+    if proto == Some("graphql-ws") {
         "start"
     } else {
         "subscribe"
-    };
-    Message::text(json!({ "type": ty, "id": id, "payload": payload }).to_string())
+    }
+}
+
+/// A subscribe (or legacy start) message.
+fn subscribe(proto: Option<&str>, id: &str, payload: serde_json::Value) -> Message {
+    Message::text(
+        json!({ "type": subscribe_type(proto), "id": id, "payload": payload }).to_string(),
+    )
 }
 
 const SUB: &str = "subscription { postChanged { id } }";
@@ -209,12 +215,14 @@ pub async fn case(ctx: &Ctx, kind: &'static str, i: u64, v: u64) -> anyhow::Resu
             )
         } else {
             Message::text(format!(
-                r#"{{"type":"subscribe","id":"1","payload":{{"query":"subscription($w: PostWhere) {{ postChanged(where: $w) {{ id }} }}","variables":{{"w":{}}}}}}}"#,
+                r#"{{"type":"{}","id":"1","payload":{{"query":"subscription($w: PostWhere) {{ postChanged(where: $w) {{ id }} }}","variables":{{"w":{}}}}}}}"#,
+                subscribe_type(proto),
                 ctx.p.not_json
             ))
         }),
         "ws_where_or_terms" => frames.push(Message::text(format!(
-            r#"{{"type":"subscribe","id":"1","payload":{{"query":"subscription($w: PostWhere) {{ postChanged(where: $w) {{ id }} }}","variables":{{"w":{}}}}}}}"#,
+            r#"{{"type":"{}","id":"1","payload":{{"query":"subscription($w: PostWhere) {{ postChanged(where: $w) {{ id }} }}","variables":{{"w":{}}}}}}}"#,
+            subscribe_type(proto),
             ctx.p.or_json_small
         ))),
         "ws_rapid_init" => {
