@@ -39,7 +39,7 @@ pub fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+pub fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("only http:// URLs"))?;

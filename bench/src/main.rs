@@ -2,7 +2,9 @@
 //! prints one JSON result. `bench/run` starts each target, pins it, and calls this
 //! per scenario; `loadgen report` turns the results into a markdown table.
 
+mod abuse;
 mod client;
+mod flood;
 mod report;
 mod scenarios;
 mod stamped;
@@ -97,6 +99,56 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Malformed, oversized, truncated, out-of-order and binary traffic over many
+    /// connections while a well-behaved subscriber must receive every event:
+    /// prints a JSON summary and fails on a crash, a missed event or memory
+    /// beyond the bound.
+    Abuse {
+        #[command(flatten)]
+        target: Target,
+        /// Malformed frames and requests to send in all.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        /// Abusive connections open at once.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// Stop the abuse after this many seconds even if not all frames were sent.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Fail when the server's resident memory exceeds this many MiB. The
+        /// server buffers at most one message (64 KiB) or body (2 MiB) per
+        /// connection: 200 connections all at a full body are about 400 MiB on
+        /// top of a few tens at rest, so a server that holds on to what it was
+        /// sent (100,000 frames, gigabytes) crosses 512 while one that stays
+        /// within its limits does not.
+        #[arg(long, default_value_t = 512)]
+        max_rss_mib: u64,
+        /// Posts the well-behaved writer creates per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Fail on a 5xx answer or an INTERNAL error code too (by default they
+        /// are counted and listed, not fatal).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Plain-query and realtime-delivery latency without and then during a
+    /// flood of concurrent `signUp` mutations (livegate only).
+    SignupFlood {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds of each phase (without, then with the flood).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Concurrent sign-up requests during the flood.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Subscribers on postChanged whose delivery latency is measured.
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        /// Posts written (and delivered) per second in each phase.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+    },
     /// Markdown table from result files.
     Report {
         /// JSON result files (one result per line).
@@ -131,6 +183,37 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
         } => scenarios::crud(&target, concurrency, seconds).await?,
+        Command::Abuse {
+            target,
+            frames,
+            connections,
+            seconds,
+            max_rss_mib,
+            rate,
+            strict,
+        } => {
+            let plan = abuse::Plan {
+                frames,
+                connections,
+                seconds,
+                max_rss_mib,
+                rate,
+                strict,
+            };
+            let (summary, passed) = abuse::run(&target, plan).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            if !passed {
+                anyhow::bail!("abuse run failed: {}", summary["failures"]);
+            }
+            return Ok(());
+        }
+        Command::SignupFlood {
+            target,
+            seconds,
+            concurrency,
+            subscribers,
+            rate,
+        } => flood::signup_flood(&target, seconds, concurrency, subscribers, rate).await?,
         Command::Report { files } => {
             print!("{}", report::markdown(&files)?);
             return Ok(());

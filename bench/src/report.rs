@@ -44,6 +44,23 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
             "conn/s",
             true,
         ),
+        "signup-flood" => {
+            let what = r["measure"].as_str().unwrap_or("?");
+            let label = if what == "query_ms" {
+                "plain query"
+            } else {
+                "realtime delivery"
+            };
+            (
+                format!(
+                    "{label} p99 during a {} s sign-up flood (c={})",
+                    r["seconds"], r["concurrency"]
+                ),
+                num(r, &["flood", what, "p99"]),
+                "ms p99",
+                false,
+            )
+        }
         "crud" => (
             format!("crud c={}", r["concurrency"]),
             num(r, &["requests_per_s"]),
@@ -91,8 +108,51 @@ fn details(r: &Value) -> String {
             num(r, &["latency_ms", "p50"]),
             num(r, &["latency_ms", "p99"])
         ),
+        "signup-flood" => {
+            let what = r["measure"].as_str().unwrap_or("?");
+            let errors: u64 = r["signups"]["other_errors"]
+                .as_object()
+                .map(|e| e.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            format!(
+                "without the flood p50/p99 {:.1}/{:.1} ms, during it {:.1}/{:.1} ms · sign-ups: {} ok, {} RATE_LIMITED, {} other errors, {} failed ({:.0}/s attempted)",
+                num(r, &["baseline", what, "p50"]),
+                num(r, &["baseline", what, "p99"]),
+                num(r, &["flood", what, "p50"]),
+                num(r, &["flood", what, "p99"]),
+                r["signups"]["ok"],
+                r["signups"]["rate_limited"],
+                errors,
+                r["signups"]["failed_requests"],
+                num(r, &["signups", "per_s"])
+            ) + &match (
+                r["baseline"]["missing"].as_u64(),
+                r["flood"]["missing"].as_u64(),
+            ) {
+                (Some(a), Some(b)) if what == "delivery_ms" && a + b > 0 => {
+                    format!(" · missing deliveries {a} without, {b} during")
+                }
+                _ => String::new(),
+            }
+        }
         _ => String::new(),
     }
+}
+
+/// One result line, as the rows it makes: a sign-up flood result gives one row
+/// for the plain query and one for realtime delivery.
+fn expand(r: Value) -> Vec<Value> {
+    if r["scenario"] != "signup-flood" || r["error"].is_string() {
+        return vec![r];
+    }
+    ["query_ms", "delivery_ms"]
+        .iter()
+        .map(|m| {
+            let mut row = r.clone();
+            row["measure"] = Value::from(*m);
+            row
+        })
+        .collect()
 }
 
 /// Reads result lines from `files` and renders the table.
@@ -103,7 +163,7 @@ pub fn markdown(files: &[PathBuf]) -> anyhow::Result<String> {
             .lines()
             .filter(|l| l.trim_start().starts_with('{'))
         {
-            results.push(serde_json::from_str::<Value>(line)?);
+            results.extend(expand(serde_json::from_str::<Value>(line)?));
         }
     }
     let mut out = String::from(

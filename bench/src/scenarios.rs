@@ -18,7 +18,7 @@ use crate::client::{
 const SUBSCRIPTION: &str = "subscription { postChanged { action id record { title } } }";
 const CREATE: &str = "mutation($t: String!) { createPost(input: { title: $t }) { id } }";
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
 }
@@ -29,7 +29,7 @@ fn unreachable_hist() -> Histogram<u64> {
 }
 
 /// Percentiles of a histogram of microseconds, in milliseconds.
-fn ms(h: &Histogram<u64>) -> Value {
+pub(crate) fn ms(h: &Histogram<u64>) -> Value {
     let q = |p: f64| (h.value_at_quantile(p) as f64) / 1000.0;
     json!({ "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": h.max() as f64 / 1000.0, "count": h.len() })
 }
@@ -45,8 +45,8 @@ fn sent_at(title: &str) -> Option<u128> {
 }
 
 /// What all subscribers count and time.
-struct Tally {
-    received: AtomicUsize,
+pub(crate) struct Tally {
+    pub(crate) received: AtomicUsize,
     warm: AtomicUsize,
     /// Per subscriber (never contended), merged at the end: latency to the frame's
     /// arrival at the subscriber's socket, and to the generator reading it.
@@ -55,7 +55,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> Arc<Tally> {
+    pub(crate) fn new() -> Arc<Tally> {
         Arc::new(Tally {
             received: AtomicUsize::new(0),
             warm: AtomicUsize::new(0),
@@ -64,7 +64,7 @@ impl Tally {
         })
     }
 
-    fn merged(&self) -> Latencies {
+    pub(crate) fn merged(&self) -> Latencies {
         let mut all = Latencies::new();
         for h in self.latencies.lock().map(|l| l.clone()).unwrap_or_default() {
             if let Ok(h) = h.lock() {
@@ -74,12 +74,23 @@ impl Tally {
         }
         all
     }
+
+    /// Starts counting and timing afresh (a scenario's next phase).
+    pub(crate) fn reset(&self) {
+        self.received.store(0, Ordering::SeqCst);
+        for h in self.latencies.lock().map(|l| l.clone()).unwrap_or_default() {
+            if let Ok(mut h) = h.lock() {
+                h.arrived.reset();
+                h.read.reset();
+            }
+        }
+    }
 }
 
 /// Microseconds from the send timestamp to the frame's arrival (kernel receive
 /// timestamp) and to the generator reading it.
-struct Latencies {
-    arrived: Histogram<u64>,
+pub(crate) struct Latencies {
+    pub(crate) arrived: Histogram<u64>,
     read: Histogram<u64>,
 }
 
@@ -128,7 +139,7 @@ async fn run_subscriber(mut sub: Subscriber, tally: Arc<Tally>) {
 }
 
 /// Opens `n` subscribers (ws or sse) that feed `tally`, `concurrency` at a time.
-async fn open_subscribers(
+pub(crate) async fn open_subscribers(
     target: &Target,
     n: usize,
     transport: &str,
@@ -171,7 +182,7 @@ async fn open_subscribers(
 }
 
 /// Sends warm-up events until every subscriber got one (subscriptions are live).
-async fn warm_up(target: &Target, tally: &Tally, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn warm_up(target: &Target, tally: &Tally, n: usize) -> anyhow::Result<()> {
     let http = http_client();
     let tok = token(&target.secret, "sender");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -204,7 +215,11 @@ async fn warm_up(target: &Target, tally: &Tally, n: usize) -> anyhow::Result<()>
 /// is answered) from a thread and runtime of their own: on the generator's one
 /// core the writer would otherwise wait behind thousands of subscriber reads, and
 /// the server would be sent its events late. Returns the mutation latencies.
-async fn send_events(target: Target, events: usize, rate: f64) -> anyhow::Result<Histogram<u64>> {
+pub(crate) async fn send_events(
+    target: Target,
+    events: usize,
+    rate: f64,
+) -> anyhow::Result<Histogram<u64>> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("sender".into())
