@@ -33,15 +33,22 @@ fuzz_target!(|data: &[u8]| {
         else {
             return;
         };
-        if tokens().verify(&token).is_ok() {
+        if let Ok(identity) = tokens().verify(&token) {
             let sub = claims
                 .get("sub")
                 .and_then(|s| s.as_str())
                 .unwrap_or_default();
             assert!(!sub.is_empty(), "an identity needs a subject: {text}");
             assert!(
-                claims.get("exp").and_then(|e| e.as_i64()).is_some(),
+                claims.get("exp").and_then(|e| e.as_f64()).is_some(),
                 "and an expiry: {text}"
+            );
+            // Verified means not yet expired: the identity must say so too (a
+            // fractional or exponent `exp` once read as 1970).
+            assert!(
+                identity.expires_at > chrono::Utc::now() - chrono::Duration::seconds(10),
+                "a live token's identity expires in the future: {text} -> {}",
+                identity.expires_at
             );
         }
     }

@@ -250,7 +250,15 @@ impl Tokens {
                 )));
             }
         };
-        let exp = claims.get("exp").and_then(Json::as_i64).unwrap_or_default();
+        // A NumericDate may be fractional or written with an exponent (RFC 7519
+        // §2: `1.7e9`), and the library has checked it is in the future; read
+        // it as such, not as 1970 (which closed a socket at once). Past year
+        // 9999 is the same as year 9999.
+        let exp = claims
+            .get("exp")
+            .and_then(|e| e.as_i64().or_else(|| e.as_f64().map(|f| f.floor() as i64)))
+            .unwrap_or_default()
+            .min(LAST_TIMESTAMP);
         Ok(Identity {
             user_id,
             email: text(&self.config.email_claim),
@@ -261,6 +269,9 @@ impl Tokens {
         })
     }
 }
+
+/// 9999-12-31T23:59:59Z: the latest expiry a token is taken to have.
+const LAST_TIMESTAMP: i64 = 253_402_300_799;
 
 /// The `alg` a token's header names, read without trusting anything else in it:
 /// for a clear refusal of algorithms livegate does not know (such as `none`).

@@ -540,3 +540,30 @@ async fn in_lists_are_bounded_across_the_whole_filter() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_fractional_expiry_is_an_expiry_not_1970() {
+    // RFC 7519 NumericDates may be fractional; one was read as 0, so a valid
+    // token's socket closed at once as "expired" (found by fuzzing).
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let user = s
+        .user_for("float@example.com", livegate::access::Role::User, "default")
+        .await;
+    let exp = chrono::Utc::now().timestamp() as f64 + 3600.5;
+    let claims = json!({ "sub": user.id, "exp": exp, "email": "float@example.com" });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::harness::TEST_SECRET.as_bytes()),
+    )
+    .expect("token");
+    let me = s.gql_as(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], user.id.as_str(), "{me}");
+    let mut ws = Ws::acked(&s.base, Some(&token)).await;
+    ws.subscribe("1", "subscription { postChanged { id } }", json!({}))
+        .await;
+    ws.silent_for(Duration::from_millis(1500)).await;
+    s.stop().await;
+    db.drop_db().await;
+}
