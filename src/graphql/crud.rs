@@ -48,6 +48,32 @@ fn where_arg(c: &Collection, ctx: &ResolverContext<'_>) -> Result<Option<Filter>
     }
 }
 
+/// The `id` argument: an ID arrives as a string, or as an integer (GraphQL
+/// coerces both).
+fn id_arg(ctx: &ResolverContext<'_>) -> Result<String, ApiError> {
+    let v = ctx
+        .args
+        .get("id")
+        .ok_or_else(|| ApiError::bad_field("id", "is required"))?;
+    if let Ok(s) = v.string() {
+        return Ok(s.to_string());
+    }
+    v.i64()
+        .map(|n| n.to_string())
+        .map_err(|_| ApiError::bad_field("id", "expected an ID"))
+}
+
+/// The `input` argument, which must be an input object.
+fn input_arg<'a>(
+    ctx: &'a ResolverContext<'_>,
+) -> Result<async_graphql::dynamic::ObjectAccessor<'a>, ApiError> {
+    ctx.args
+        .get("input")
+        .ok_or_else(|| ApiError::bad_field("input", "is required"))?
+        .object()
+        .map_err(|_| ApiError::bad_field("input", "expected an input object"))
+}
+
 fn int_arg(ctx: &ResolverContext<'_>, name: &str, default: i64) -> Result<u64, ApiError> {
     let v = match ctx.args.get(name).filter(|v| !v.is_null()) {
         Some(v) => v
@@ -119,7 +145,7 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
             let c = coll.clone();
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
-                let id = ctx.args.try_get("id")?.string()?.to_string();
+                let id = id_arg(&ctx)?;
                 let mut owned = String::new();
                 let found = match read_scope_of(&rc.viewer, &c, &mut owned)? {
                     Some(scope) => rc.store.get(&c, &scope, &id).await?,
@@ -209,7 +235,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let rc = request_ctx(&ctx)?;
                 may_create(&rc.viewer, c.create)
                     .map_err(|d| ApiError::denied(d, &format!("create rows in {}", c.key)))?;
-                let input = ctx.args.try_get("input")?.object()?;
+                let input = input_arg(&ctx)?;
                 let checked = check_input(&c, &input, true)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
                 let at = now();
@@ -237,11 +263,11 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             let (c, catalog) = (coll.clone(), catalog.clone());
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
-                let id = ctx.args.try_get("id")?.string()?.to_string();
+                let id = id_arg(&ctx)?;
                 let mut owned = String::new();
                 let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
                     .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
-                let input = ctx.args.try_get("input")?.object()?;
+                let input = input_arg(&ctx)?;
                 let checked = check_input(&c, &input, false)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
                 let what = format!("update this {}", c.names.type_name);
@@ -274,7 +300,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             let c = coll.clone();
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
-                let id = ctx.args.try_get("id")?.string()?.to_string();
+                let id = id_arg(&ctx)?;
                 let mut owned = String::new();
                 let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
                     .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;

@@ -567,3 +567,31 @@ async fn a_fractional_expiry_is_an_expiry_not_1970() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn arguments_of_the_wrong_shape_are_bad_input_not_internal() {
+    // Found by fuzzing: a string where an input object belongs got past
+    // validation and answered INTERNAL.
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let (_, body) = post_raw(
+        &s,
+        &json!({ "query": "mutation($i: PostCreateInput!) { createPost(input: $i) { id } }", "variables": { "i": "tede" } }),
+    )
+    .await;
+    assert_ne!(code(&body), "INTERNAL", "{body}");
+    assert!(
+        code(&body) == "BAD_USER_INPUT" || code(&body) == "GRAPHQL_VALIDATION_FAILED",
+        "{body}"
+    );
+    // An integer ID is an ID (GraphQL coerces it): no such row, not a failure.
+    for query in [
+        "mutation($id: ID!) { deletePost(id: $id) { id } }",
+        "query($id: ID!) { post(id: $id) { id } }",
+    ] {
+        let (_, body) = post_raw(&s, &json!({ "query": query, "variables": { "id": 5 } })).await;
+        assert_ne!(code(&body), "INTERNAL", "{body}");
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
