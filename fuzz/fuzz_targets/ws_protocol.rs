@@ -45,7 +45,11 @@ fn drive(data: &[u8]) {
                 };
                 match chunk[0] {
                     3 => m.result(&id, json!({ "data": { "x": 1 } })),
-                    4 => m.failed(&id, vec![json!({ "message": "bad" })]),
+                    4 => {
+                        // A failed operation is over, like a finished one.
+                        running.remove(&id);
+                        m.failed(&id, vec![json!({ "message": "bad" })])
+                    }
                     _ => {
                         running.remove(&id);
                         m.finished(&id)
