@@ -75,15 +75,7 @@ fn rss() -> u64 {
 
 /// The server's count of realtime connections it closed with `code` over `protocol`.
 async fn closes(s: &Server, protocol: &str, code: u16) -> u64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = s.metrics().await;
     let want = format!("protocol=\"{protocol}\",code=\"{code}\"");
     text.lines()
         .filter(|l| l.starts_with("livegate_realtime_closes_total{") && l.contains(&want))

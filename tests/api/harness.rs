@@ -269,6 +269,18 @@ impl Server {
         }
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// POSTs a GraphQL request as the default admin; returns the JSON body (any status).
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
         self.gql_as(Some(&self.token), query, variables).await

@@ -234,6 +234,15 @@ async fn deep_documents_are_refused_over_websockets_and_sse() {
     db.drop_db().await;
 }
 
+/// Two users of the default account: one owns what the other must not see.
+async fn two_users(s: &Server) -> (crate::harness::TestUser, crate::harness::TestUser) {
+    let user = |email: &'static str| s.user_for(email, livegate::access::Role::User, "default");
+    (
+        user("owner@example.com").await,
+        user("other@example.com").await,
+    )
+}
+
 /// Notes are owner-read; `changes` hints go to every signed-in viewer.
 fn hints_for_all() -> String {
     EXAMPLE_APP.replace(
@@ -268,12 +277,7 @@ fn refused_as_invalid(v: &Value) -> bool {
 async fn a_subscription_with_two_root_fields_is_refused_everywhere() {
     let db = Db::fresh().await;
     let s = Server::start(&db, &hints_for_all()).await;
-    let owner = s
-        .user_for("owner@example.com", livegate::access::Role::User, "default")
-        .await;
-    let other = s
-        .user_for("other@example.com", livegate::access::Role::User, "default")
-        .await;
+    let (owner, other) = two_users(&s).await;
 
     // graphql-transport-ws and the legacy protocol.
     let mut ws = Ws::acked(&s.base, Some(&other.token)).await;
@@ -382,12 +386,7 @@ fn comments_on_notes() -> String {
 async fn a_shared_render_never_carries_refs_resolved_for_another_viewer() {
     let db = Db::fresh().await;
     let s = Server::start(&db, &comments_on_notes()).await;
-    let owner = s
-        .user_for("owner@example.com", livegate::access::Role::User, "default")
-        .await;
-    let other = s
-        .user_for("other@example.com", livegate::access::Role::User, "default")
-        .await;
+    let (owner, other) = two_users(&s).await;
     let note = s
         .gql_as(
             Some(&owner.token),

@@ -64,15 +64,7 @@ async fn healthz_metrics_and_get_queries() {
     )
     .await;
     s.gql("{ nope }", json!({})).await;
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     for line in [
         "livegate_graphql_requests_total{operation=\"query\",outcome=\"ok\"}",
         "livegate_graphql_requests_total{operation=\"mutation\",outcome=\"ok\"} 1",

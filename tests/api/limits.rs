@@ -284,15 +284,7 @@ async fn admitted_within(s: &Server, local: &str) -> Socket {
 }
 
 async fn refusals(s: &Server, reason: &str) -> u64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = s.metrics().await;
     let name = format!("livegate_realtime_refused_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&name))

@@ -176,15 +176,7 @@ async fn every_close_code_has_its_trigger() {
         .expect("healthz");
     assert_eq!(health.status(), 200, "and the server stays up");
 
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     for line in [
         "livegate_realtime_closes_total{protocol=\"graphql-transport-ws\",code=\"4409\"} 1",
         "livegate_realtime_closes_total{protocol=\"none\",code=\"4406\"} 2",
@@ -832,15 +824,7 @@ async fn an_abrupt_disconnect_frees_everything() {
     let metric = |name: &'static str| {
         let s = &s;
         async move {
-            let text = s
-                .client
-                .get(format!("{}/metrics", s.base))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            let text = s.metrics().await;
             text.lines()
                 .find(|l| l.starts_with(name))
                 .and_then(|l| l.rsplit(' ').next())

@@ -42,15 +42,7 @@ fn message(body: &Value) -> &str {
 /// The value of the `/metrics` sample named exactly `name` (fails the test when
 /// there is none).
 async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = s.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
