@@ -658,7 +658,8 @@ async fn streams_carry_only_what_the_viewer_may_see() {
 async fn heartbeats_keep_streams_open_and_expiry_ends_them() {
     let db = Db::fresh().await;
     let s = Server::start(&db, &app_with(false, 1)).await;
-    let token = s.token_expiring_in(3).await;
+    // Margins are wide: a busy CI host can hold a task for hundreds of ms.
+    let token = s.token_expiring_in(6).await;
     let mut sub = Sse::open(subscribe_get(
         &s,
         "/graphql/stream",
@@ -673,20 +674,20 @@ async fn heartbeats_keep_streams_open_and_expiry_ends_them() {
     async fn three_comments(stream: &mut Sse) {
         for _ in 0..3 {
             let ev = stream
-                .raw_within(Duration::from_millis(1500))
+                .raw_within(Duration::from_millis(2500))
                 .await
-                .expect("a comment within 1.5 s");
+                .expect("a comment within 2.5 s (one is due every second)");
             assert!(ev.comment, "only comments while nothing happens: {ev:?}");
         }
     }
     tokio::join!(three_comments(&mut sub), three_comments(&mut feed));
     assert!(
-        sub.ends_within(Duration::from_secs(3)).await,
+        sub.ends_within(Duration::from_secs(6)).await,
         "the stream ends when the token expires"
     );
-    assert!(feed.ends_within(Duration::from_secs(1)).await);
+    assert!(feed.ends_within(Duration::from_secs(2)).await);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
