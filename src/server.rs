@@ -8,7 +8,7 @@ use anyhow::Context;
 use async_graphql::dynamic::Schema;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
@@ -142,12 +142,18 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         .await?
         .with_bus_capacity(config.ws.bus_capacity)
         .with_max_record_bytes(config.limits.max_record_bytes);
-    store.migrate().await.context("applying migrations")?;
-    store.reconcile(&config.app.display().to_string()).await?;
+    let store = store.claim_database_file(&config.database_url)?;
+    // Instances starting together on one PostgreSQL take turns.
+    let account = store
+        .exclusively(async {
+            store.migrate().await.context("applying migrations")?;
+            store.reconcile(&config.app.display().to_string()).await?;
+            Ok(store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?)
+        })
+        .await?;
     // Before serving: a subscriber resuming from a cursor replays the log up
     // to the bus's published seq, which must cover what an earlier run wrote.
-    store.load_published_seq().await?;
-    let account = store.ensure_account(crate::store::DEFAULT_ACCOUNT).await?;
+    store.start_following().await?;
     let tokens = Tokens::new(config.auth.clone())?;
     let rooms = Arc::new(Rooms::new(config.ws.max_buffer_bytes));
     let metrics = Metrics::default();
@@ -200,6 +206,7 @@ pub fn app(state: AppState) -> Router {
         .route("/graphql/stream", any(sse_request))
         .route("/realtime", get(feed::realtime))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(playground::routes())
         // A record's text arrives JSON-escaped inside a GraphQL document or its
@@ -219,6 +226,32 @@ async fn healthz() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         "ok\n",
+    )
+}
+
+/// 200 while this instance can serve: the database answers and the log
+/// follower reads the log and hears of new events; 503 otherwise, so that a
+/// load balancer sends clients elsewhere.
+async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let store = app.store();
+    let database = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let (status, body) = match (database, store.is_following()) {
+        (true, true) => (StatusCode::OK, "ready\n"),
+        (false, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database does not answer\n",
+        ),
+        (true, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not following the event log\n",
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
     )
 }
 
@@ -273,6 +306,7 @@ pub async fn start(
             }
         });
         let housekeeping = tokio::spawn(housekeeping(handle_for_tasks));
+        let follower = tokio::spawn(store.clone().follow());
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -296,6 +330,7 @@ pub async fn start(
         drop(delivery);
         sweeper.abort();
         housekeeping.abort();
+        follower.abort();
         store.close().await.ok();
         Ok(served?)
     });

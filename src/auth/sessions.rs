@@ -59,9 +59,7 @@ impl From<anyhow::Error> for SessionError {
 pub const SIGN_INS_PER_EMAIL_PER_MINUTE: u32 = 10;
 /// Sign-in attempts allowed per client address per minute.
 pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 30;
-/// Revocations a live connection may fall behind on before it must re-check its
-/// session in the store.
-pub const REVOCATIONS_BUFFER: usize = 1024;
+pub use crate::store::REVOCATIONS_BUFFER;
 /// Sign-ups allowed per client address per minute, unless configured otherwise.
 pub const SIGN_UPS_PER_ADDRESS_PER_MINUTE: u32 = 30;
 
@@ -73,8 +71,6 @@ pub struct SignIn {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     sign_ups_by_address: DefaultKeyedRateLimiter<IpAddr>,
     hasher: Hasher,
-    /// Ids of sessions revoked from now on, so live connections can close.
-    revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -145,15 +141,7 @@ impl SignIn {
             by_address: RateLimiter::keyed(per_minute(SIGN_INS_PER_ADDRESS_PER_MINUTE)),
             sign_ups_by_address: RateLimiter::keyed(sign_ups),
             hasher,
-            revoked: tokio::sync::broadcast::channel(REVOCATIONS_BUFFER).0,
         }
-    }
-
-    /// Session ids as they are revoked (sign-out, refresh-token reuse). A
-    /// receiver that falls more than [`REVOCATIONS_BUFFER`] behind is told it
-    /// lagged and may have missed its own: it must ask [`SignIn::session_ended`].
-    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.revoked.subscribe()
     }
 
     /// Whether session `id` has ended (revoked or gone), for a connection that
@@ -171,8 +159,8 @@ impl SignIn {
     }
 
     async fn revoke(&self, store: &Store, session_id: &str) -> Result<(), SessionError> {
+        // The store tells every instance's live connections.
         store.revoke_session(session_id).await?;
-        let _ = self.revoked.send(session_id.to_string());
         Ok(())
     }
 

@@ -223,6 +223,21 @@ async fn check_refs(
     Ok(())
 }
 
+/// Runs a write on a task of its own and waits for it. A request can be
+/// dropped at any await (a client disconnects, a graphql-ws `complete`);
+/// dropped halfway through a transaction, a write would leave the database
+/// driver to roll back a transaction that may already be committing, and the
+/// writer could never know. On its own task the write always finishes (commits
+/// or rolls back) whatever becomes of the request; its event reaches the log
+/// and then every subscriber all the same.
+async fn to_the_end<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| ApiError::internal(format!("a write task failed: {e}")))?
+}
+
 /// `createPost`, `updatePost`, `deletePost`.
 pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
     let n = &c.names;
@@ -247,7 +262,8 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                     updated_at: at,
                     data: checked.values,
                 };
-                let change = rc.store.insert(&c, row).await?;
+                let (store, c) = (rc.store.clone(), c.clone());
+                let change = to_the_end(async move { Ok(store.insert(&c, row).await?) }).await?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })
@@ -265,20 +281,26 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
                 let mut owned = String::new();
-                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
+                read_scope_of(&rc.viewer, &c, &mut owned)?
                     .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                 let input = input_arg(&ctx)?;
                 let checked = check_input(&c, &input, false)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
-                let what = format!("update this {}", c.names.type_name);
-                let change = rc
-                    .store
-                    .update(&c, &scope, &id, checked.values, |row| {
-                        may_write_row(&rc.viewer, c.update, row.owner_id.as_deref())
-                            .map_err(|d| ApiError::denied(d, &what))
-                    })
-                    .await?
-                    .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                let (store, viewer) = (rc.store.clone(), rc.viewer.clone());
+                let change = to_the_end(async move {
+                    let mut owned = String::new();
+                    let scope = read_scope_of(&viewer, &c, &mut owned)?
+                        .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                    let what = format!("update this {}", c.names.type_name);
+                    store
+                        .update(&c, &scope, &id, checked.values, |row| {
+                            may_write_row(&viewer, c.update, row.owner_id.as_deref())
+                                .map_err(|d| ApiError::denied(d, &what))
+                        })
+                        .await?
+                        .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))
+                })
+                .await?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })
@@ -301,18 +323,21 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
             resolve(async move {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
-                let mut owned = String::new();
-                let scope = read_scope_of(&rc.viewer, &c, &mut owned)?
-                    .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
-                let what = format!("delete this {}", c.names.type_name);
-                let change = rc
-                    .store
-                    .delete(&c, &scope, &id, |row| {
-                        may_write_row(&rc.viewer, c.delete, row.owner_id.as_deref())
-                            .map_err(|d| ApiError::denied(d, &what))
-                    })
-                    .await?
-                    .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                let (store, viewer) = (rc.store.clone(), rc.viewer.clone());
+                let change = to_the_end(async move {
+                    let mut owned = String::new();
+                    let scope = read_scope_of(&viewer, &c, &mut owned)?
+                        .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
+                    let what = format!("delete this {}", c.names.type_name);
+                    store
+                        .delete(&c, &scope, &id, |row| {
+                            may_write_row(&viewer, c.delete, row.owner_id.as_deref())
+                                .map_err(|d| ApiError::denied(d, &what))
+                        })
+                        .await?
+                        .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))
+                })
+                .await?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })

@@ -2,9 +2,9 @@
 //! and then live, filtered by account, collection, action, access and `where`.
 //! Transports turn these streams into protocol messages; they never filter.
 //!
-//! The stream subscribes to the bus *before* it replays the log, and skips live
-//! events at or below the last replayed cursor: no gap, no duplicate (see
-//! `store::events`). A subscriber that lags behind the bus's bounded ring raises
+//! The stream subscribes to the bus *before* it replays the log (up to the seq
+//! published then), and skips live events at or below it: no gap, no duplicate
+//! (see `store::events`). A subscriber that lags behind the bus's bounded ring raises
 //! its connection's [`Overflow`] and ends; the transport closes (WebSocket 1013,
 //! SSE end of stream) and the client resumes from its last cursor.
 
@@ -214,6 +214,10 @@ pub fn feed(
     overflow: Option<Arc<Overflow>>,
 ) -> impl Stream<Item = Result<Arc<Change>, FeedError>> + Send + 'static {
     let mut rx = store.subscribe();
+    // Read after subscribing: the bus has every change past it. The log may
+    // already hold later events, but they are not published yet, and one below
+    // them may still be committing: replaying them would skip it.
+    let through = store.published_seq();
     async_stream::stream! {
         let mut last = 0i64;
         if let Some(after) = after {
@@ -224,7 +228,7 @@ pub fn feed(
                 viewer.clone(),
                 selection.clone(),
                 after,
-                i64::MAX,
+                through,
             ));
             while let Some(item) = replayed.next().await {
                 match item {
@@ -235,6 +239,7 @@ pub fn feed(
                     Err(e) => { yield Err(e); return; }
                 }
             }
+            last = last.max(through);
         }
         loop {
             match rx.recv().await {

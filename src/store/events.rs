@@ -1,21 +1,29 @@
-//! The event log and the bus: every write's event row is inserted, committed and
-//! published behind one gate, so cursor (seq) order, commit order and publish
-//! order are the same. A subscriber that subscribes to the bus and then replays
-//! the log from its cursor therefore sees every event exactly once: the replay
-//! covers everything committed before it ran, the bus everything after.
+//! The event log and the bus. A write inserts its event row in the write's own
+//! transaction and commits; that is all a writer does. The log follower
+//! (`store::follow`) reads committed events back from the database, whichever
+//! instance wrote them, and publishes them on this instance's bus in cursor
+//! (seq) order, never past an event that may still commit. A subscriber that
+//! subscribes to the bus and then replays the log up to [`Store::published_seq`]
+//! therefore sees every event exactly once: the replay covers everything
+//! published before it ran, the bus everything after.
+//!
+//! Delivery does not depend on the writer's memory: a write whose request is
+//! dropped after it committed, or whose instance dies, is delivered all the same.
 //!
 //! The bus is a bounded broadcast ring: publishing never waits for subscribers; a
 //! subscriber that falls more than [`BUS_CAPACITY`] events behind is told it lagged
 //! (and resumes from its cursor).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, TransactionTrait,
+};
 use serde_json::Value as Json;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Notify, broadcast};
 
 use super::rows::{Action, Change};
 use super::{Store, StoreError};
@@ -25,24 +33,72 @@ use crate::values::{Row, now, parse_datetime};
 /// Events a subscriber may fall behind before it is told it lagged (default).
 pub const BUS_CAPACITY: usize = 16_384;
 
-/// The commit gate and the broadcast bus.
+/// This instance's committed changes the follower may hold in memory.
+pub(super) const PENDING_MAX: usize = 10_000;
+
+/// Revocations a live connection may fall behind on before it must re-check its
+/// session in the store.
+pub const REVOCATIONS_BUFFER: usize = 1024;
+
+/// Sent on [`Store::revocations`] when revocations may have gone by unheard
+/// (the `LISTEN` connection was lost): every connection re-checks its session.
+pub const ANY_SESSION: &str = "*";
+
+/// The broadcast bus and what the log follower needs to know.
 pub struct Outbox {
-    gate: Mutex<()>,
     tx: broadcast::Sender<Arc<Change>>,
     /// The seq of the newest change sent on the bus (set before it is sent).
     published: AtomicI64,
     capacity: usize,
+    /// Wakes the log follower: a write of this instance committed, or (with
+    /// `stale` set) the log may hold what this instance did not write.
+    pub(super) committed: Notify,
+    /// This instance's committed changes not yet published, by seq: the
+    /// follower publishes them from here, without reading them back, as long
+    /// as each is the next seq (bounded by [`PENDING_MAX`]; past it the log
+    /// has them).
+    pub(super) pending: std::sync::Mutex<std::collections::BTreeMap<i64, Change>>,
+    /// Set when the log may hold events this instance did not write (another
+    /// instance's `NOTIFY`, a (re)connected listener): the follower reads it.
+    pub(super) stale: AtomicBool,
+    /// Wakes the notifier (PostgreSQL): tell the other instances to look.
+    pub(super) to_announce: Notify,
+    /// Whether the follower hears about other instances' writes as they happen
+    /// (always on SQLite, which one process serves; on PostgreSQL while the
+    /// `LISTEN` connection is up).
+    pub(super) listening: AtomicBool,
+    /// Whether the follower's last read of the log succeeded.
+    pub(super) reading: AtomicBool,
+    /// Ids of sessions revoked from now on, on any instance.
+    pub(super) revoked: broadcast::Sender<String>,
 }
 
 impl Outbox {
     /// A bus on which a subscriber may fall `capacity` events behind.
     pub fn new(capacity: usize) -> Outbox {
         Outbox {
-            gate: Mutex::new(()),
             tx: broadcast::channel(capacity.max(1)).0,
             published: AtomicI64::new(0),
             capacity: capacity.max(1),
+            committed: Notify::new(),
+            pending: std::sync::Mutex::default(),
+            stale: AtomicBool::new(true),
+            to_announce: Notify::new(),
+            listening: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
+            revoked: broadcast::channel(REVOCATIONS_BUFFER).0,
         }
+    }
+
+    /// Sends `change` on the bus; the follower calls this in seq order.
+    pub(super) fn publish(&self, change: Change) {
+        self.published.store(change.seq, Ordering::SeqCst);
+        // No receivers is fine: nobody is subscribed.
+        let _ = self.tx.send(Arc::new(change));
+    }
+
+    pub(super) fn set_published(&self, seq: i64) {
+        self.published.fetch_max(seq, Ordering::SeqCst);
     }
 }
 
@@ -63,29 +119,55 @@ impl Store {
         self.outbox.tx.subscribe()
     }
 
+    /// Session ids as they are revoked on any instance (sign-out, refresh-token
+    /// reuse), so that live connections close. A receiver that falls more than
+    /// [`REVOCATIONS_BUFFER`] behind is told it lagged, and [`ANY_SESSION`]
+    /// says that revocations may have gone by unheard: either way it may have
+    /// missed its own and must re-check its session in the store.
+    pub fn revocations(&self) -> broadcast::Receiver<String> {
+        self.outbox.revoked.subscribe()
+    }
+
+    /// Tells this instance's connections at once, and on PostgreSQL every
+    /// other instance's through `NOTIFY` (a session id is far below its 8 KB).
+    pub(super) async fn announce_revocation(&self, session_id: &str) {
+        let _ = self.outbox.revoked.send(session_id.to_string());
+        if self.backend() == DbBackend::Postgres {
+            let stmt = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [super::follow::REVOCATIONS.into(), session_id.into()],
+            );
+            if let Err(e) = self.db.execute_raw(stmt).await {
+                // The others' connections re-check their sessions when their
+                // token expires; the revocation itself is committed.
+                tracing::warn!(error = %e, "could not tell the other instances of a revocation");
+            }
+        }
+    }
+
     /// How many events a subscriber may fall behind the bus.
     pub fn bus_capacity(&self) -> usize {
         self.outbox.capacity
     }
 
     /// The seq of the newest change published on the bus. Every change at or
-    /// below it is committed (in the log), and a receiver subscribed before this
-    /// was read gets every change after it: the seq is set before the change is
-    /// sent, behind the commit gate. Valid once [`Store::load_published_seq`] ran.
+    /// below it is committed (in the log) and no change at or below it can still
+    /// commit, and a receiver subscribed before this was read gets every change
+    /// after it: the follower sets it before it sends the change.
     pub fn published_seq(&self) -> i64 {
         self.outbox.published.load(Ordering::SeqCst)
     }
 
-    /// Starts [`Store::published_seq`] at the newest change in the log, which an
-    /// earlier run may have written: call once, before serving.
-    pub async fn load_published_seq(&self) -> Result<(), StoreError> {
-        let newest = self.log_bounds().await?.newest;
-        self.outbox.published.fetch_max(newest, Ordering::SeqCst);
-        Ok(())
+    /// Whether this instance can serve realtime: the log follower reads the log
+    /// and hears of new events (`GET /readyz`).
+    pub fn is_following(&self) -> bool {
+        self.outbox.listening.load(Ordering::SeqCst) && self.outbox.reading.load(Ordering::SeqCst)
     }
 
-    /// Inserts the event row for a change, commits `txn`, and publishes the change,
-    /// all behind the commit gate.
+    /// Inserts the event row for a change and commits `txn`. The follower
+    /// publishes it once it reads it back (woken here, and on PostgreSQL every
+    /// other instance through `NOTIFY`).
     pub(super) async fn commit_with_event(
         &self,
         txn: DatabaseTransaction,
@@ -94,7 +176,6 @@ impl Store {
         record: Row,
         previous: Option<Row>,
     ) -> Result<Change, StoreError> {
-        let _gate = self.outbox.gate.lock().await;
         let at = now();
         let q = Query::insert()
             .into_table("livegate_events")
@@ -134,9 +215,18 @@ impl Store {
             record,
             previous,
         };
-        self.outbox.published.store(seq, Ordering::SeqCst);
-        // No receivers is fine: nobody is subscribed.
-        let _ = self.outbox.tx.send(Arc::new(change.clone()));
+        {
+            let mut pending = self
+                .outbox
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if pending.len() < PENDING_MAX && seq > self.published_seq() {
+                pending.insert(seq, change.clone());
+            }
+        }
+        self.outbox.committed.notify_one();
+        self.outbox.to_announce.notify_one();
         Ok(change)
     }
 
@@ -189,14 +279,30 @@ impl Store {
     }
 
     /// Deletes events older than `before`, recording how far the log now starts.
+    /// On PostgreSQL one instance prunes at a time (a transaction-scoped
+    /// advisory lock); the others find the lock taken and skip their turn.
     pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await?;
+        if self.backend() == DbBackend::Postgres {
+            let stmt = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock($1) AS taken",
+                [PRUNE_LOCK.into()],
+            );
+            let taken = match txn.query_one_raw(stmt).await? {
+                Some(r) => r.try_get::<bool>("", "taken")?,
+                None => false,
+            };
+            if !taken {
+                return Ok(0);
+            }
+        }
         let q = Query::select()
             .expr_as(Expr::col("seq").max(), "upto")
             .from("livegate_events")
             .and_where(Expr::col("at").lt(before))
             .to_owned();
-        let Some(upto) = self
-            .db
+        let Some(upto) = txn
             .query_one(&q)
             .await?
             .map(|r| r.try_get::<Option<i64>>("", "upto"))
@@ -211,18 +317,23 @@ impl Store {
             .values_panic([PRUNED_THROUGH.into(), upto.into()])
             .on_conflict(OnConflict::column("key").update_column("value").to_owned())
             .to_owned();
-        // Record the watermark first: a cursor is judged expired no later than its
-        // events disappear.
-        self.db.execute(&record).await?;
+        // The watermark and the deletion commit together: a cursor is judged
+        // expired exactly when its events are gone.
+        txn.execute(&record).await?;
         let del = Query::delete()
             .from_table("livegate_events")
             .and_where(Expr::col("seq").lte(upto))
             .to_owned();
-        Ok(self.db.execute(&del).await?.rows_affected())
+        let deleted = txn.execute(&del).await?.rows_affected();
+        txn.commit().await?;
+        Ok(deleted)
     }
 }
 
-fn read_event(r: &QueryResult) -> Result<Change, StoreError> {
+/// The advisory lock key of pruning ("lg" + "prune").
+const PRUNE_LOCK: i64 = 0x6c67_7072_756e_6501;
+
+pub(super) fn read_event(r: &QueryResult) -> Result<Change, StoreError> {
     let action = match r.try_get::<String>("", "action")?.as_str() {
         "create" => Action::Create,
         "update" => Action::Update,

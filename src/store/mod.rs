@@ -8,6 +8,7 @@
 mod accounts;
 mod events;
 mod filter;
+mod follow;
 mod rows;
 mod sessions;
 mod tables;
@@ -22,8 +23,9 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use crate::catalog::Catalog;
 
 pub use accounts::{Account, DEFAULT_ACCOUNT, User};
-pub use events::{BUS_CAPACITY, LogBounds, Outbox};
+pub use events::{ANY_SESSION, BUS_CAPACITY, LogBounds, Outbox, REVOCATIONS_BUFFER};
 pub use filter::{CmpOp, Filter, LikeKind, Order};
+pub use follow::POLL;
 pub use rows::{Action, Change, Scope};
 pub use sessions::RefreshToken;
 pub use tables::ReconcileError;
@@ -57,6 +59,10 @@ pub struct Store {
     max_record_bytes: usize,
     /// Accounts by id and by slug (they never change once created).
     accounts: Arc<std::sync::RwLock<std::collections::HashMap<String, Account>>>,
+    /// The lock on a SQLite database file this process serves (see
+    /// [`Store::claim_database_file`]); released at [`Store::close`], or when
+    /// the process ends.
+    claim: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 /// A database URL that cannot be used, said so that a person can fix it.
@@ -70,6 +76,14 @@ pub enum ConnectError {
     Folder(String, std::io::Error),
     #[error("cannot connect to the database at {url}: {cause}")]
     Connect { url: String, cause: String },
+    #[error(
+        "another livegate process is serving the SQLite database {0}: SQLite serves one \
+         instance (events are published in process); stop the other one, or run every \
+         instance on PostgreSQL (--database-url postgres://...)"
+    )]
+    InUse(String),
+    #[error("cannot lock the SQLite database {0}: {1}")]
+    Lock(String, std::io::Error),
 }
 
 impl Store {
@@ -82,13 +96,8 @@ impl Store {
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let path = path.split('?').next().unwrap_or_default();
-            if !path.is_empty()
-                && path != ":memory:"
+        if url.starts_with("sqlite:") {
+            if let Some(path) = sqlite_path(url)
                 && let Some(dir) = std::path::Path::new(path)
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -131,12 +140,62 @@ impl Store {
             outbox: Arc::new(Outbox::new(BUS_CAPACITY)),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             accounts: Arc::default(),
+            claim: Arc::default(),
         })
+    }
+
+    /// Claims the SQLite database file for this process, or says that another
+    /// process serves it: events reach subscribers through this process's
+    /// memory (the follower is woken in process, and SQLite has no `NOTIFY`),
+    /// so two servers on one file would each miss the other's writes. Only
+    /// `serve` claims: `livegate token` and `migrate` may run beside a server.
+    /// A no-op on PostgreSQL and in-memory databases.
+    pub fn claim_database_file(mut self, url: &str) -> Result<Store, ConnectError> {
+        let Some(path) = sqlite_path(url) else {
+            return Ok(self);
+        };
+        let lock_path = format!("{path}.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ConnectError::Lock(lock_path.clone(), e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.claim = Arc::new(std::sync::Mutex::new(Some(file)));
+                Ok(self)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(path.to_string())),
+            Err(std::fs::TryLockError::Error(e)) => Err(ConnectError::Lock(lock_path, e)),
+        }
     }
 
     /// Applies pending system-table migrations.
     pub async fn migrate(&self) -> Result<(), DbErr> {
         Migrator::up(&self.db, None).await
+    }
+
+    /// Runs start-up work (migrations, table reconciliation) while holding a
+    /// PostgreSQL advisory lock, so that instances starting together take turns
+    /// instead of racing to create the same tables. The lock lives on a
+    /// connection of its own that is closed afterwards (which releases it even
+    /// if the work fails). On SQLite it just runs the work.
+    pub async fn exclusively<T>(
+        &self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        if self.backend() != DbBackend::Postgres {
+            return work.await;
+        }
+        use sea_orm::sqlx::{Connection, Executor};
+        let pool = self.db.get_postgres_connection_pool();
+        let mut conn = pool.acquire().await?.detach();
+        conn.execute(sea_orm::sqlx::query("SELECT pg_advisory_lock($1)").bind(STARTUP_LOCK))
+            .await?;
+        let result = work.await;
+        conn.close().await.ok();
+        result
     }
 
     /// Sets how many events a subscriber may fall behind (before any subscribe).
@@ -167,10 +226,30 @@ impl Store {
         &self.catalog
     }
 
-    /// Closes the pool (at shutdown).
-    pub async fn close(self) -> Result<(), DbErr> {
-        self.db.close().await
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
     }
+
+    /// Closes the pool and gives up the claim on a SQLite file (at shutdown),
+    /// so that a new server may start on it at once.
+    pub async fn close(self) -> Result<(), DbErr> {
+        let closed = self.db.close().await;
+        self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        closed
+    }
+}
+
+/// The advisory lock key of start-up work (any fixed number; "lg" + "start").
+const STARTUP_LOCK: i64 = 0x6c67_7374_6172_7401;
+
+/// The file of a `sqlite:` URL, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 /// One direct connection before the pool: a pool retries until its acquire timeout

@@ -166,7 +166,9 @@ impl Store {
         Ok(true)
     }
 
-    /// Revokes session `id` and with it every refresh token of its family.
+    /// Revokes session `id` and with it every refresh token of its family,
+    /// then tells the live connections of every instance (see
+    /// [`Store::revocations`]).
     pub async fn revoke_session(&self, id: &str) -> Result<(), StoreError> {
         let q = Query::update()
             .table("livegate_sessions")
@@ -175,6 +177,7 @@ impl Store {
             .and_where(Expr::col("revoked_at").is_null())
             .to_owned();
         self.db.execute(&q).await?;
+        self.announce_revocation(id).await;
         Ok(())
     }
 

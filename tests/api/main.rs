@@ -12,6 +12,7 @@ mod filters;
 mod harness;
 mod hostile;
 mod http;
+mod instances;
 mod limits;
 mod oracle;
 mod playground;

@@ -25,6 +25,7 @@ use super::{complete_event, failed_event, next_event};
 use crate::auth::Identity;
 use crate::realtime::Overflow;
 use crate::server::AppState;
+use crate::store::ANY_SESSION;
 use crate::transport::expiry_instant;
 use crate::transport::operation::OpEvent;
 use crate::transport::slots::Slot;
@@ -85,7 +86,7 @@ where
         // Held while the stream is: the client going frees it.
         let _slot = slot;
         let mut events = Box::pin(events);
-        let mut revocations = app.auth().revocations();
+        let mut revocations = app.store().revocations();
         let mut stopping = app.stopping();
         let session = identity.as_ref().and_then(|i| i.session_id.clone());
         let expiry = identity
@@ -108,7 +109,8 @@ where
                 _ = stopping.changed() => break,
                 revoked = revocations.recv() => {
                     let ended = match (&revoked, &session) {
-                        (Ok(revoked), Some(mine)) => revoked == mine,
+                        (Ok(revoked), Some(mine)) if revoked != ANY_SESSION => revoked == mine,
+                        (Ok(_), Some(mine)) => app.auth().session_ended(app.store(), mine).await,
                         // Revocations went by unseen (the client stopped
                         // reading, so the stream was not polled): ours may
                         // have been among them.

@@ -35,6 +35,7 @@ use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
 use crate::server::AppState;
+use crate::store::ANY_SESSION;
 
 /// Transport settings for realtime connections.
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +261,7 @@ impl Connection {
                 },
                 || Wake::Stopping,
             ),
-            BroadcastStream::new(app.auth().revocations())
+            BroadcastStream::new(app.store().revocations())
                 .map(Wake::Revoked)
                 .boxed(),
             futures_util::stream::poll_fn(move |cx| {
@@ -370,10 +371,11 @@ impl Connection {
                 Wake::Revoked(revoked) => {
                     let mine = conn.identity.as_ref().and_then(|i| i.session_id.as_deref());
                     let ended = match (&revoked, mine) {
-                        (Ok(session), Some(mine)) => session == mine,
+                        (Ok(session), Some(mine)) if session != ANY_SESSION => session == mine,
                         // Revocations went by unseen (a busy or stalled
-                        // connection): ours may have been among them.
-                        (Err(_), Some(mine)) => app.auth().session_ended(app.store(), mine).await,
+                        // connection, or a lost `LISTEN` connection): ours may
+                        // have been among them.
+                        (_, Some(mine)) => app.auth().session_ended(app.store(), mine).await,
                         (_, None) => false,
                     };
                     if ended {

@@ -1,0 +1,680 @@
+//! Several instances on one database, and delivery from the committed log: a
+//! write reaches subscribers whichever instance made it, whether or not its
+//! request stayed to see it commit, and in cursor order even when writers
+//! commit out of order. On SQLite a second instance is refused instead.
+//!
+//! Most instances here are real servers (each with its own state, log follower
+//! and `LISTEN` connection) in the test process; the `kill -9` test runs the
+//! binary as separate processes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use livegate::access::Role;
+use livegate::graphql::Limits;
+use rand::Rng;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
+use serde_json::{Value, json};
+
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
+use crate::sseclient::Sse;
+use crate::wsclient::{Frame, Ws};
+
+const CHANGES: &str =
+    "subscription($after: String) { changes(after: $after) { collection action cursor } }";
+
+fn is_postgres(db: &Db) -> bool {
+    db.url.starts_with("postgres")
+}
+
+/// A direct connection to the test database, as another writer would have.
+async fn direct(db: &Db) -> DatabaseConnection {
+    Database::connect(&db.url).await.expect("direct connection")
+}
+
+/// The cursors of every event of the default account in the log, in order.
+async fn logged_cursors(db: &Db) -> Vec<i64> {
+    let conn = direct(db).await;
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT e.seq FROM livegate_events e JOIN livegate_accounts a ON a.id = e.account_id \
+             WHERE a.slug = 'default' ORDER BY e.seq",
+        ))
+        .await
+        .expect("read the log");
+    conn.close().await.ok();
+    rows.iter()
+        .map(|r| r.try_get::<i64>("", "seq").expect("seq"))
+        .collect()
+}
+
+fn cursor(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a numeric cursor, got {v}"))
+}
+
+/// The `changes` cursors a graphql-ws subscriber (id "1") receives until
+/// `quiet` passes without one.
+async fn drain_ws(ws: &mut Ws, quiet: Duration) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while let Some(f) = ws.next_within(quiet).await {
+        match f {
+            Frame::Json(v) if v["type"] == "next" => {
+                seen.push(cursor(&v["payload"]["data"]["changes"]["cursor"]));
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    seen
+}
+
+/// Like [`drain_ws`] for a graphql-sse stream.
+async fn drain_sse(sse: &mut Sse, quiet: Duration) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while let Some(ev) = sse.next_within(quiet).await {
+        if ev.event.as_deref() == Some("next") {
+            seen.push(cursor(&ev.json()["data"]["changes"]["cursor"]));
+        } else {
+            panic!("unexpected event {ev:?}");
+        }
+    }
+    seen
+}
+
+fn sse_changes(s: &Server, token: &str) -> reqwest::RequestBuilder {
+    s.client
+        .get(format!("{}/graphql/stream", s.base))
+        .header("accept", "text/event-stream")
+        .query(&[
+            (
+                "query",
+                "subscription { changes { collection action cursor } }",
+            ),
+            ("access_token", token),
+        ])
+}
+
+#[tokio::test]
+async fn a_write_on_one_instance_reaches_subscribers_on_another() {
+    let db = Db::fresh().await;
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    if !is_postgres(&db) {
+        // SQLite serves one process: a second server on the file is refused,
+        // saying why and what to do instead.
+        let app = db.app_file("app.toml", EXAMPLE_APP);
+        let refused = Server::start_with(&db, app, Limits::default()).await;
+        let message = format!("{:#}", refused.err().expect("a second instance is refused"));
+        assert!(
+            message.contains("another livegate process is serving")
+                && message.contains("PostgreSQL"),
+            "{message}"
+        );
+        a.stop().await;
+        return;
+    }
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    let alice = a.user_for("alice@test.local", Role::User, "default").await;
+    let bob = b.user_for("bob@test.local", Role::User, "default").await;
+    let eve = b.user_for("eve@other.test", Role::User, "other").await;
+
+    // Alice, on A, follows her private notes; an anonymous reader on A follows posts.
+    let mut notes = Ws::acked(&a.base, Some(&alice.token)).await;
+    notes
+        .subscribe(
+            "1",
+            "subscription { noteChanged { action cursor record { title } } }",
+            json!({}),
+        )
+        .await;
+    let mut posts = Ws::acked(&a.base, None).await;
+    posts
+        .subscribe(
+            "1",
+            "subscription { postChanged { action cursor record { title } } }",
+            json!({}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Written on B: Bob's note (not Alice's to see), Eve's note and post (another
+    // account), then Alice's note and Bob's post.
+    let note = "mutation($t: String!) { createNote(input: { title: $t }) { id } }";
+    let post = "mutation($t: String!) { createPost(input: { title: $t }) { id } }";
+    for (who, q, title) in [
+        (&bob, note, "bob's secret"),
+        (&eve, note, "eve's secret"),
+        (&eve, post, "eve's post"),
+        (&alice, note, "alice's note"),
+        (&bob, post, "bob's post"),
+    ] {
+        let body = b.gql_as(Some(&who.token), q, json!({ "t": title })).await;
+        assert!(body.get("errors").is_none(), "{body:#}");
+    }
+    let got = notes.next_payload("1").await;
+    assert_eq!(
+        got["data"]["noteChanged"]["record"]["title"], "alice's note",
+        "{got}"
+    );
+    let got = posts.next_payload("1").await;
+    assert_eq!(
+        got["data"]["postChanged"]["record"]["title"], "bob's post",
+        "{got}"
+    );
+    notes.silent_for(Duration::from_millis(300)).await;
+    posts.silent_for(Duration::from_millis(100)).await;
+
+    // A cursor from A resumes on B: exactly the events missed while away.
+    let last = cursor(&got["data"]["postChanged"]["cursor"]);
+    posts.abort().await;
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        let p = create_post(&a, json!({ "title": format!("missed {i}") })).await;
+        missed.push(p["title"].clone());
+    }
+    let mut resumed = Ws::acked(&b.base, None).await;
+    resumed
+        .subscribe(
+            "1",
+            "subscription($after: String) { postChanged(after: $after) { cursor record { title } } }",
+            json!({ "after": last.to_string() }),
+        )
+        .await;
+    for title in &missed {
+        let got = resumed.next_payload("1").await;
+        assert_eq!(
+            &got["data"]["postChanged"]["record"]["title"], title,
+            "{got}"
+        );
+    }
+    create_post(&a, json!({ "title": "live again" })).await;
+    let got = resumed.next_payload("1").await;
+    assert_eq!(got["data"]["postChanged"]["record"]["title"], "live again");
+    resumed.silent_for(Duration::from_millis(300)).await;
+
+    for s in [a, b] {
+        s.stop().await;
+    }
+    db.drop_db().await;
+}
+
+/// Inserts an event row for a new post of the default account on `txn`, as
+/// another instance's writer would, and returns its seq.
+async fn insert_raw_event(txn: &sea_orm::DatabaseTransaction, title: &str) -> i64 {
+    let conn = txn;
+    let account: String = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT id FROM livegate_accounts WHERE slug = 'default'",
+        ))
+        .await
+        .expect("account")
+        .expect("the default account")
+        .try_get("", "id")
+        .expect("id");
+    let now = chrono::Utc::now().to_rfc3339();
+    let id = uuid::Uuid::now_v7().to_string();
+    let record = json!({
+        "id": id, "owner_id": null, "account_id": account, "created_at": now, "updated_at": now,
+        "data": { "title": title, "published": false, "views": 0 }
+    });
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "INSERT INTO livegate_events (account_id, collection, action, row_id, owner_id, at, record) \
+             VALUES ($1, 'posts', 'create', $2, NULL, now(), $3) RETURNING seq",
+            [account.into(), id.into(), record.into()],
+        ))
+        .await
+        .expect("insert an event")
+        .expect("its seq");
+    row.try_get("", "seq").expect("seq")
+}
+
+#[tokio::test]
+async fn events_that_commit_out_of_order_are_delivered_in_cursor_order() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        // SQLite commits one write at a time, in seq order: nothing to reorder.
+        return;
+    }
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut live = Ws::acked(&s.base, Some(&s.token)).await;
+    live.subscribe("1", CHANGES, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    create_post(&s, json!({ "title": "first" })).await;
+    let first = drain_ws(&mut live, Duration::from_millis(500)).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    for outcome in ["commit", "rollback"] {
+        // Another writer takes a seq and has not committed yet...
+        let other = direct(&db).await;
+        let txn = other.begin().await.expect("begin");
+        let held = insert_raw_event(&txn, "held").await;
+        // ...while a later write commits.
+        let later = create_post(&s, json!({ "title": "later" })).await;
+        assert!(later["id"].is_string());
+        // A subscriber resuming from before the held seq, meanwhile.
+        let mut resumer = Ws::acked(&s.base, Some(&s.token)).await;
+        resumer
+            .subscribe("1", CHANGES, json!({ "after": (held - 1).to_string() }))
+            .await;
+        // Nothing past the held seq is delivered while it may still commit.
+        live.silent_for(Duration::from_millis(400)).await;
+        resumer.silent_for(Duration::from_millis(100)).await;
+        if outcome == "commit" {
+            txn.commit().await.expect("commit");
+        } else {
+            txn.rollback().await.expect("rollback");
+        }
+        other.close().await.ok();
+        let got = drain_ws(&mut live, Duration::from_millis(800)).await;
+        let resumed = drain_ws(&mut resumer, Duration::from_millis(300)).await;
+        let want: Vec<i64> = logged_cursors(&db)
+            .await
+            .into_iter()
+            .filter(|c| *c >= held)
+            .collect();
+        if outcome == "commit" {
+            assert_eq!(want.len(), 2, "the held event and the later one: {want:?}");
+            assert_eq!(want[0], held);
+        } else {
+            assert_eq!(want.len(), 1, "only the later event: {want:?}");
+            assert!(want[0] > held);
+        }
+        assert_eq!(got, want, "live, after the {outcome}");
+        assert_eq!(resumed, want, "resumed, after the {outcome}");
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_write_whose_request_is_cancelled_is_still_delivered() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let mut live = Ws::acked(&s.base, Some(&s.token)).await;
+    live.subscribe("1", CHANGES, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests dropped a few milliseconds after they were sent: some commit,
+    // some never arrive; none may commit without being delivered.
+    let mut rng = rand::rng();
+    let mut tasks = Vec::new();
+    let client = reqwest::Client::new();
+    for i in 0..150 {
+        let wait = Duration::from_micros(rng.random_range(500..100_000));
+        let (base, token, client) = (s.base.clone(), s.token.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            let send = client
+                .post(format!("{base}/graphql"))
+                .bearer_auth(&token)
+                .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"cancelled {i}\" }}) {{ id }} }}") }))
+                .send();
+            let _ = tokio::time::timeout(wait, send).await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // A write that got through at the end proves the others had their turn.
+    create_post(&s, json!({ "title": "last" })).await;
+    let got = drain_ws(&mut live, Duration::from_millis(1500)).await;
+    let logged = logged_cursors(&db).await;
+    assert!(
+        logged.len() > 1,
+        "some cancelled writes committed: {logged:?}"
+    );
+    assert_eq!(
+        got, logged,
+        "every committed write delivered once, in order"
+    );
+    let rows = s.data("{ posts(limit: 1000) { id } }", json!({})).await["posts"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(rows, logged.len(), "one event per committed row");
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn random_writers_on_two_instances_every_subscriber_sees_the_log() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        // One instance on SQLite: the single-instance suites cover it.
+        return;
+    }
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    // Subscribers on both, over graphql-ws and SSE.
+    let mut ws_a = Ws::acked(&a.base, Some(&a.token)).await;
+    ws_a.subscribe("1", CHANGES, json!({})).await;
+    let mut ws_b = Ws::acked(&b.base, Some(&b.token)).await;
+    ws_b.subscribe("1", CHANGES, json!({})).await;
+    let mut sse_a = Sse::open(sse_changes(&a, &a.token)).await;
+    let mut sse_b = Sse::open(sse_changes(&b, &b.token)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let seed: u64 = std::env::var("LIVEGATE_INSTANCES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("random writers: LIVEGATE_INSTANCES_SEED={seed}");
+    let mut writers = Vec::new();
+    for w in 0..6u64 {
+        let base = if w % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let token = a.token.clone();
+        writers.push(tokio::spawn(async move {
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ w);
+            let client = reqwest::Client::new();
+            let mut mine: Vec<String> = Vec::new();
+            for i in 0..40 {
+                let q = match rng.random_range(0..4) {
+                    0 | 1 => format!(
+                        "mutation {{ createPost(input: {{ title: \"w{w} {i}\" }}) {{ id }} }}"
+                    ),
+                    2 if !mine.is_empty() => format!(
+                        "mutation {{ updatePost(id: \"{}\", input: {{ views: {i} }}) {{ id }} }}",
+                        mine[rng.random_range(0..mine.len())]
+                    ),
+                    _ if !mine.is_empty() => {
+                        let id = mine.swap_remove(rng.random_range(0..mine.len()));
+                        format!("mutation {{ deletePost(id: \"{id}\") {{ id }} }}")
+                    }
+                    _ => format!(
+                        "mutation {{ createNote(input: {{ title: \"n{w} {i}\" }}) {{ id }} }}"
+                    ),
+                };
+                let body: Value = client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "query": q }))
+                    .send()
+                    .await
+                    .expect("write")
+                    .json()
+                    .await
+                    .expect("JSON");
+                assert!(body.get("errors").is_none(), "{body:#}");
+                if let Some(id) = body["data"]["createPost"]["id"].as_str() {
+                    mine.push(id.to_string());
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let logged = logged_cursors(&db).await;
+    assert_eq!(logged.len(), 240);
+    let quiet = Duration::from_millis(1500);
+    let (got_ws_a, got_ws_b, got_sse_a, got_sse_b) = tokio::join!(
+        drain_ws(&mut ws_a, quiet),
+        drain_ws(&mut ws_b, quiet),
+        drain_sse(&mut sse_a, quiet),
+        drain_sse(&mut sse_b, quiet),
+    );
+    for (name, got) in [
+        ("ws on A", got_ws_a),
+        ("ws on B", got_ws_b),
+        ("sse on A", got_sse_a),
+        ("sse on B", got_sse_b),
+    ] {
+        let unique: BTreeSet<_> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "{name}: no duplicates");
+        assert_eq!(
+            got, logged,
+            "{name}: every committed event, in cursor order"
+        );
+    }
+    for s in [a, b] {
+        s.stop().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn readyz_follows_the_listener_and_a_lost_listener_costs_no_event() {
+    let db = Db::fresh().await;
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let ready = |s: &Server| {
+        let (client, url) = (s.client.clone(), format!("{}/readyz", s.base));
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut ok = false;
+    for _ in 0..100 {
+        if ready(&a).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "ready once started");
+    if !is_postgres(&db) {
+        a.stop().await;
+        return;
+    }
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    let mut live = Ws::acked(&a.base, Some(&a.token)).await;
+    live.subscribe("1", CHANGES, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Cut every LISTEN connection to this database, then write on B at once:
+    // its NOTIFY finds no listener on A.
+    let admin = direct(&db).await;
+    let cut = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        ))
+        .await
+        .expect("terminate the listeners");
+    assert_eq!(cut.len(), 2, "one LISTEN connection per instance");
+    let written = create_post(&b, json!({ "title": "while A was deaf" })).await;
+    assert!(written["id"].is_string());
+    let got = drain_ws(&mut live, Duration::from_millis(2500)).await;
+    assert_eq!(
+        got,
+        logged_cursors(&db).await,
+        "the event arrives all the same"
+    );
+    // And A listens again.
+    let mut back = false;
+    for _ in 0..100 {
+        if ready(&a).await == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "A is ready again after reconnecting");
+    admin.close().await.ok();
+    for s in [a, b] {
+        s.stop().await;
+    }
+    db.drop_db().await;
+}
+
+/// A `livegate serve` process on `db`; its base URL.
+fn spawn_instance(db: &Db) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--app"])
+        .arg(db.app_file("app.toml", EXAMPLE_APP))
+        .args(["--database-url", &db.url, "--data-dir"])
+        .arg(db.dir.path().join("data"))
+        .env("LIVEGATE_JWT_SECRET", crate::harness::TEST_SECRET)
+        .env("LIVEGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn livegate");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("read its first line");
+    // Keep reading: a closed pipe would fail the server's next print.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let base = line
+        .trim()
+        .strip_prefix("livegate listening on ")
+        .and_then(|u| u.strip_suffix("/graphql"))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, base)
+}
+
+/// An admin token of the default account, from `livegate token`.
+fn cli_token(db: &Db) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
+        .args([
+            "token",
+            "--email",
+            "killer@test.local",
+            "--role",
+            "admin",
+            "--app",
+        ])
+        .arg(db.app_file("app.toml", EXAMPLE_APP))
+        .args(["--database-url", &db.url, "--data-dir"])
+        .arg(db.dir.path().join("data"))
+        .env("LIVEGATE_JWT_SECRET", crate::harness::TEST_SECRET)
+        .output()
+        .expect("livegate token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("a token")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn kill_9_under_write_load_loses_no_acknowledged_write() {
+    let db = Db::fresh().await;
+    let (mut victim, victim_base) = spawn_instance(&db);
+    let token = cli_token(&db);
+    // On PostgreSQL a survivor watches; on SQLite the one instance comes back.
+    let survivor = if is_postgres(&db) {
+        Some(spawn_instance(&db))
+    } else {
+        None
+    };
+    let watched = survivor
+        .as_ref()
+        .map_or(victim_base.clone(), |(_, b)| b.clone());
+    let mut live = Ws::acked(&watched, Some(&token)).await;
+    live.subscribe("1", CHANGES, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (base, token, stop) = (victim_base.clone(), token.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acked = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let sent = client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "query": format!("mutation {{ createPost(input: {{ title: \"k{w} {i}\" }}) {{ id }} }}") }))
+                    .send()
+                    .await;
+                let Ok(resp) = sent else { break };
+                let Ok(body) = resp.json::<Value>().await else { break };
+                match body["data"]["createPost"]["id"].as_str() {
+                    Some(id) => acked.push(id.to_string()),
+                    None => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    victim.kill().expect("kill -9");
+    victim.wait().ok();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert!(
+        acked.len() > 10,
+        "writes were acknowledged before the kill: {}",
+        acked.len()
+    );
+
+    // Every acknowledged write is in the database, with exactly one event each.
+    let conn = direct(&db).await;
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT id FROM posts",
+        ))
+        .await
+        .expect("read posts");
+    conn.close().await.ok();
+    let stored: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "id").expect("id"))
+        .collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acknowledged write {id} is stored");
+    }
+    let logged = logged_cursors(&db).await;
+    assert_eq!(
+        logged.len(),
+        stored.len(),
+        "one event per stored row, none for a write that did not commit"
+    );
+
+    let got = match survivor {
+        // The survivor's subscriber gets every stored write once, in order.
+        Some((mut child, _)) => {
+            let got = drain_ws(&mut live, Duration::from_millis(2500)).await;
+            child.kill().ok();
+            child.wait().ok();
+            got
+        }
+        // The instance comes back on the same file; the subscriber resumes
+        // from the last cursor it got and misses nothing.
+        None => {
+            let mut got = drain_ws(&mut live, Duration::from_millis(300)).await;
+            let (mut back, base) = spawn_instance(&db);
+            let mut resumed = Ws::acked(&base, Some(&token)).await;
+            let after = got.last().copied().unwrap_or(0);
+            resumed
+                .subscribe("1", CHANGES, json!({ "after": after.to_string() }))
+                .await;
+            got.extend(drain_ws(&mut resumed, Duration::from_millis(1500)).await);
+            back.kill().ok();
+            back.wait().ok();
+            got
+        }
+    };
+    assert_eq!(
+        got, logged,
+        "every stored write delivered once, in cursor order"
+    );
+    db.drop_db().await;
+}
