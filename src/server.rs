@@ -155,7 +155,12 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     // to the bus's published seq, which must cover what an earlier run wrote.
     store.start_following().await?;
     let tokens = Tokens::new(config.auth.clone())?;
-    let rooms = Arc::new(Rooms::new(config.ws.max_buffer_bytes));
+    let rooms = Arc::new(if store.shares_rooms() {
+        Rooms::shared(config.ws.max_buffer_bytes, store.clone())
+    } else {
+        Rooms::new(config.ws.max_buffer_bytes)
+    });
+    rooms.start_lease().await?;
     let metrics = Metrics::default();
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
@@ -293,20 +298,25 @@ pub async fn start(
     let store = state.store().clone();
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();
+    let heartbeat =
+        std::time::Duration::from_secs(state.catalog().realtime.heartbeat_seconds.max(1).into());
     let router = app(state);
     let task = tokio::spawn(async move {
         // Rate-limit state for keys that went quiet is dropped once a minute, so a
         // stream of distinct emails cannot grow it without bound.
+        let swept = rooms.clone();
         let sweeper = tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
                 auth.forget_quiet_keys();
-                rooms.forget_quiet_senders();
+                swept.forget_quiet_senders();
             }
         });
         let housekeeping = tokio::spawn(housekeeping(handle_for_tasks));
         let follower = tokio::spawn(store.clone().follow());
+        let room_reader = tokio::spawn(rooms.clone().follow_rooms());
+        let lease = tokio::spawn(rooms.clone().keep_lease(heartbeat));
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -331,6 +341,10 @@ pub async fn start(
         sweeper.abort();
         housekeeping.abort();
         follower.abort();
+        room_reader.abort();
+        lease.abort();
+        // Its members leave their rooms now, not when the lease lapses.
+        rooms.end_lease().await;
         store.close().await.ok();
         Ok(served?)
     });

@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_system_tables;
 mod m20261122_000002_sessions;
 mod m20261122_000003_meta;
+mod m20261202_000004_rooms;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_system_tables::Migration),
             Box::new(m20261122_000002_sessions::Migration),
             Box::new(m20261122_000003_meta::Migration),
+            Box::new(m20261202_000004_rooms::Migration),
         ]
     }
 

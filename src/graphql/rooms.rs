@@ -127,7 +127,7 @@ pub fn members_field(catalog: &Arc<Catalog>) -> Field {
                 let name = room_name(&ctx, "room")?;
                 allowed(&catalog, &ctx, &name, false)?;
                 let rc = request_ctx(&ctx)?;
-                let members = rooms(&ctx)?.members(&rc.viewer.account_id, &name);
+                let members = rooms(&ctx)?.members(&rc.viewer.account_id, &name).await?;
                 Ok(Some(FieldValue::list(members.iter().map(member_value))))
             })
         },
@@ -195,7 +195,8 @@ pub fn send_field(catalog: &Arc<Catalog>) -> Field {
                     rule.messages_per_second
                 )));
             }
-            Ok(Some(FieldValue::value(rooms.send(&viewer.account_id, &name, &kind, payload, from))))
+            let delivered = rooms.send(&viewer.account_id, &name, &kind, payload, from).await?;
+            Ok(Some(FieldValue::value(delivered)))
         })
     })
     .description("Relays `{kind, payload}` to every member of the room, you included, in the order sent. True when someone was there to receive it. Over the socket that holds your membership of the room, it comes `from` that member.")

@@ -19,6 +19,8 @@
 //! A room is freed with its last member. Rooms are per account: the key is
 //! (account, name).
 
+mod shared;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -34,6 +36,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
 use super::{DEFAULT_MAX_BUFFER_BYTES, Overflow};
+use crate::store::{RoomRow, Store, StoreError};
 
 /// Events a member may have waiting before it counts as fallen behind.
 pub const MEMBER_BUFFER: usize = 4096;
@@ -60,6 +63,16 @@ impl Member {
     pub fn to_json(&self) -> Json {
         json!({ "peerId": self.peer_id, "userId": self.user_id, "email": self.email })
     }
+
+    /// The inverse of [`Member::to_json`] (a member another instance wrote).
+    pub fn from_json(j: &Json) -> Member {
+        let text = |k: &str| j.get(k).and_then(Json::as_str).map(str::to_string);
+        Member {
+            peer_id: text("peerId").unwrap_or_default(),
+            user_id: text("userId"),
+            email: text("email"),
+        }
+    }
 }
 
 /// One event of a room, as every member receives it.
@@ -78,6 +91,9 @@ pub struct RoomEvent {
 
 struct Seat {
     member: Member,
+    /// Shared rooms: the seq of the member's own join; it gets the room's
+    /// events after it. [`NOT_JOINED`] while its join is being written.
+    from: i64,
     events: mpsc::Sender<Arc<RoomEvent>>,
     /// Bytes of the events waiting in `events`.
     waiting: Arc<AtomicUsize>,
@@ -121,10 +137,19 @@ impl Stream for Inbox {
     }
 }
 
+/// A seat whose join is not written yet (shared rooms).
+const NOT_JOINED: i64 = i64::MAX;
+
 #[derive(Default)]
 struct Room {
-    /// In order of joining: the roster's order.
+    /// In order of joining: the roster's order (of this instance's members).
     seats: IndexMap<String, Seat>,
+    /// Shared rooms: the seq of the last room event read for this room
+    /// (`None` until a member's join is written).
+    last: Option<i64>,
+    /// Shared rooms: members whose join is being written; the room is not
+    /// read meanwhile, so that none of them misses an event after its join.
+    joining: usize,
 }
 
 impl Room {
@@ -133,7 +158,7 @@ impl Room {
     /// (its connection closes and it rejoins).
     fn deliver(&self, event: &Arc<RoomEvent>, except: Option<&str>, max_bytes: usize) {
         for (peer, seat) in &self.seats {
-            if Some(peer.as_str()) == except {
+            if Some(peer.as_str()) == except || seat.from >= event.id {
                 continue;
             }
             // Counted before it is sent: the member may take it at once.
@@ -165,6 +190,19 @@ pub struct Rooms {
     next_id: AtomicI64,
     /// Message-rate limiters, one per rate (rules may differ by room pattern).
     limiters: Mutex<HashMap<NonZeroU32, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// Rooms that span instances (PostgreSQL): `None` keeps them in this process.
+    shared: Option<Shared>,
+}
+
+/// What rooms that span instances need: the store, and this instance's name
+/// for its lease.
+struct Shared {
+    store: Store,
+    instance: String,
+    /// One turn at a time per sending member, taken in the order its sends
+    /// began (tokio's mutex is fair): each sender's messages are written, and
+    /// so heard, in the order sent, although each waits for the database.
+    senders: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Default for Rooms {
@@ -179,6 +217,8 @@ pub struct Membership {
     key: Key,
     pub member: Member,
     peers: Option<Arc<Peers>>,
+    /// Shared rooms: the task writing the join (the leave waits for it).
+    joining: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Membership {
@@ -187,6 +227,25 @@ impl Drop for Membership {
             peers.remove(&self.member.peer_id);
         }
         self.rooms.leave(&self.key, &self.member.peer_id);
+        if let Some(shared) = &self.rooms.shared {
+            let (store, key, peer) = (
+                shared.store.clone(),
+                self.key.clone(),
+                self.member.peer_id.clone(),
+            );
+            let joining = self.joining.take();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Some(j) = joining {
+                        let _ = j.await;
+                    }
+                    if let Err(e) = store.room_leave(&key.0, &key.1, &peer).await {
+                        // Its lease lapses with the instance, or it is reaped.
+                        tracing::warn!(error = %e, "could not record a room leave");
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -240,11 +299,32 @@ impl Rooms {
             max_member_bytes,
             next_id: AtomicI64::default(),
             limiters: Mutex::default(),
+            shared: None,
+        }
+    }
+
+    /// Rooms that span every instance on `store`'s database (see
+    /// `store::rooms`): joins, leaves and messages are written there and read
+    /// back by each instance for its own members, in the room's order.
+    pub fn shared(max_member_bytes: usize, store: Store) -> Rooms {
+        Rooms {
+            shared: Some(Shared {
+                store,
+                instance: uuid::Uuid::now_v7().to_string(),
+                senders: Mutex::default(),
+            }),
+            // Local ids (a `sync`) count down from -1: room events' seqs are positive.
+            next_id: AtomicI64::new(-1),
+            ..Rooms::new(max_member_bytes)
         }
     }
 
     fn next_id(&self) -> i64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        if self.shared.is_some() {
+            self.next_id.fetch_sub(1, Ordering::Relaxed)
+        } else {
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        }
     }
 
     fn presence(&self, room: &str, from: &Member, payload: Json) -> Arc<RoomEvent> {
@@ -273,12 +353,52 @@ impl Rooms {
         let key = (account.to_string(), name.to_string());
         let (tx, rx) = mpsc::channel(MEMBER_BUFFER);
         let waiting = Arc::new(AtomicUsize::new(0));
+        if let Some(shared) = &self.shared {
+            self.with(|rooms| {
+                let room = rooms.entry(key.clone()).or_default();
+                room.joining += 1;
+                room.seats.insert(
+                    member.peer_id.clone(),
+                    Seat {
+                        member: member.clone(),
+                        from: NOT_JOINED,
+                        events: tx.clone(),
+                        waiting: waiting.clone(),
+                        overflow: overflow.clone(),
+                    },
+                );
+            });
+            let joining = tokio::spawn(self.clone().write_join(
+                shared.store.clone(),
+                key.clone(),
+                member.clone(),
+                overflow,
+            ));
+            if let Some(peers) = &peers {
+                peers.add(key.clone(), member.clone());
+            }
+            let membership = Membership {
+                rooms: self.clone(),
+                key,
+                member,
+                peers,
+                joining: Some(joining),
+            };
+            return (
+                membership,
+                Inbox {
+                    events: rx,
+                    waiting,
+                },
+            );
+        }
         self.with(|rooms| {
             let room = rooms.entry(key.clone()).or_default();
             room.seats.insert(
                 member.peer_id.clone(),
                 Seat {
                     member: member.clone(),
+                    from: i64::MIN,
                     events: tx.clone(),
                     waiting: waiting.clone(),
                     overflow,
@@ -307,6 +427,7 @@ impl Rooms {
             key,
             member,
             peers,
+            joining: None,
         };
         (
             membership,
@@ -325,8 +446,12 @@ impl Rooms {
             let Some(seat) = room.seats.shift_remove(peer) else {
                 return;
             };
-            if room.seats.is_empty() {
+            if room.seats.is_empty() && room.joining == 0 {
                 rooms.remove(key);
+                return;
+            }
+            if self.shared.is_some() {
+                // The leave is written, and read back in the room's order.
                 return;
             }
             let leave = self.presence(
@@ -340,34 +465,57 @@ impl Rooms {
 
     /// Relays a message to every member of the room (the sender's own seat
     /// included). Returns whether anyone was there.
-    pub fn send(
+    pub async fn send(
         &self,
         account: &str,
         name: &str,
         kind: &str,
         payload: Option<Json>,
         from: Member,
-    ) -> bool {
+    ) -> Result<bool, StoreError> {
         let key = (account.to_string(), name.to_string());
-        self.with(|rooms| match rooms.get(&key) {
+        if let Some(shared) = &self.shared {
+            let turn = {
+                let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+                senders.entry(from.peer_id.clone()).or_default().clone()
+            };
+            let sent = {
+                let _turn = turn.lock().await;
+                shared
+                    .store
+                    .room_send(&key, kind, payload, &from.to_json())
+                    .await
+            };
+            let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+            // The map's and ours: nobody else waits for a turn.
+            if Arc::strong_count(&turn) == 2 {
+                senders.remove(&from.peer_id);
+            }
+            return sent;
+        }
+        Ok(self.with(|rooms| match rooms.get(&key) {
             Some(room) => {
                 let event = event(self.next_id(), name, kind, &from, payload);
                 room.deliver(&event, None, self.max_member_bytes);
                 true
             }
             None => false,
-        })
+        }))
     }
 
     /// The roster of a room (empty when nobody is there).
-    pub fn members(&self, account: &str, name: &str) -> Vec<Member> {
+    pub async fn members(&self, account: &str, name: &str) -> Result<Vec<Member>, StoreError> {
         let key = (account.to_string(), name.to_string());
-        self.with(|rooms| {
+        if let Some(shared) = &self.shared {
+            let roster = shared.store.room_members(&key).await?;
+            return Ok(roster.iter().map(Member::from_json).collect());
+        }
+        Ok(self.with(|rooms| {
             rooms
                 .get(&key)
                 .map(|r| r.seats.values().map(|s| s.member.clone()).collect())
                 .unwrap_or_default()
-        })
+        }))
     }
 
     /// Whether `sender` may send one more message at `per_second`.
@@ -449,14 +597,22 @@ mod tests {
                 .map(Vec::len),
             Some(1)
         );
-        assert!(rooms.send("acct", "r", "chat", Some(json!("hi")), a.member.clone()));
+        assert!(
+            rooms
+                .send("acct", "r", "chat", Some(json!("hi")), a.member.clone())
+                .await
+                .expect("send")
+        );
         assert_eq!(ra.recv().await.expect("own message").kind, "chat");
         assert_eq!(rb.recv().await.expect("message").payload, Some(json!("hi")));
         assert!(rc.try_recv().is_none(), "nothing crosses accounts");
         drop(b);
         let leave = ra.recv().await.expect("leave");
         assert_eq!(leave.payload.as_ref().expect("p")["event"], "leave");
-        assert_eq!(rooms.members("acct", "r"), vec![a.member.clone()]);
+        assert_eq!(
+            rooms.members("acct", "r").await.expect("members"),
+            vec![a.member.clone()]
+        );
         drop(a);
         assert_eq!(rooms.len(), 1, "only the other account's room is left");
     }
@@ -469,7 +625,9 @@ mod tests {
             rooms.join("acct", "r", member("slow"), Some(overflow.clone()), None);
         let (_fast, mut fast_rx) = rooms.join("acct", "r", member("fast"), None, None);
         for i in 0..MEMBER_BUFFER + 10 {
-            rooms.send("acct", "r", "n", Some(json!(i)), slow.member.clone());
+            let _ = rooms
+                .send("acct", "r", "n", Some(json!(i)), slow.member.clone())
+                .await;
             // The fast member keeps up.
             while fast_rx.try_recv().is_some() {}
         }
@@ -486,17 +644,23 @@ mod tests {
         let big = json!("x".repeat(10 * 1024));
         // Six 10 KiB messages fit in 64 KiB; far fewer than the event bound.
         for _ in 0..6 {
-            rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+            let _ = rooms
+                .send("acct", "r", "n", Some(big.clone()), slow.member.clone())
+                .await;
             while fast_rx.try_recv().is_some() {}
         }
         assert!(!overflow.is_raised(), "within its bytes");
         for _ in 0..2 {
-            rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+            let _ = rooms
+                .send("acct", "r", "n", Some(big.clone()), slow.member.clone())
+                .await;
             while fast_rx.try_recv().is_some() {}
         }
         assert!(overflow.is_raised(), "past its bytes");
         // The member that reads keeps its account at zero, whatever it read.
-        rooms.send("acct", "r", "n", Some(big.clone()), slow.member.clone());
+        let _ = rooms
+            .send("acct", "r", "n", Some(big.clone()), slow.member.clone())
+            .await;
         assert!(fast_rx.try_recv().is_some());
         assert_eq!(fast_rx.waiting.load(Ordering::SeqCst), 0);
     }

@@ -71,6 +71,12 @@ pub struct Outbox {
     pub(super) reading: AtomicBool,
     /// Ids of sessions revoked from now on, on any instance.
     pub(super) revoked: broadcast::Sender<String>,
+    /// Rooms with room events this instance has not read (see `store::rooms`).
+    pub(super) room_wakes: std::sync::Mutex<std::collections::HashSet<super::RoomKey>>,
+    /// Set when any room may have unread events (a lost `LISTEN` connection).
+    pub(super) rooms_stale: AtomicBool,
+    /// Wakes this instance's room reader.
+    pub(super) room_wake: Notify,
 }
 
 impl Outbox {
@@ -87,6 +93,9 @@ impl Outbox {
             listening: AtomicBool::new(false),
             reading: AtomicBool::new(false),
             revoked: broadcast::channel(REVOCATIONS_BUFFER).0,
+            room_wakes: std::sync::Mutex::default(),
+            rooms_stale: AtomicBool::new(false),
+            room_wake: Notify::new(),
         }
     }
 

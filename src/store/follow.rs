@@ -317,7 +317,8 @@ impl Store {
         loop {
             let connected = async {
                 let mut l = PgListener::connect_with(&pool).await?;
-                l.listen_all([CHANNEL, REVOCATIONS]).await?;
+                l.listen_all([CHANNEL, REVOCATIONS, super::rooms::ROOMS])
+                    .await?;
                 Ok::<_, sea_orm::sqlx::Error>(l)
             }
             .await;
@@ -331,11 +332,22 @@ impl Store {
                     self.outbox.committed.notify_one();
                     if lost {
                         let _ = self.outbox.revoked.send(super::ANY_SESSION.to_string());
+                        self.outbox.rooms_stale.store(true, Ordering::SeqCst);
+                        self.outbox.room_wake.notify_one();
                     }
                     let why = loop {
                         match listener.try_recv().await {
                             Ok(Some(n)) if n.channel() == REVOCATIONS => {
                                 let _ = self.outbox.revoked.send(n.payload().to_string());
+                            }
+                            Ok(Some(n)) if n.channel() == super::rooms::ROOMS => {
+                                match serde_json::from_str::<(String, String)>(n.payload()) {
+                                    Ok(key) => self.wake_room(key),
+                                    Err(_) => {
+                                        self.outbox.rooms_stale.store(true, Ordering::SeqCst);
+                                        self.outbox.room_wake.notify_one();
+                                    }
+                                }
                             }
                             Ok(Some(_)) => {
                                 self.outbox.stale.store(true, Ordering::SeqCst);

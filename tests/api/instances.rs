@@ -56,7 +56,8 @@ fn cursor(v: &Value) -> i64 {
 }
 
 /// The `changes` cursors a graphql-ws subscriber (id "1") receives until
-/// `quiet` passes without one.
+/// `quiet` passes without one, or the connection ends (its server was killed:
+/// what it got is compared with the log all the same).
 async fn drain_ws(ws: &mut Ws, quiet: Duration) -> Vec<i64> {
     let mut seen = Vec::new();
     while let Some(f) = ws.next_within(quiet).await {
@@ -64,6 +65,7 @@ async fn drain_ws(ws: &mut Ws, quiet: Duration) -> Vec<i64> {
             Frame::Json(v) if v["type"] == "next" => {
                 seen.push(cursor(&v["payload"]["data"]["changes"]["cursor"]));
             }
+            Frame::Closed(..) => break,
             other => panic!("unexpected frame {other:?}"),
         }
     }
@@ -507,12 +509,17 @@ async fn readyz_follows_the_listener_and_a_lost_listener_costs_no_event() {
     db.drop_db().await;
 }
 
-/// A `livegate serve` process on `db`; its base URL.
+/// A `livegate serve` process on `db` for the example app; its base URL.
 fn spawn_instance(db: &Db) -> (std::process::Child, String) {
+    spawn_instance_of(db, EXAMPLE_APP)
+}
+
+/// A `livegate serve` process on `db` for app text `app`; its base URL.
+fn spawn_instance_of(db: &Db, app: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--app"])
-        .arg(db.app_file("app.toml", EXAMPLE_APP))
+        .arg(db.app_file("process-app.toml", app))
         .args(["--database-url", &db.url, "--data-dir"])
         .arg(db.dir.path().join("data"))
         .env("LIVEGATE_JWT_SECRET", crate::harness::TEST_SECRET)
@@ -676,5 +683,204 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         got, logged,
         "every stored write delivered once, in cursor order"
     );
+    db.drop_db().await;
+}
+
+const ROOM: &str =
+    "subscription($n: String!) { room(name: $n) { kind payload from { peerId email } } }";
+const SEND: &str =
+    "mutation($r: String!, $p: JSON) { sendToRoom(room: $r, kind: \"chat\", payload: $p) }";
+
+/// Joins room `name` as subscription `id`; the roster's emails and our peer id.
+async fn join_room(ws: &mut Ws, id: &str, name: &str) -> (Vec<String>, String) {
+    ws.subscribe(id, ROOM, json!({ "n": name })).await;
+    let ev = ws.next_payload(id).await;
+    let room = &ev["data"]["room"];
+    assert_eq!(room["payload"]["event"], "sync", "{ev}");
+    let emails = room["payload"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["email"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (
+        emails,
+        room["from"]["peerId"].as_str().expect("peer").to_string(),
+    )
+}
+
+async fn room_event(ws: &mut Ws, id: &str) -> Value {
+    let ev = ws.next_payload(id).await;
+    assert!(ev["errors"].is_null(), "{ev}");
+    ev["data"]["room"].clone()
+}
+
+#[tokio::test]
+async fn rooms_and_presence_span_instances() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        // One instance on SQLite: tests/api/rooms.rs covers its rooms.
+        return;
+    }
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    let ann = a.user_for("ann@test.local", Role::User, "default").await;
+    let ben = b.user_for("ben@test.local", Role::User, "default").await;
+    let oz = b.user_for("oz@other.test", Role::User, "other").await;
+
+    let mut on_a = Ws::acked(&a.base, Some(&ann.token)).await;
+    let (roster, _) = join_room(&mut on_a, "r", "lobby").await;
+    assert_eq!(roster, ["ann@test.local"]);
+    let mut on_b = Ws::acked(&b.base, Some(&ben.token)).await;
+    let (roster, ben_peer) = join_room(&mut on_b, "r", "lobby").await;
+    assert_eq!(
+        roster,
+        ["ann@test.local", "ben@test.local"],
+        "one roster across instances"
+    );
+    let joined = room_event(&mut on_a, "r").await;
+    assert_eq!(joined["payload"]["event"], "join");
+    assert_eq!(joined["from"]["email"], "ben@test.local");
+    // Another account's room of the same name, on B, is another room.
+    let mut other = Ws::acked(&b.base, Some(&oz.token)).await;
+    let (roster, _) = join_room(&mut other, "r", "lobby").await;
+    assert_eq!(roster, ["oz@other.test"]);
+
+    // Messages from either instance reach both members, in one order.
+    for (s, who, text) in [
+        (&a, &ann, "from A"),
+        (&b, &ben, "from B"),
+        (&a, &ann, "A again"),
+    ] {
+        let sent = s
+            .gql_as(
+                Some(&who.token),
+                SEND,
+                json!({ "r": "lobby", "p": { "t": text } }),
+            )
+            .await;
+        assert_eq!(sent["data"]["sendToRoom"], true, "{sent}");
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            let ev = room_event(ws, "r").await;
+            assert_eq!(ev["kind"], "chat", "{ev}");
+            heard.push(ev["payload"]["t"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(heard, ["from A", "from B", "A again"]);
+    }
+    other.silent_for(Duration::from_millis(300)).await;
+    let members = a
+        .gql_as(
+            Some(&ann.token),
+            "query { roomMembers(room: \"lobby\") { email } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        members["data"]["roomMembers"],
+        json!([{ "email": "ann@test.local" }, { "email": "ben@test.local" }]),
+        "{members}"
+    );
+    // Ben leaves on B: Ann, on A, hears it.
+    on_b.send(json!({ "type": "complete", "id": "r" })).await;
+    let left = room_event(&mut on_a, "r").await;
+    assert_eq!(left["payload"]["event"], "leave");
+    assert_eq!(left["from"]["peerId"], json!(ben_peer));
+    for s in [a, b] {
+        s.stop().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_killed_instance_members_leave_every_roster_within_three_heartbeats() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        return;
+    }
+    let app = EXAMPLE_APP.replace("heartbeat_seconds = 30", "heartbeat_seconds = 1");
+    let survivor = Server::start(&db, &app).await;
+    let (mut victim, victim_base) = spawn_instance_of(&db, &app);
+    let ann = survivor
+        .user_for("ann@test.local", Role::User, "default")
+        .await;
+    let ben = survivor
+        .user_for("ben@test.local", Role::User, "default")
+        .await;
+    let mut stays = Ws::acked(&survivor.base, Some(&ann.token)).await;
+    join_room(&mut stays, "r", "lobby").await;
+    let mut doomed = Ws::acked(&victim_base, Some(&ben.token)).await;
+    let (roster, _) = join_room(&mut doomed, "r", "lobby").await;
+    assert_eq!(roster.len(), 2);
+    assert_eq!(
+        room_event(&mut stays, "r").await["payload"]["event"],
+        "join"
+    );
+    victim.kill().expect("kill -9");
+    victim.wait().ok();
+    let killed = std::time::Instant::now();
+    let left = room_event(&mut stays, "r").await;
+    assert_eq!(left["payload"]["event"], "leave", "{left}");
+    assert_eq!(left["from"]["email"], "ben@test.local");
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(3500),
+        "left {took:?} after the kill (3 heartbeats: 3 s)"
+    );
+    let members = survivor
+        .gql_as(
+            Some(&ann.token),
+            "query { roomMembers(room: \"lobby\") { email } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        members["data"]["roomMembers"],
+        json!([{ "email": "ann@test.local" }])
+    );
+    survivor.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn sign_out_on_one_instance_closes_sockets_on_another() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        return;
+    }
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    let up = a
+        .gql_as(
+            None,
+            "mutation { signUp(email: \"sol@test.local\", password: \"correct horse\") { accessToken refreshToken } }",
+            json!({}),
+        )
+        .await;
+    let session = &up["data"]["signUp"];
+    let access = session["accessToken"].as_str().expect("access token");
+    let mut socket = Ws::acked(&b.base, Some(access)).await;
+    socket.subscribe("1", CHANGES, json!({})).await;
+    let mut stream = Sse::open(sse_changes(&b, access)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = a
+        .gql_as(
+            None,
+            "mutation($t: String!) { signOut(refreshToken: $t) }",
+            json!({ "t": session["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 4403, "{reason}");
+    assert!(
+        stream.ends_within(Duration::from_secs(5)).await,
+        "the SSE stream on B ends"
+    );
+    for s in [a, b] {
+        s.stop().await;
+    }
     db.drop_db().await;
 }

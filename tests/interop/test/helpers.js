@@ -58,7 +58,87 @@ export function livegateBin() {
  * and waits for it to exit. Rejects, with the server's stderr, if the server exits
  * or is not ready within 30 s.
  */
-export async function startServer({ app, databaseUrl, env = {} } = {}) {
+export async function startServer(options = {}) {
+  if (process.env.LIVEGATE_TEST_BALANCED === '1') return startBalanced(options);
+  return startOne(options);
+}
+
+/**
+ * With LIVEGATE_TEST_BALANCED=1 (and a PostgreSQL LIVEGATE_TEST_DATABASE_URL):
+ * two livegate instances on the database, behind HAProxy (tests/interop/haproxy.cfg,
+ * round robin, health-checked on /readyz). Resolves like `startOne`, with the
+ * balancer's /graphql URL.
+ */
+async function startBalanced(options) {
+  // Instances of one service share their JWT settings (or each would make a
+  // secret of its own, and a token from one would be refused by the other).
+  options = { ...options, env: { LIVEGATE_JWT_SECRET: TEST_JWT_SECRET, ...(options.env || {}) } };
+  const dbUrl = options.databaseUrl || process.env.LIVEGATE_TEST_DATABASE_URL;
+  if (!dbUrl || !dbUrl.startsWith('postgres')) {
+    throw new Error('LIVEGATE_TEST_BALANCED=1 needs a PostgreSQL LIVEGATE_TEST_DATABASE_URL');
+  }
+  const a = await startOne({ ...options, databaseUrl: dbUrl });
+  const b = await startOne({ ...options, databaseUrl: dbUrl }).catch(async (e) => {
+    await a.stop();
+    throw e;
+  });
+  const port = await freePort();
+  const portOf = (url) => new URL(url).port;
+  const lb = spawn(process.env.HAPROXY || 'haproxy', ['-f', path.join(INTEROP_DIR, 'haproxy.cfg'), '-db'], {
+    env: { ...process.env, LB_PORT: String(port), A_PORT: portOf(a.url), B_PORT: portOf(b.url) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let lbErr = '';
+  lb.stderr.setEncoding('utf8');
+  lb.stderr.on('data', (c) => {
+    lbErr = (lbErr + c).slice(-STDERR_KEEP);
+  });
+  if (lb.pid !== undefined) live.add(lb.pid);
+  const lbExited = once(lb, 'exit')
+    .catch(() => {})
+    .finally(() => live.delete(lb.pid));
+  const url = `http://127.0.0.1:${port}/graphql`;
+  const stop = async () => {
+    if (lb.exitCode === null && lb.signalCode === null) {
+      lb.kill('SIGTERM');
+      await lbExited;
+    }
+    await Promise.all([a.stop(), b.stop()]);
+  };
+  // Ready once the balancer answers and sees both instances up (it checks /readyz).
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const up = await Promise.all(
+      [0, 1].map(() =>
+        fetch(`http://127.0.0.1:${port}/readyz`)
+          .then((r) => r.status === 200)
+          .catch(() => false),
+      ),
+    );
+    if (up.every(Boolean)) break;
+    if (Date.now() > deadline || lb.exitCode !== null) {
+      await stop();
+      throw new Error(`HAProxy was not ready within ${READY_TIMEOUT_MS / 1000} s: ${lbErr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, stop, stderr: () => `${a.stderr()}\n--- second instance ---\n${b.stderr()}\n--- haproxy ---\n${lbErr}` };
+}
+
+/** A loopback port nobody listens on (for the balancer). */
+async function freePort() {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Starts one livegate server (see `startServer`). */
+async function startOne({ app, databaseUrl, env = {} } = {}) {
   const bin = livegateBin();
   const dir = mkdtempSync(path.join(tmpdir(), 'livegate-interop-'));
   const dbUrl = databaseUrl || process.env.LIVEGATE_TEST_DATABASE_URL || `sqlite://${path.join(dir, 'test.db')}`;
