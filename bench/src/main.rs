@@ -50,6 +50,23 @@ pub struct Target {
         default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9,127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15,127.0.0.16"
     )]
     pub sources: Vec<IpAddr>,
+    /// Other instances' endpoints: subscribers are spread over `--url` and
+    /// these in turn (several instances on one database), while writes go to
+    /// `--url` alone.
+    #[arg(long, value_delimiter = ',')]
+    pub subscribe_urls: Vec<String>,
+}
+
+impl Target {
+    /// The endpoint subscriber `i` connects to.
+    pub fn for_subscriber(&self, i: usize) -> Target {
+        let mut t = self.clone();
+        let n = self.subscribe_urls.len() + 1;
+        if i % n > 0 {
+            t.url = self.subscribe_urls[i % n - 1].clone();
+        }
+        t
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +109,16 @@ enum Command {
     },
     /// Mixed create/list/get over HTTP at a concurrency: requests/s and latency.
     Crud {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Creates only, at a concurrency, spread over `--url` and `--subscribe-urls`
+    /// (several instances): writes/s and latency.
+    Writes {
         #[command(flatten)]
         target: Target,
         #[arg(long, default_value_t = 32)]
@@ -183,6 +210,11 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
         } => scenarios::crud(&target, concurrency, seconds).await?,
+        Command::Writes {
+            target,
+            concurrency,
+            seconds,
+        } => scenarios::writes(&target, concurrency, seconds).await?,
         Command::Abuse {
             target,
             frames,

@@ -67,6 +67,12 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
             "req/s",
             true,
         ),
+        "writes" => (
+            format!("writes c={}", r["concurrency"]),
+            num(r, &["writes_per_s"]),
+            "writes/s",
+            true,
+        ),
         other => (other.to_string(), 0.0, "", true),
     }
 }
@@ -101,7 +107,7 @@ fn details(r: &Value) -> String {
             r["failed"],
             num(r, &["latency_ms", "p99"])
         ),
-        "crud" => format!(
+        "crud" | "writes" => format!(
             "{} requests, {} errors, p50/p99 {:.1}/{:.1} ms",
             r["requests"],
             r["errors"],

@@ -153,7 +153,7 @@ pub(crate) async fn open_subscribers(
         // page-faulting for seconds at 19,000, and connections it had just
         // opened sent their `connection_init` too late (4408).
         let permit = gate.clone().acquire_owned().await?;
-        let (target, tally, transport) = (target.clone(), tally.clone(), transport.to_string());
+        let (target, tally, transport) = (target.for_subscriber(i), tally.clone(), transport.to_string());
         opening.push(tokio::spawn(async move {
             let _permit = permit;
             let source = target.sources[i % target.sources.len()];
@@ -438,5 +438,47 @@ pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::
     Ok(json!({
         "target": target.name, "scenario": "crud", "concurrency": concurrency, "seconds": elapsed,
         "requests": all.len(), "errors": errors, "requests_per_s": all.len() as f64 / elapsed, "latency_ms": ms(&all),
+    }))
+}
+
+/// Creates only, from `concurrency` writers spread over every instance given
+/// (`--url` and `--subscribe-urls`), for `seconds`: writes/s and latency.
+pub async fn writes(target: &Target, concurrency: usize, seconds: u64) -> anyhow::Result<Value> {
+    let http = http_client();
+    let tok = token(&target.secret, "writes");
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let (http, target, tok) = (http.clone(), target.for_subscriber(w), tok.clone());
+        workers.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut errors = 0u64;
+            let mut i = 0usize;
+            while Instant::now() < stop {
+                let r = gql(&http, &target, &tok, CREATE, json!({ "t": format!("w{w} {i}") })).await;
+                match r {
+                    Ok((_, took)) => {
+                        let _ = h.record(took.as_micros().max(1) as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            (h, errors)
+        }));
+    }
+    let mut all = hist();
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await?;
+        let _ = all.add(&h);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "target": target.name, "scenario": "writes", "instances": target.subscribe_urls.len() + 1,
+        "concurrency": concurrency, "seconds": elapsed,
+        "requests": all.len(), "errors": errors, "writes_per_s": all.len() as f64 / elapsed, "latency_ms": ms(&all),
     }))
 }
