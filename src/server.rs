@@ -155,8 +155,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     // to the bus's published seq, which must cover what an earlier run wrote.
     store.start_following().await?;
     let tokens = Tokens::new(config.auth.clone())?;
+    let heartbeat =
+        std::time::Duration::from_secs(catalog.realtime.heartbeat_seconds.max(1).into());
     let rooms = Arc::new(if store.shares_rooms() {
-        Rooms::shared(config.ws.max_buffer_bytes, store.clone())
+        Rooms::shared(config.ws.max_buffer_bytes, store.clone(), heartbeat)
     } else {
         Rooms::new(config.ws.max_buffer_bytes)
     });
@@ -298,8 +300,6 @@ pub async fn start(
     let store = state.store().clone();
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();
-    let heartbeat =
-        std::time::Duration::from_secs(state.catalog().realtime.heartbeat_seconds.max(1).into());
     let router = app(state);
     let task = tokio::spawn(async move {
         // Rate-limit state for keys that went quiet is dropped once a minute, so a
@@ -316,7 +316,7 @@ pub async fn start(
         let housekeeping = tokio::spawn(housekeeping(handle_for_tasks));
         let follower = tokio::spawn(store.clone().follow());
         let room_reader = tokio::spawn(rooms.clone().follow_rooms());
-        let lease = tokio::spawn(rooms.clone().keep_lease(heartbeat));
+        let lease = tokio::spawn(rooms.clone().keep_lease());
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

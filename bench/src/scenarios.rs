@@ -153,7 +153,11 @@ pub(crate) async fn open_subscribers(
         // page-faulting for seconds at 19,000, and connections it had just
         // opened sent their `connection_init` too late (4408).
         let permit = gate.clone().acquire_owned().await?;
-        let (target, tally, transport) = (target.for_subscriber(i), tally.clone(), transport.to_string());
+        let (target, tally, transport) = (
+            target.for_subscriber(i),
+            tally.clone(),
+            transport.to_string(),
+        );
         opening.push(tokio::spawn(async move {
             let _permit = permit;
             let source = target.sources[i % target.sources.len()];
@@ -456,7 +460,14 @@ pub async fn writes(target: &Target, concurrency: usize, seconds: u64) -> anyhow
             let mut errors = 0u64;
             let mut i = 0usize;
             while Instant::now() < stop {
-                let r = gql(&http, &target, &tok, CREATE, json!({ "t": format!("w{w} {i}") })).await;
+                let r = gql(
+                    &http,
+                    &target,
+                    &tok,
+                    CREATE,
+                    json!({ "t": format!("w{w} {i}") }),
+                )
+                .await;
                 match r {
                     Ok((_, took)) => {
                         let _ = h.record(took.as_micros().max(1) as u64);

@@ -22,8 +22,10 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table("livegate_instances")
                     .col(ColumnDef::new("id").string().not_null().primary_key())
+                    // Set by the instance itself from its own heartbeat, so
+                    // that instances with different settings agree on it.
                     .col(
-                        ColumnDef::new("seen_at")
+                        ColumnDef::new("expires_at")
                             .timestamp_with_time_zone()
                             .not_null(),
                     )
@@ -51,6 +53,15 @@ impl MigrationTrait for Migration {
                     .table("livegate_room_members")
                     .col("account_id")
                     .col("room")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("livegate_room_members_instance")
+                    .table("livegate_room_members")
+                    .col("instance_id")
                     .to_owned(),
             )
             .await?;

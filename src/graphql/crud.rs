@@ -230,12 +230,19 @@ async fn check_refs(
 /// writer could never know. On its own task the write always finishes (commits
 /// or rolls back) whatever becomes of the request; its event reaches the log
 /// and then every subscriber all the same.
+/// At most [`crate::store::WRITES_IN_FLIGHT`] run at once: a client that sends
+/// writes and disconnects, over and over, cannot pile up tasks.
 async fn to_the_end<T: Send + 'static>(
+    store: &crate::store::Store,
     write: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::spawn(write)
-        .await
-        .map_err(|e| ApiError::internal(format!("a write task failed: {e}")))?
+    let permit = store.write_permit().await;
+    tokio::spawn(async move {
+        let _permit = permit;
+        write.await
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("a write task failed: {e}")))?
 }
 
 /// `createPost`, `updatePost`, `deletePost`.
@@ -263,7 +270,8 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                     data: checked.values,
                 };
                 let (store, c) = (rc.store.clone(), c.clone());
-                let change = to_the_end(async move { Ok(store.insert(&c, row).await?) }).await?;
+                let change =
+                    to_the_end(&rc.store, async move { Ok(store.insert(&c, row).await?) }).await?;
                 Ok(Some(FieldValue::owned_any(change.record)))
             })
         })
@@ -287,7 +295,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let checked = check_input(&c, &input, false)?;
                 check_refs(rc, &catalog, &checked.refs).await?;
                 let (store, viewer) = (rc.store.clone(), rc.viewer.clone());
-                let change = to_the_end(async move {
+                let change = to_the_end(&rc.store, async move {
                     let mut owned = String::new();
                     let scope = read_scope_of(&viewer, &c, &mut owned)?
                         .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
@@ -324,7 +332,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
                 let (store, viewer) = (rc.store.clone(), rc.viewer.clone());
-                let change = to_the_end(async move {
+                let change = to_the_end(&rc.store, async move {
                     let mut owned = String::new();
                     let scope = read_scope_of(&viewer, &c, &mut owned)?
                         .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;

@@ -91,8 +91,9 @@ pub struct RoomEvent {
 
 struct Seat {
     member: Member,
-    /// Shared rooms: the seq of the member's own join; it gets the room's
-    /// events after it. [`NOT_JOINED`] while its join is being written.
+    /// Shared rooms: the seq of the last room event this member got (at
+    /// first its own join); it gets the room's events after it.
+    /// [`NOT_JOINED`] while its join is being written.
     from: i64,
     events: mpsc::Sender<Arc<RoomEvent>>,
     /// Bytes of the events waiting in `events`.
@@ -144,12 +145,6 @@ const NOT_JOINED: i64 = i64::MAX;
 struct Room {
     /// In order of joining: the roster's order (of this instance's members).
     seats: IndexMap<String, Seat>,
-    /// Shared rooms: the seq of the last room event read for this room
-    /// (`None` until a member's join is written).
-    last: Option<i64>,
-    /// Shared rooms: members whose join is being written; the room is not
-    /// read meanwhile, so that none of them misses an event after its join.
-    joining: usize,
 }
 
 impl Room {
@@ -162,6 +157,28 @@ impl Room {
                 continue;
             }
             // Counted before it is sent: the member may take it at once.
+            let before = seat.waiting.fetch_add(event.size, Ordering::SeqCst);
+            let fits = before == 0 || before + event.size <= max_bytes;
+            if !fits || seat.events.try_send(event.clone()).is_err() {
+                seat.waiting.fetch_sub(event.size, Ordering::SeqCst);
+                if let Some(overflow) = &seat.overflow {
+                    tracing::info!("a room member fell behind; closing its connection");
+                    overflow.raise();
+                }
+            }
+        }
+    }
+
+    /// Shared rooms: hands room event `event` (read after seq `start`) to
+    /// each seated member whose cursor the read continues and that has not
+    /// had it, moving its cursor; a member that falls behind is cut off as in
+    /// [`Room::deliver`].
+    fn deliver_shared(&mut self, event: &Arc<RoomEvent>, start: i64, max_bytes: usize) {
+        for seat in self.seats.values_mut() {
+            if seat.from == NOT_JOINED || seat.from < start || seat.from >= event.id {
+                continue;
+            }
+            seat.from = event.id;
             let before = seat.waiting.fetch_add(event.size, Ordering::SeqCst);
             let fits = before == 0 || before + event.size <= max_bytes;
             if !fits || seat.events.try_send(event.clone()).is_err() {
@@ -199,10 +216,12 @@ pub struct Rooms {
 struct Shared {
     store: Store,
     instance: String,
+    /// The app's heartbeat: the lease is renewed twice a heartbeat and lasts two.
+    heartbeat: std::time::Duration,
     /// One turn at a time per sending member, taken in the order its sends
     /// began (tokio's mutex is fair): each sender's messages are written, and
     /// so heard, in the order sent, although each waits for the database.
-    senders: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    senders: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Default for Rooms {
@@ -239,7 +258,7 @@ impl Drop for Membership {
                     if let Some(j) = joining {
                         let _ = j.await;
                     }
-                    if let Err(e) = store.room_leave(&key.0, &key.1, &peer).await {
+                    if let Err(e) = store.room_leave(&key.0, &key.1, &peer, false).await {
                         // Its lease lapses with the instance, or it is reaped.
                         tracing::warn!(error = %e, "could not record a room leave");
                     }
@@ -306,12 +325,13 @@ impl Rooms {
     /// Rooms that span every instance on `store`'s database (see
     /// `store::rooms`): joins, leaves and messages are written there and read
     /// back by each instance for its own members, in the room's order.
-    pub fn shared(max_member_bytes: usize, store: Store) -> Rooms {
+    pub fn shared(max_member_bytes: usize, store: Store, heartbeat: std::time::Duration) -> Rooms {
         Rooms {
             shared: Some(Shared {
                 store,
                 instance: uuid::Uuid::now_v7().to_string(),
-                senders: Mutex::default(),
+                heartbeat,
+                senders: Arc::default(),
             }),
             // Local ids (a `sync`) count down from -1: room events' seqs are positive.
             next_id: AtomicI64::new(-1),
@@ -356,7 +376,6 @@ impl Rooms {
         if let Some(shared) = &self.shared {
             self.with(|rooms| {
                 let room = rooms.entry(key.clone()).or_default();
-                room.joining += 1;
                 room.seats.insert(
                     member.peer_id.clone(),
                     Seat {
@@ -446,7 +465,7 @@ impl Rooms {
             let Some(seat) = room.seats.shift_remove(peer) else {
                 return;
             };
-            if room.seats.is_empty() && room.joining == 0 {
+            if room.seats.is_empty() {
                 rooms.remove(key);
                 return;
             }
@@ -475,23 +494,28 @@ impl Rooms {
     ) -> Result<bool, StoreError> {
         let key = (account.to_string(), name.to_string());
         if let Some(shared) = &self.shared {
+            let (senders, store) = (shared.senders.clone(), shared.store.clone());
             let turn = {
-                let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
-                senders.entry(from.peer_id.clone()).or_default().clone()
+                let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
+                s.entry(from.peer_id.clone()).or_default().clone()
             };
-            let sent = {
-                let _turn = turn.lock().await;
-                shared
-                    .store
-                    .room_send(&key, kind, payload, &from.to_json())
-                    .await
-            };
-            let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
-            // The map's and ours: nobody else waits for a turn.
-            if Arc::strong_count(&turn) == 2 {
-                senders.remove(&from.peer_id);
-            }
-            return sent;
+            // Queued here, in the order the sends began; dropped unsent if
+            // the request goes while it waits.
+            let held = turn.clone().lock_owned().await;
+            let (member, kind, peer) = (from.to_json(), kind.to_string(), from.peer_id.clone());
+            // On a task of its own: a dropped request cannot cut the write short.
+            let sent = tokio::spawn(async move {
+                let sent = store.room_send(&key, &kind, payload, &member).await;
+                drop(held);
+                let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
+                // The map's and ours: nobody else waits for a turn.
+                if Arc::strong_count(&turn) == 2 {
+                    s.remove(&peer);
+                }
+                sent
+            })
+            .await;
+            return sent.map_err(|e| StoreError::Corrupt(format!("a room send failed: {e}")))?;
         }
         Ok(self.with(|rooms| match rooms.get(&key) {
             Some(room) => {
@@ -536,8 +560,13 @@ impl Rooms {
         limiter.check_key(&sender).is_ok()
     }
 
-    /// Forgets rate-limit state of senders that went quiet.
+    /// Forgets rate-limit state of senders that went quiet (and, for shared
+    /// rooms, the turns of senders whose request went while it waited).
     pub fn forget_quiet_senders(&self) {
+        if let Some(shared) = &self.shared {
+            let mut s = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+            s.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
         if let Ok(limiters) = self.limiters.lock() {
             for l in limiters.values() {
                 l.retain_recent();

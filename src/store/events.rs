@@ -33,8 +33,38 @@ use crate::values::{Row, now, parse_datetime};
 /// Events a subscriber may fall behind before it is told it lagged (default).
 pub const BUS_CAPACITY: usize = 16_384;
 
-/// This instance's committed changes the follower may hold in memory.
-pub(super) const PENDING_MAX: usize = 10_000;
+/// Bytes of this instance's committed changes (as JSON) the follower may hold
+/// in memory; past it the log has them.
+pub(super) const PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+/// This instance's committed changes not yet published, by seq, within
+/// [`PENDING_BYTES`].
+#[derive(Default)]
+pub(super) struct Pending {
+    changes: std::collections::BTreeMap<i64, (Change, usize)>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn insert(&mut self, change: Change, bytes: usize) {
+        if self.bytes + bytes <= PENDING_BYTES {
+            self.bytes += bytes;
+            self.changes.insert(change.seq, (change, bytes));
+        }
+    }
+
+    /// The smallest seq held.
+    pub(super) fn first(&self) -> Option<i64> {
+        self.changes.first_key_value().map(|(&seq, _)| seq)
+    }
+
+    /// Takes the change with the smallest seq.
+    pub(super) fn pop_first(&mut self) -> Option<Change> {
+        let (_, (change, bytes)) = self.changes.pop_first()?;
+        self.bytes -= bytes;
+        Some(change)
+    }
+}
 
 /// Revocations a live connection may fall behind on before it must re-check its
 /// session in the store.
@@ -57,7 +87,7 @@ pub struct Outbox {
     /// follower publishes them from here, without reading them back, as long
     /// as each is the next seq (bounded by [`PENDING_MAX`]; past it the log
     /// has them).
-    pub(super) pending: std::sync::Mutex<std::collections::BTreeMap<i64, Change>>,
+    pub(super) pending: std::sync::Mutex<Pending>,
     /// Set when the log may hold events this instance did not write (another
     /// instance's `NOTIFY`, a (re)connected listener): the follower reads it.
     pub(super) stale: AtomicBool,
@@ -186,6 +216,10 @@ impl Store {
         previous: Option<Row>,
     ) -> Result<Change, StoreError> {
         let at = now();
+        let record_json = record.to_json();
+        let previous_json = previous.as_ref().map(Row::to_json);
+        let bytes = crate::values::json_len(&record_json)
+            + previous_json.as_ref().map_or(0, crate::values::json_len);
         let q = Query::insert()
             .into_table("livegate_events")
             .columns([
@@ -205,8 +239,8 @@ impl Store {
                 record.id.clone().into(),
                 record.owner_id.clone().into(),
                 at.into(),
-                record.to_json().into(),
-                previous.as_ref().map(Row::to_json).into(),
+                record_json.into(),
+                previous_json.into(),
             ])
             .returning_col("seq")
             .to_owned();
@@ -230,8 +264,8 @@ impl Store {
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if pending.len() < PENDING_MAX && seq > self.published_seq() {
-                pending.insert(seq, change.clone());
+            if seq > self.published_seq() {
+                pending.insert(change.clone(), bytes);
             }
         }
         self.outbox.committed.notify_one();
@@ -289,7 +323,9 @@ impl Store {
 
     /// Deletes events older than `before`, recording how far the log now starts.
     /// On PostgreSQL one instance prunes at a time (a transaction-scoped
-    /// advisory lock); the others find the lock taken and skip their turn.
+    /// advisory lock around the watermark); the others find the lock taken and
+    /// skip their turn. Rows go in batches, each its own short transaction: a
+    /// long one would hold back the followers' horizon on every instance.
     pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let txn = self.db.begin().await?;
         if self.backend() == DbBackend::Postgres {
@@ -326,18 +362,34 @@ impl Store {
             .values_panic([PRUNED_THROUGH.into(), upto.into()])
             .on_conflict(OnConflict::column("key").update_column("value").to_owned())
             .to_owned();
-        // The watermark and the deletion commit together: a cursor is judged
-        // expired exactly when its events are gone.
+        // The watermark first: a cursor is judged expired no later than its
+        // events disappear.
         txn.execute(&record).await?;
-        let del = Query::delete()
-            .from_table("livegate_events")
-            .and_where(Expr::col("seq").lte(upto))
-            .to_owned();
-        let deleted = txn.execute(&del).await?.rows_affected();
         txn.commit().await?;
-        Ok(deleted)
+        let mut deleted = 0;
+        loop {
+            let batch = Query::select()
+                .column("seq")
+                .from("livegate_events")
+                .and_where(Expr::col("seq").lte(upto))
+                .order_by("seq", SqlOrder::Asc)
+                .limit(PRUNE_BATCH)
+                .to_owned();
+            let del = Query::delete()
+                .from_table("livegate_events")
+                .and_where(Expr::col("seq").in_subquery(batch))
+                .to_owned();
+            let n = self.db.execute(&del).await?.rows_affected();
+            deleted += n;
+            if n < PRUNE_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 }
+
+/// Events deleted per pruning transaction.
+const PRUNE_BATCH: u64 = 5000;
 
 /// The advisory lock key of pruning ("lg" + "prune").
 const PRUNE_LOCK: i64 = 0x6c67_7072_756e_6501;

@@ -8,19 +8,29 @@
 //! still committing. Publishing 11 then would make every subscriber (and every
 //! cursor) skip 10 for good (the trap behind Hasura's skipped rows). So the
 //! follower publishes only a gap-free prefix: at a missing seq it stops and waits
-//! until the missing seq either appears or provably never will. The proof is the
-//! commit-visibility horizon: the transaction holding a missing seq below a
-//! visible event took it before that event was committed, and it had an xid by
-//! then (every write changes its collection's row before it inserts its event),
-//! so its xid is below the `xmax` of the snapshot that first showed the gap. Once
-//! a later snapshot's `xmin` reaches that `xmax`, every such transaction has
-//! ended; a seq still missing in that snapshot was rolled back (or lost to a
-//! crash) and is skipped. An advisory lock per account would have served one
-//! account's subscribers but not the order of the log as a whole, which cursors
-//! are; and the horizon costs nothing while there is no gap. The price: a gap
-//! holds delivery back while any transaction older than it is open, so an idle
-//! session inside a transaction on the same database delays events behind a
-//! rolled-back write (never loses them).
+//! until the missing seq either appears or provably never will.
+//!
+//! The proof: the transaction holding a missing seq below a visible event took
+//! that seq before the visible event took its own (a sequence hands out values
+//! in order, one at a time: `CACHE 1`, PostgreSQL's default for a serial), so
+//! before the snapshot that showed the gap; and it had an xid by then, because
+//! every write changes (or locks) its collection's row before it inserts its
+//! event. When the follower first sees a gap it has a fresh xid handed out (the
+//! *fence*, a transaction of its own): every transaction that may hold the
+//! missing seq has a smaller xid. (A snapshot's own `xmax` would not do: it is
+//! one past the newest *completed* xid, and a transaction with a larger xid may
+//! well be running.) Once a snapshot's `xmin` reaches the fence, every one of
+//! them has ended; the log is then read again, and a seq still missing there
+//! was rolled back (or lost to a crash) and is skipped for good. While it
+//! waits, the follower only probes (the smallest seq after the published one,
+//! and `xmin`), it does not re-read rows.
+//!
+//! An advisory lock per account would have served one account's subscribers but
+//! not the order of the log as a whole, which cursors are; and the fence costs
+//! nothing while there is no gap. The price: a gap holds delivery back while any
+//! transaction that held an xid when the gap was seen is open, on any database
+//! of the PostgreSQL server (xids are server-wide), so a session idle inside a
+//! write transaction delays events behind a rolled-back write (never loses them).
 //!
 //! SQLite has one writer at a time (immediate transactions) and one serving
 //! process (see `Store::claim_database_file`): seqs commit in order and never
@@ -75,16 +85,20 @@ enum Read {
     Gap,
 }
 
-/// A PostgreSQL snapshot's horizon: every xid below `xmin` has ended; every xid
-/// at or above `xmax` had not started.
+/// A missing seq the follower waits for (PostgreSQL).
 #[derive(Debug, Clone, Copy)]
-struct Horizon {
-    xmin: i64,
-    xmax: i64,
+struct Gap {
+    /// The published seq when the gap was seen: the seq after it is missing.
+    after: i64,
+    /// An xid handed out after the gap was seen: whoever may hold the missing
+    /// seq has a smaller one.
+    fence: i64,
+    /// Whether every transaction below the fence has ended (then a read that
+    /// still lacks the seq skips it).
+    settled: bool,
 }
 
-const HORIZON_SQL: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
-     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax";
+const XMIN_SQL: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 impl Store {
     /// Starts the bus at the newest event in the log, which an earlier run or
@@ -94,14 +108,16 @@ impl Store {
     pub async fn start_following(&self) -> Result<(), StoreError> {
         let newest = self.log_bounds().await?.newest;
         if self.backend() == DbBackend::Postgres {
-            let start = self.horizon().await?;
+            // Whoever may still commit a seq below `newest` had an xid before
+            // it was read, so below the fence.
+            let fence = self.fence().await?;
             let began = tokio::time::Instant::now();
-            while self.horizon().await?.xmin < start.xmax {
+            while self.xmin().await? < fence {
                 if began.elapsed() > START_WAIT {
                     tracing::warn!(
                         "a transaction open since before start-up is still open after 10 s; \
-                         events it commits below the newest one will not be published live \
-                         (resumes and the log have them)"
+                         an event it commits below the newest one will not be published live \
+                         here (resumes read it from the log)"
                     );
                     break;
                 }
@@ -126,13 +142,17 @@ impl Store {
             self.outbox.listening.store(true, Ordering::SeqCst);
             None
         };
-        let mut gap: Option<i64> = None;
+        let mut gap: Option<Gap> = None;
         let mut gap_wait = Duration::from_millis(1);
         let mut failed_wait = Duration::from_millis(50);
         let mut last_read = tokio::time::Instant::now();
         loop {
             // This instance's own commits, while they continue the log.
             let waiting = self.publish_pending();
+            // A gap that its own commits filled is over.
+            if gap.is_some_and(|g| g.after != self.published_seq()) {
+                gap = None;
+            }
             let must_read = gap.is_some()
                 || waiting
                 || self.outbox.stale.swap(false, Ordering::SeqCst)
@@ -185,12 +205,12 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner());
         loop {
             let next = self.published_seq() + 1;
-            match pending.first_key_value() {
-                Some((&seq, _)) if seq < next => {
+            match pending.first() {
+                Some(seq) if seq < next => {
                     pending.pop_first();
                 }
-                Some((&seq, _)) if seq == next => {
-                    if let Some((_, change)) = pending.pop_first() {
+                Some(seq) if seq == next => {
+                    if let Some(change) = pending.pop_first() {
                         self.outbox.publish(change);
                     }
                 }
@@ -208,10 +228,7 @@ impl Store {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        while pending
-            .first_key_value()
-            .is_some_and(|(&seq, _)| seq <= published)
-        {
+        while pending.first().is_some_and(|seq| seq <= published) {
             pending.pop_first();
         }
     }
@@ -223,88 +240,98 @@ impl Store {
     }
 
     /// Publishes the gap-free prefix of the events after the published seq.
-    async fn read_log(&self, gap: &mut Option<i64>) -> Result<Read, StoreError> {
-        let after = self.published_seq();
-        let (rows, horizon) = if self.backend() == DbBackend::Postgres {
-            let sql = format!(
-                "SELECT s.xmin, s.xmax, e.seq, e.collection, e.action, e.at, e.record, e.previous \
-                 FROM (SELECT {HORIZON_SQL}) s LEFT JOIN LATERAL \
-                 (SELECT seq, collection, action, at, record, previous FROM livegate_events \
-                  WHERE seq > $1 ORDER BY seq LIMIT $2) e ON true ORDER BY e.seq"
-            );
+    async fn read_log(&self, gap: &mut Option<Gap>) -> Result<Read, StoreError> {
+        let postgres = self.backend() == DbBackend::Postgres;
+        if let Some(g) = gap.as_mut()
+            && !g.settled
+        {
+            // Waiting: a probe, not a read, until the seq came or cannot.
             let stmt = Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                sql,
-                [after.into(), (BATCH as i64).into()],
+                format!(
+                    "SELECT (SELECT min(seq) FROM livegate_events WHERE seq > $1) AS next, \
+                     {XMIN_SQL} AS xmin"
+                ),
+                [g.after.into()],
             );
-            let rows = self.db.query_all_raw(stmt).await?;
-            let horizon = match rows.first() {
-                Some(r) => Horizon {
-                    xmin: r.try_get("", "xmin")?,
-                    xmax: r.try_get("", "xmax")?,
-                },
-                None => {
-                    return Err(StoreError::Corrupt(
-                        "the horizon query returned nothing".into(),
-                    ));
-                }
-            };
-            (rows, Some(horizon))
-        } else {
-            let q = Query::select()
-                .columns(["seq", "collection", "action", "at", "record", "previous"])
-                .from("livegate_events")
-                .and_where(Expr::col("seq").gt(after))
-                .order_by("seq", SqlOrder::Asc)
-                .limit(BATCH)
-                .to_owned();
-            (self.db.query_all(&q).await?, None)
-        };
-        let mut read = 0u64;
-        for r in &rows {
-            if r.try_get::<Option<i64>>("", "seq")?.is_none() {
-                continue; // PostgreSQL's row for the horizon alone: no events.
+            let r = self
+                .db
+                .query_one_raw(stmt)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("the gap probe returned nothing".into()))?;
+            let next: Option<i64> = r.try_get("", "next")?;
+            g.settled = r.try_get::<i64>("", "xmin")? >= g.fence;
+            if !g.settled && next != Some(g.after + 1) {
+                return Ok(Read::Gap);
             }
-            read += 1;
+        }
+        let after = self.published_seq();
+        let q = Query::select()
+            .columns(["seq", "collection", "action", "at", "record", "previous"])
+            .from("livegate_events")
+            .and_where(Expr::col("seq").gt(after))
+            .order_by("seq", SqlOrder::Asc)
+            .limit(BATCH)
+            .to_owned();
+        let rows = self.db.query_all(&q).await?;
+        for r in &rows {
             let change = read_event(r)?;
-            if change.seq > self.published_seq() + 1
-                && let Some(h) = horizon
-            {
-                match *gap {
-                    // First sight of the gap: whoever holds the missing seqs
-                    // has an xid below this snapshot's xmax.
-                    None => {
-                        *gap = Some(h.xmax);
+            let published = self.published_seq();
+            // SQLite commits in seq order: a missing seq there never comes.
+            if postgres && change.seq > published + 1 {
+                match gap {
+                    Some(g) if g.after == published && g.settled => {
+                        tracing::debug!(
+                            from = published + 1,
+                            to = change.seq - 1,
+                            "skipping seqs that were never committed"
+                        );
+                    }
+                    Some(g) if g.after == published => return Ok(Read::Gap),
+                    _ => {
+                        *gap = Some(Gap {
+                            after: published,
+                            fence: self.fence().await?,
+                            settled: false,
+                        });
                         return Ok(Read::Gap);
                     }
-                    // All of them ended, and this snapshot lacks the seqs:
-                    // rolled back, never to come. Go on past them.
-                    Some(bound) if h.xmin >= bound => {}
-                    Some(_) => return Ok(Read::Gap),
                 }
             }
             *gap = None;
             self.outbox.publish(change);
         }
-        Ok(if read == BATCH {
+        Ok(if rows.len() as u64 == BATCH {
             Read::More
         } else {
             Read::UpToDate
         })
     }
 
-    /// A snapshot's horizon, now (PostgreSQL).
-    async fn horizon(&self) -> Result<Horizon, StoreError> {
-        let stmt = Statement::from_string(DbBackend::Postgres, format!("SELECT {HORIZON_SQL}"));
+    /// A fresh xid, handed out now (its transaction commits at once).
+    async fn fence(&self) -> Result<i64, StoreError> {
+        let stmt = Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_current_xact_id()::text::bigint AS fence",
+        );
+        let r = self
+            .db
+            .query_one_raw(stmt)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the fence query returned nothing".into()))?;
+        Ok(r.try_get("", "fence")?)
+    }
+
+    /// The oldest xid still running, or the next one when none is (PostgreSQL).
+    async fn xmin(&self) -> Result<i64, StoreError> {
+        let stmt =
+            Statement::from_string(DbBackend::Postgres, format!("SELECT {XMIN_SQL} AS xmin"));
         let r = self
             .db
             .query_one_raw(stmt)
             .await?
             .ok_or_else(|| StoreError::Corrupt("the horizon query returned nothing".into()))?;
-        Ok(Horizon {
-            xmin: r.try_get("", "xmin")?,
-            xmax: r.try_get("", "xmax")?,
-        })
+        Ok(r.try_get("", "xmin")?)
     }
 
     /// Holds a `LISTEN` connection (PostgreSQL) and wakes the follower on every
@@ -313,7 +340,7 @@ impl Store {
         use sea_orm::sqlx::postgres::PgListener;
         let pool = self.db.get_postgres_connection_pool().clone();
         let mut backoff = Duration::from_millis(100);
-        let mut lost = false;
+        let mut lost: Option<chrono::DateTime<chrono::Utc>> = None;
         loop {
             let connected = async {
                 let mut l = PgListener::connect_with(&pool).await?;
@@ -330,8 +357,8 @@ impl Store {
                     // log now, and have every connection re-check its session.
                     self.outbox.stale.store(true, Ordering::SeqCst);
                     self.outbox.committed.notify_one();
-                    if lost {
-                        let _ = self.outbox.revoked.send(super::ANY_SESSION.to_string());
+                    if let Some(since) = lost.take() {
+                        self.replay_revocations(since).await;
                         self.outbox.rooms_stale.store(true, Ordering::SeqCst);
                         self.outbox.room_wake.notify_one();
                     }
@@ -357,19 +384,55 @@ impl Store {
                             Err(e) => break e.to_string(),
                         }
                     };
-                    lost = true;
+                    lost = Some(chrono::Utc::now());
                     self.outbox.listening.store(false, Ordering::SeqCst);
                     self.outbox.stale.store(true, Ordering::SeqCst);
                     self.outbox.committed.notify_one();
                     tracing::warn!(cause = %why, "lost the LISTEN connection for new events; reconnecting");
                 }
                 Err(e) => {
-                    lost = true;
+                    lost.get_or_insert_with(chrono::Utc::now);
                     tracing::warn!(error = %e, "cannot LISTEN for new events; retrying");
                 }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// After a lost `LISTEN` connection: the sessions revoked since shortly
+    /// before it was lost (clocks of instances differ a little), told to this
+    /// instance's connections; if there are too many to tell one by one, or
+    /// they cannot be read, every connection re-checks its own.
+    async fn replay_revocations(&self, lost_at: chrono::DateTime<chrono::Utc>) {
+        let since = lost_at - chrono::Duration::seconds(60);
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM livegate_sessions WHERE revoked_at >= $1 LIMIT $2",
+            [
+                since.into(),
+                ((super::REVOCATIONS_BUFFER / 2) as i64 + 1).into(),
+            ],
+        );
+        let ids: Option<Vec<String>> = match self.db.query_all_raw(stmt).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.try_get::<String>("", "id").ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the sessions revoked while not listening");
+                None
+            }
+        };
+        match ids {
+            Some(ids) if ids.len() <= super::REVOCATIONS_BUFFER / 2 => {
+                for id in ids {
+                    let _ = self.outbox.revoked.send(id);
+                }
+            }
+            _ => {
+                let _ = self.outbox.revoked.send(super::ANY_SESSION.to_string());
+            }
         }
     }
 

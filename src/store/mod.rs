@@ -65,7 +65,15 @@ pub struct Store {
     /// [`Store::claim_database_file`]); released at [`Store::close`], or when
     /// the process ends.
     claim: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// Writes running to their end on tasks of their own (see
+    /// [`Store::write_permit`]).
+    writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Writes that may run at once, their requests gone or not: well above what
+/// the pool serves (so a busy server never waits here), and a bound on what
+/// clients that send a write and disconnect, over and over, can leave behind.
+pub const WRITES_IN_FLIGHT: usize = 256;
 
 /// A database URL that cannot be used, said so that a person can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +151,7 @@ impl Store {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             accounts: Arc::default(),
             claim: Arc::default(),
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
         })
     }
 
@@ -156,7 +165,12 @@ impl Store {
         let Some(path) = sqlite_path(url) else {
             return Ok(self);
         };
-        let lock_path = format!("{path}.lock");
+        // The file itself, whatever the path says (a symlink, `./`, `..`):
+        // two paths to one database must meet at one lock.
+        let real = std::fs::canonicalize(path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.to_string());
+        let lock_path = format!("{real}.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -171,6 +185,12 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(path.to_string())),
             Err(std::fs::TryLockError::Error(e)) => Err(ConnectError::Lock(lock_path, e)),
         }
+    }
+
+    /// A turn to run a write to its end on a task of its own, waited for by
+    /// the request (so a request that goes while it waits starts nothing).
+    pub async fn write_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.writes.clone().acquire_owned().await.ok()
     }
 
     /// Applies pending system-table migrations.

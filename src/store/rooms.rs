@@ -9,9 +9,9 @@
 //! no horizon is needed.) A join reads the roster under the same lock: the
 //! roster it returns is exactly the room after every event before the join.
 //!
-//! An instance renews its lease every heartbeat; members of an instance whose
-//! lease ran out (it died, or lost the database) are removed by whichever
-//! instance notices first, each with a `leave` event. Room events are pruned
+//! An instance renews its lease (an expiry it sets itself) twice a heartbeat;
+//! members of an instance whose lease ran out (it died, or lost the database)
+//! are removed by whichever instance notices first, each with a `leave` event. Room events are pruned
 //! after [`ROOM_EVENTS_KEPT`]: they exist to be relayed, not kept.
 
 use std::collections::HashSet;
@@ -54,15 +54,16 @@ impl Store {
         self.backend() == DbBackend::Postgres
     }
 
-    /// Records (or renews) this instance's lease. `false` when the lease had
-    /// lapsed and was taken away (its members were removed): the caller must
-    /// join them again.
-    pub async fn renew_lease(&self, instance: &str) -> Result<bool, StoreError> {
+    /// Records (or renews) this instance's lease for `seconds`. `false` when
+    /// the lease had lapsed and was taken away (its members may have been
+    /// removed): the caller must join them again.
+    pub async fn renew_lease(&self, instance: &str, seconds: i64) -> Result<bool, StoreError> {
         let renewed = self
             .db
             .execute_raw(pg(
-                "UPDATE livegate_instances SET seen_at = now() WHERE id = $1",
-                vec![instance.into()],
+                "UPDATE livegate_instances SET expires_at = now() + make_interval(secs => $2) \
+                 WHERE id = $1",
+                vec![instance.into(), (seconds as f64).into()],
             ))
             .await?
             .rows_affected();
@@ -71,9 +72,10 @@ impl Store {
         }
         self.db
             .execute_raw(pg(
-                "INSERT INTO livegate_instances (id, seen_at) VALUES ($1, now()) \
-                 ON CONFLICT (id) DO UPDATE SET seen_at = now()",
-                vec![instance.into()],
+                "INSERT INTO livegate_instances (id, expires_at) \
+                 VALUES ($1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                vec![instance.into(), (seconds as f64).into()],
             ))
             .await?;
         Ok(false)
@@ -92,14 +94,15 @@ impl Store {
         Ok(())
     }
 
-    /// Removes, with a `leave` each, the members of instances whose lease is
-    /// older than `lease_seconds` (or gone). Safe to run on every instance at
-    /// once: a member leaves once.
-    pub async fn reap_lapsed(&self, lease_seconds: i64) -> Result<usize, StoreError> {
+    /// Removes, with a `leave` each, the members of instances whose lease ran
+    /// out (or is gone). Safe to run on every instance at once: a member
+    /// leaves once, and only while its instance holds no lease (one that
+    /// renewed meanwhile keeps its members).
+    pub async fn reap_lapsed(&self) -> Result<usize, StoreError> {
         self.db
             .execute_raw(pg(
-                "DELETE FROM livegate_instances WHERE seen_at < now() - make_interval(secs => $1)",
-                vec![(lease_seconds as f64).into()],
+                "DELETE FROM livegate_instances WHERE expires_at < now()",
+                vec![],
             ))
             .await?;
         self.reap_members(
@@ -128,7 +131,7 @@ impl Store {
             let peer: String = r.try_get("", "peer_id")?;
             let account: String = r.try_get("", "account_id")?;
             let room: String = r.try_get("", "room")?;
-            if self.room_leave(&account, &room, &peer).await? {
+            if self.room_leave(&account, &room, &peer, true).await? {
                 left += 1;
             }
         }
@@ -148,27 +151,34 @@ impl Store {
     }
 
     /// Joins `member` (its JSON, with `peerId`) to a room on behalf of
-    /// `instance`: the seq of its `join` event and the roster after it.
+    /// `instance`: the seq of its `join` event and the roster after it
+    /// (`None` when it was a member already).
     pub async fn room_join(
         &self,
         instance: &str,
         key: &RoomKey,
         peer: &str,
         member: &Json,
-    ) -> Result<(i64, Vec<Json>), StoreError> {
+    ) -> Result<Option<(i64, Vec<Json>)>, StoreError> {
         let txn = self.room_txn(key).await?;
-        txn.execute_raw(pg(
-            "INSERT INTO livegate_room_members (peer_id, account_id, room, instance_id, member) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (peer_id) DO NOTHING",
-            vec![
-                peer.into(),
-                key.0.clone().into(),
-                key.1.clone().into(),
-                instance.into(),
-                member.clone().into(),
-            ],
-        ))
-        .await?;
+        let inserted = txn
+            .query_one_raw(pg(
+                "INSERT INTO livegate_room_members (peer_id, account_id, room, instance_id, member) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (peer_id) DO NOTHING RETURNING peer_id",
+                vec![
+                    peer.into(),
+                    key.0.clone().into(),
+                    key.1.clone().into(),
+                    instance.into(),
+                    member.clone().into(),
+                ],
+            ))
+            .await?;
+        if inserted.is_none() {
+            // A member already (joined again after a lapsed lease that was
+            // not reaped): nothing happened, nothing to tell.
+            return Ok(None);
+        }
         let roster = txn
             .query_all_raw(pg(
                 "SELECT member FROM livegate_room_members WHERE account_id = $1 AND room = $2 ORDER BY peer_id",
@@ -188,23 +198,33 @@ impl Store {
         .await?;
         txn.commit().await?;
         self.announce_room(key).await;
-        Ok((seq, roster))
+        Ok(Some((seq, roster)))
     }
 
     /// Takes member `peer` out of a room with a `leave` event; `false` when it
-    /// was not there (already left, or reaped).
+    /// was not there (already left, or reaped). With `orphaned`, only if its
+    /// instance holds no lease (reaping).
     pub async fn room_leave(
         &self,
         account: &str,
         room: &str,
         peer: &str,
+        orphaned: bool,
     ) -> Result<bool, StoreError> {
         let key = (account.to_string(), room.to_string());
         let txn = self.room_txn(&key).await?;
+        let only_orphans = if orphaned {
+            " AND NOT EXISTS (SELECT 1 FROM livegate_instances i WHERE i.id = m.instance_id)"
+        } else {
+            ""
+        };
         let gone = txn
             .query_one_raw(pg(
-                "DELETE FROM livegate_room_members WHERE peer_id = $1 AND account_id = $2 AND room = $3 \
-                 RETURNING member",
+                &format!(
+                    "DELETE FROM livegate_room_members m \
+                     WHERE m.peer_id = $1 AND m.account_id = $2 AND m.room = $3{only_orphans} \
+                     RETURNING m.member"
+                ),
                 vec![peer.into(), account.into(), room.into()],
             ))
             .await?;

@@ -288,6 +288,37 @@ async fn events_that_commit_out_of_order_are_delivered_in_cursor_order() {
         assert_eq!(got, want, "live, after the {outcome}");
         assert_eq!(resumed, want, "resumed, after the {outcome}");
     }
+
+    // The held writer got its xid after the one that commits first: no
+    // snapshot taken meanwhile has an `xmax` above it, yet it is still running.
+    let (older, newer) = (direct(&db).await, direct(&db).await);
+    let (first, second) = (
+        older.begin().await.expect("begin"),
+        newer.begin().await.expect("begin"),
+    );
+    let xid = "SELECT pg_current_xact_id()::text AS x";
+    let pg = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+    first.query_one_raw(pg(xid)).await.expect("first xid");
+    second.query_one_raw(pg(xid)).await.expect("second xid");
+    let held = insert_raw_event(&second, "held, newer xid").await;
+    let later = insert_raw_event(&first, "later, older xid").await;
+    assert_eq!(later, held + 1);
+    first.commit().await.expect("commit");
+    // The follower's poll (every second) finds the later event meanwhile. (A
+    // NOTIFY would take an xid of its own, above the held one, and hide what
+    // this checks.)
+    live.silent_for(Duration::from_millis(1500)).await;
+    let admin = direct(&db).await;
+    second.commit().await.expect("commit");
+    admin
+        .execute_unprepared("NOTIFY livegate_events")
+        .await
+        .expect("notify");
+    let got = drain_ws(&mut live, Duration::from_millis(800)).await;
+    assert_eq!(got, vec![held, later], "the held event, then the later one");
+    for c in [older, newer, admin] {
+        c.close().await.ok();
+    }
     s.stop().await;
     db.drop_db().await;
 }
@@ -441,7 +472,7 @@ async fn random_writers_on_two_instances_every_subscriber_sees_the_log() {
 }
 
 #[tokio::test]
-async fn readyz_follows_the_listener_and_a_lost_listener_costs_no_event() {
+async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     let db = Db::fresh().await;
     let a = Server::start(&db, EXAMPLE_APP).await;
     let ready = |s: &Server| {
@@ -878,6 +909,46 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     assert!(
         stream.ends_within(Duration::from_secs(5)).await,
         "the SSE stream on B ends"
+    );
+    for s in [a, b] {
+        s.stop().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_reserved_sse_stream_used_on_another_instance_is_refused_clearly() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        return;
+    }
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    let reserved = a
+        .client
+        .put(format!("{}/graphql/stream", a.base))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(reserved.status(), reqwest::StatusCode::CREATED);
+    let token = reserved.text().await.expect("token");
+    // Its operation sent to the other instance (a balancer without stickiness).
+    let resp = b
+        .client
+        .post(format!("{}/graphql/stream", b.base))
+        .bearer_auth(&b.token)
+        .header("x-graphql-event-stream-token", &token)
+        .json(&json!({ "query": "subscription { changes { cursor } }", "extensions": { "operationId": "x" } }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), reqwest::StatusCode::NOT_FOUND);
+    let body: Value = resp.json().await.expect("JSON");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("on this instance") && message.contains("load balancer"),
+        "{body}"
     );
     for s in [a, b] {
         s.stop().await;

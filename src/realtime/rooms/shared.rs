@@ -4,11 +4,15 @@
 //! instance wrote it. So members on A and B share one roster and hear each
 //! other, and all of them see a room's events in the same order.
 //!
-//! A member's join is written on a task of its own: the member's seat waits
-//! (its room is not read meanwhile, so it cannot miss an event after its join),
-//! then gets the roster as of its join (`sync`) and every event after it.
-//! The instance holds a lease renewed twice a heartbeat; an instance whose
-//! lease lapsed (2 heartbeats) has its members taken out by the next instance
+//! A member's join is written on a task of its own; meanwhile its seat gets
+//! nothing. Once written, the seat gets the roster as of its join (`sync`) and
+//! then every event after its join: each seat has its own cursor (the last seq
+//! it got), and a room is read from the smallest cursor of its seats, so a
+//! member whose join landed behind what the room had already read is caught
+//! up from the log, in order, without holding up the others.
+//!
+//! The instance holds a lease renewed twice a heartbeat and lasting two; an
+//! instance whose lease ran out has its members taken out by the next instance
 //! that looks (each looks twice a heartbeat): a dead instance's members leave
 //! every roster within 2.5 heartbeats (3 promised).
 
@@ -40,28 +44,32 @@ impl Rooms {
         let joined = store
             .room_join(&shared.instance, &key, &member.peer_id, &member.to_json())
             .await;
-        self.with(|rooms| {
-            let Some(room) = rooms.get_mut(&key) else {
-                return;
-            };
-            room.joining = room.joining.saturating_sub(1);
-            let Ok((seq, roster)) = &joined else { return };
-            room.last.get_or_insert(*seq);
-            if let Some(seat) = room.seats.get_mut(&member.peer_id) {
-                seat.from = *seq;
-                let sync = self.presence(
-                    &key.1,
-                    &member,
-                    json!({ "event": "sync", "members": roster }),
-                );
-                // A fresh channel has room for it, however large the roster.
-                seat.waiting.fetch_add(sync.size, Ordering::SeqCst);
-                let _ = seat.events.try_send(sync);
-            }
-        });
         match joined {
-            // Read the room now: events after the join may be waiting.
-            Ok(_) => store.wake_room(key),
+            Ok(Some((seq, roster))) => {
+                self.with(|rooms| {
+                    // Gone already (the member left while it was being written):
+                    // its leave follows the join.
+                    let Some(seat) = rooms
+                        .get_mut(&key)
+                        .and_then(|r| r.seats.get_mut(&member.peer_id))
+                    else {
+                        return;
+                    };
+                    seat.from = seq;
+                    let sync = self.presence(
+                        &key.1,
+                        &member,
+                        json!({ "event": "sync", "members": roster }),
+                    );
+                    // A fresh channel has room for it, however large the roster.
+                    seat.waiting.fetch_add(sync.size, Ordering::SeqCst);
+                    let _ = seat.events.try_send(sync);
+                });
+                // Read the room now: events after the join may be waiting.
+                store.wake_room(key);
+            }
+            // A fresh peer id is never a member already.
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not record a room join; closing the member's connection");
                 if let Some(o) = overflow {
@@ -83,37 +91,27 @@ impl Rooms {
             let (mut all, woken) = store.take_room_wakes();
             if last_poll.elapsed() >= POLL {
                 all = true;
-            }
-            if all {
                 last_poll = tokio::time::Instant::now();
             }
-            let served: Vec<(Key, i64)> = self.with(|rooms| {
+            let served: Vec<Key> = self.with(|rooms| {
                 rooms
-                    .iter()
-                    .filter(|(k, _)| all || woken.contains(*k))
-                    .filter_map(|(k, r)| match (r.last, r.joining) {
-                        (Some(last), 0) => Some((k.clone(), last)),
-                        _ => None,
-                    })
+                    .keys()
+                    .filter(|k| all || woken.contains(*k))
+                    .cloned()
                     .collect()
             });
-            // A room skipped while a member's join is written is read when
-            // the join is done (it wakes the room); a failed read, at the poll.
-            for (key, mut last) in served {
-                loop {
-                    let rows = match store.room_events(&key, last, BATCH).await {
+            // A failed read is tried again at the poll.
+            for key in served {
+                while let Some(start) = self.read_from(&key) {
+                    let rows = match store.room_events(&key, start, BATCH).await {
                         Ok(rows) => rows,
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot read room events; retrying");
                             break;
                         }
                     };
-                    let full = rows.len() as i64 == BATCH;
-                    if let Some(newest) = rows.last().map(|r| r.seq) {
-                        self.deliver_rows(&key, &rows);
-                        last = newest;
-                    }
-                    if !full {
+                    let behind = self.deliver_rows(&key, start, &rows);
+                    if (rows.len() as i64) < BATCH && !behind {
                         break;
                     }
                 }
@@ -121,17 +119,33 @@ impl Rooms {
         }
     }
 
-    /// Hands `rows` (a room's events, in order) to the room's seated members.
-    fn deliver_rows(&self, key: &Key, rows: &[RoomRow]) {
+    /// Where a room's next read starts: the smallest cursor of its seated
+    /// members (`None` when none is seated yet).
+    fn read_from(&self, key: &Key) -> Option<i64> {
+        self.with(|rooms| {
+            rooms
+                .get(key)?
+                .seats
+                .values()
+                .map(|s| s.from)
+                .filter(|&from| from != NOT_JOINED)
+                .min()
+        })
+    }
+
+    /// Hands `rows` (a room's events after seq `start`, in order) to each
+    /// seated member whose cursor is at or past `start` (the rows continue
+    /// it), those after its cursor. Says whether a seated member is still
+    /// behind the rows (its join landed while they were read).
+    fn deliver_rows(&self, key: &Key, start: i64, rows: &[RoomRow]) -> bool {
+        let Some(newest) = rows.last().map(|r| r.seq) else {
+            return false;
+        };
         self.with(|rooms| {
             let Some(room) = rooms.get_mut(key) else {
-                return;
+                return false;
             };
             for row in rows {
-                if room.last.is_some_and(|l| row.seq <= l) {
-                    continue;
-                }
-                room.last = Some(row.seq);
                 let mut e = event(
                     row.seq,
                     &key.1,
@@ -143,30 +157,34 @@ impl Rooms {
                     ev.at = row.at;
                 }
                 let e: Arc<RoomEvent> = e;
-                room.deliver(&e, None, self.max_member_bytes);
+                room.deliver_shared(&e, start, self.max_member_bytes);
             }
-        });
+            room.seats
+                .values()
+                .any(|s| s.from != NOT_JOINED && s.from < newest)
+        })
     }
 
     /// Holds this instance's lease for as long as it runs (abort it to stop),
     /// takes out the members of instances whose lease lapsed, and prunes old
-    /// room events. `heartbeat` is the app's `heartbeat_seconds`.
-    pub async fn keep_lease(self: Arc<Self>, heartbeat: Duration) {
+    /// room events.
+    pub async fn keep_lease(self: Arc<Self>) {
         let Some(shared) = &self.shared else { return };
         let store = shared.store.clone();
-        let lease = (heartbeat * 2).as_secs_f64().ceil() as i64;
+        let heartbeat = shared.heartbeat;
+        let lease = lease_seconds(heartbeat);
         // Twice a heartbeat: a lapsed instance (2 heartbeats without renewal)
         // is noticed within half a heartbeat more, well inside the 3 promised.
         let mut every = tokio::time::interval(heartbeat / 2);
         let mut beats = 0u64;
         loop {
             every.tick().await;
-            match store.renew_lease(&shared.instance).await {
+            match store.renew_lease(&shared.instance, lease).await {
                 Ok(true) => {}
                 Ok(false) => self.rejoin_all(&store).await,
                 Err(e) => tracing::warn!(error = %e, "cannot renew this instance's lease"),
             }
-            match store.reap_lapsed(lease).await {
+            match store.reap_lapsed().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     members = n,
@@ -184,7 +202,10 @@ impl Rooms {
     /// Takes a lease before serving.
     pub async fn start_lease(&self) -> Result<(), crate::store::StoreError> {
         if let Some(shared) = &self.shared {
-            shared.store.renew_lease(&shared.instance).await?;
+            shared
+                .store
+                .renew_lease(&shared.instance, lease_seconds(shared.heartbeat))
+                .await?;
         }
         Ok(())
     }
@@ -224,4 +245,9 @@ impl Rooms {
             }
         }
     }
+}
+
+/// A lease lasts two heartbeats (whole seconds, at least one).
+fn lease_seconds(heartbeat: Duration) -> i64 {
+    ((heartbeat * 2).as_secs_f64().ceil() as i64).max(1)
 }

@@ -121,7 +121,9 @@ impl Refusal {
             Refusal::NotFound => refuse(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
-                "no such stream: reserve one with PUT",
+                "no such stream on this instance: reserve one with PUT (behind a load \
+                 balancer, every request of a reserved stream must reach the instance that \
+                 reserved it)",
             ),
             Refusal::Conflict(why) => refuse(StatusCode::CONFLICT, "CONFLICT", why),
             Refusal::Bad(why) => refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", why),

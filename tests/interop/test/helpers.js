@@ -105,7 +105,8 @@ async function startBalanced(options) {
     }
     await Promise.all([a.stop(), b.stop()]);
   };
-  // Ready once the balancer answers and sees both instances up (it checks /readyz).
+  // Ready once the balancer answers /readyz twice (round robin: once per instance,
+  // unless a health check already took one out; the instances were ready before).
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     const up = await Promise.all(
