@@ -232,8 +232,13 @@ pub async fn run() -> anyhow::Result<()> {
         Some(Command::Migrate(args)) => {
             let catalog = Catalog::load(&args.app.app)?;
             let store = Store::connect(&args.database_url, catalog).await?;
-            store.migrate().await.context("applying migrations")?;
-            store.reconcile(&args.app.app.display().to_string()).await?;
+            // In turn with instances starting meanwhile (PostgreSQL).
+            store
+                .exclusively(async {
+                    store.migrate().await.context("applying migrations")?;
+                    Ok(store.reconcile(&args.app.app.display().to_string()).await?)
+                })
+                .await?;
             println!(
                 "migrations applied; collection tables match {}",
                 args.app.app.display()
@@ -277,7 +282,9 @@ async fn token(args: TokenArgs) -> anyhow::Result<()> {
     let email = normalize_email(&args.email).map_err(|m| anyhow::anyhow!("--email {m}"))?;
     let catalog = Catalog::load(&args.db.app.app)?;
     let store = Store::connect(&args.db.database_url, catalog).await?;
-    store.migrate().await.context("applying migrations")?;
+    store
+        .exclusively(async { Ok(store.migrate().await.context("applying migrations")?) })
+        .await?;
     let slug = args
         .account
         .as_deref()

@@ -190,8 +190,14 @@ pub fn markdown(files: &[PathBuf]) -> anyhow::Result<String> {
             .map(|r| headline(r).1);
         for r in rows {
             let (_, value, unit, bigger_is_better) = headline(r);
+            // Peers only: livegate on PostgreSQL or several instances is
+            // livegate too, not a target to compare with.
+            let peer = !r["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("livegate");
             let ratio = match ours {
-                Some(o) if r["target"] != "livegate" && value > 0.0 && o > 0.0 => {
+                Some(o) if peer && value > 0.0 && o > 0.0 => {
                     let x = if bigger_is_better {
                         o / value
                     } else {
