@@ -283,7 +283,7 @@ async fn token(args: TokenArgs) -> anyhow::Result<()> {
     let catalog = Catalog::load(&args.db.app.app)?;
     let store = Store::connect(&args.db.database_url, catalog).await?;
     store
-        .exclusively(async { Ok(store.migrate().await.context("applying migrations")?) })
+        .exclusively(async { store.migrate().await.context("applying migrations") })
         .await?;
     let slug = args
         .account
