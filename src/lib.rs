@@ -7,11 +7,11 @@
 //! | [`cli`] | command line: `serve`, `schema` (`--diff`), `migrate`, `token` |
 //! | [`server`] | `AppState`, router, start-up and graceful shutdown |
 //! | [`transport`] | protocols: GraphQL over HTTP, WebSocket and SSE, the `/realtime` feed; the playground |
-//! | [`realtime`] | change feeds (replay, then live, filtered by access) and rooms with presence |
+//! | [`realtime`] | change feeds (replay, then live, filtered by access) and rooms with presence (across instances on PostgreSQL) |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
 //! | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | [`access`] | the one access policy: pure functions of viewer, level and owner |
-//! | [`store`] | sea-orm/sea-query: migrations, table reconciliation, CRUD + event log |
+//! | [`store`] | sea-orm/sea-query: migrations, table reconciliation, CRUD + event log; the log follower that publishes committed events (any instance's) in order |
 //! | [`catalog`] | the app file parsed and validated into an immutable catalog |
 //! | [`values`] | rows and typed scalars shared by store and GraphQL |
 //! | [`metrics`] | Prometheus metrics held in the app state |
