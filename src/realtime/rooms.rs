@@ -387,11 +387,20 @@ impl Rooms {
                     },
                 );
             });
+            // The member's sending turn, held until its join is written: a
+            // message it sends at once is written after its join, as on one
+            // instance (a fresh peer's turn is free).
+            let turn = {
+                let mut s = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+                s.entry(member.peer_id.clone()).or_default().clone()
+            };
+            let held = turn.try_lock_owned().ok();
             let joining = tokio::spawn(self.clone().write_join(
                 shared.store.clone(),
                 key.clone(),
                 member.clone(),
                 overflow,
+                held,
             ));
             if let Some(peers) = &peers {
                 peers.add(key.clone(), member.clone());

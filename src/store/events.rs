@@ -46,11 +46,15 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    fn insert(&mut self, change: Change, bytes: usize) {
-        if self.bytes + bytes <= PENDING_BYTES {
-            self.bytes += bytes;
-            self.changes.insert(change.seq, (change, bytes));
+    /// Holds `change` if the budget allows; `false` when the follower must
+    /// read it from the log instead.
+    fn insert(&mut self, change: Change, bytes: usize) -> bool {
+        if self.bytes + bytes > PENDING_BYTES {
+            return false;
         }
+        self.bytes += bytes;
+        self.changes.insert(change.seq, (change, bytes));
+        true
     }
 
     /// The smallest seq held.
@@ -264,8 +268,9 @@ impl Store {
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if seq > self.published_seq() {
-                pending.insert(change.clone(), bytes);
+            // Parsed rows take a few times their JSON: count them so.
+            if seq > self.published_seq() && !pending.insert(change.clone(), bytes * 3) {
+                self.outbox.stale.store(true, Ordering::SeqCst);
             }
         }
         self.outbox.committed.notify_one();
@@ -356,11 +361,23 @@ impl Store {
         else {
             return Ok(0);
         };
+        let greatest = if self.backend() == DbBackend::Postgres {
+            "GREATEST(livegate_meta.value, excluded.value)"
+        } else {
+            "max(livegate_meta.value, excluded.value)"
+        };
         let record = Query::insert()
             .into_table("livegate_meta")
             .columns(["key", "value"])
             .values_panic([PRUNED_THROUGH.into(), upto.into()])
-            .on_conflict(OnConflict::column("key").update_column("value").to_owned())
+            // Never backwards: another instance pruning with a clock behind,
+            // or a shorter history, must not re-admit cursors whose events
+            // are being deleted.
+            .on_conflict(
+                OnConflict::column("key")
+                    .value("value", Expr::cust(greatest))
+                    .to_owned(),
+            )
             .to_owned();
         // The watermark first: a cursor is judged expired no later than its
         // events disappear.

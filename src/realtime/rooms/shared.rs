@@ -39,11 +39,14 @@ impl Rooms {
         key: Key,
         member: Member,
         overflow: Option<Arc<Overflow>>,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) {
         let Some(shared) = &self.shared else { return };
         let joined = store
             .room_join(&shared.instance, &key, &member.peer_id, &member.to_json())
             .await;
+        // Sends that waited for the join go on once the seat is set (below).
+        let _turn = turn;
         match joined {
             Ok(Some((seq, roster))) => {
                 self.with(|rooms| {
@@ -172,29 +175,27 @@ impl Rooms {
         let Some(shared) = &self.shared else { return };
         let store = shared.store.clone();
         let heartbeat = shared.heartbeat;
+        // Reaping (a dead instance may have had thousands of members) and
+        // pruning on a task of their own: the renewal never waits for them.
+        let reaper = ReaperTask(tokio::spawn(reap(store.clone(), heartbeat)));
         let lease = lease_seconds(heartbeat);
         // Twice a heartbeat: a lapsed instance (2 heartbeats without renewal)
         // is noticed within half a heartbeat more, well inside the 3 promised.
         let mut every = tokio::time::interval(heartbeat / 2);
-        let mut beats = 0u64;
+        let mut rejoining: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             every.tick().await;
             match store.renew_lease(&shared.instance, lease).await {
                 Ok(true) => {}
-                Ok(false) => self.rejoin_all(&store).await,
+                Ok(false) => {
+                    if rejoining.as_ref().is_none_or(|j| j.is_finished()) {
+                        rejoining = Some(tokio::spawn(self.clone().rejoin_all(store.clone())));
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot renew this instance's lease"),
             }
-            match store.reap_lapsed().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    members = n,
-                    "took the members of a lapsed instance out of their rooms"
-                ),
-                Err(e) => tracing::warn!(error = %e, "cannot reap lapsed instances"),
-            }
-            beats += 1;
-            if beats.is_multiple_of(120) {
-                let _ = store.prune_room_events().await;
+            if reaper.0.is_finished() {
+                return;
             }
         }
     }
@@ -222,7 +223,7 @@ impl Rooms {
     /// After a lapsed lease (the database was out of reach for two
     /// heartbeats, and another instance took this one's members out): join
     /// every member here again. Their rooms hear a leave and a join.
-    async fn rejoin_all(&self, store: &Store) {
+    async fn rejoin_all(self: Arc<Self>, store: Store) {
         let Some(shared) = &self.shared else { return };
         tracing::warn!("this instance's lease had lapsed; joining its room members again");
         let seated: Vec<(Key, Member)> = self.with(|rooms| {
@@ -237,13 +238,61 @@ impl Rooms {
                 .collect()
         });
         for (key, member) in seated {
-            if let Err(e) = store
+            match store
                 .room_join(&shared.instance, &key, &member.peer_id, &member.to_json())
                 .await
             {
-                tracing::warn!(error = %e, "could not join a member again");
+                // A member that left meanwhile found nothing to leave: take it
+                // out now, or nobody would (its seat is gone).
+                Ok(Some(_)) => {
+                    let seated = self.with(|rooms| {
+                        rooms
+                            .get(&key)
+                            .is_some_and(|r| r.seats.contains_key(&member.peer_id))
+                    });
+                    if !seated
+                        && let Err(e) = store
+                            .room_leave(&key.0, &key.1, &member.peer_id, false)
+                            .await
+                    {
+                        tracing::warn!(error = %e, "could not record a room leave");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not join a member again"),
             }
         }
+    }
+}
+
+/// Takes the members of lapsed instances out of their rooms twice a heartbeat,
+/// and prunes old room events now and then.
+async fn reap(store: Store, heartbeat: Duration) {
+    let mut every = tokio::time::interval(heartbeat / 2);
+    let mut beats = 0u64;
+    loop {
+        every.tick().await;
+        match store.reap_lapsed().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                members = n,
+                "took the members of a lapsed instance out of their rooms"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot reap lapsed instances"),
+        }
+        beats += 1;
+        if beats.is_multiple_of(120) {
+            let _ = store.prune_room_events().await;
+        }
+    }
+}
+
+/// Aborts the reaper when the lease keeper ends.
+struct ReaperTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReaperTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
