@@ -62,7 +62,7 @@ impl Target {
     pub fn for_subscriber(&self, i: usize) -> Target {
         let mut t = self.clone();
         let n = self.subscribe_urls.len() + 1;
-        if i % n > 0 {
+        if !i.is_multiple_of(n) {
             t.url = self.subscribe_urls[i % n - 1].clone();
         }
         t
