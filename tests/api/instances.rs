@@ -195,10 +195,7 @@ async fn a_write_on_one_instance_reaches_subscribers_on_another() {
     assert_eq!(got["data"]["postChanged"]["record"]["title"], "live again");
     resumed.silent_for(Duration::from_millis(300)).await;
 
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
 
 /// Inserts an event row for a new post of the default account on `txn`, as
@@ -232,6 +229,27 @@ async fn insert_raw_event(txn: &sea_orm::DatabaseTransaction, title: &str) -> i6
         .expect("insert an event")
         .expect("its seq");
     row.try_get("", "seq").expect("seq")
+}
+
+/// Two instances of the example app on one fresh PostgreSQL database; `None` on
+/// SQLite, which serves one instance (the single-instance suites cover it, and
+/// `a_write_on_one_instance_reaches_subscribers_on_another` its refusal of a
+/// second).
+async fn two_instances() -> Option<(Db, Server, Server)> {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        return None;
+    }
+    let a = Server::start(&db, EXAMPLE_APP).await;
+    let b = Server::start(&db, EXAMPLE_APP).await;
+    Some((db, a, b))
+}
+
+/// Stops both instances and drops their database.
+async fn stop_both(db: Db, a: Server, b: Server) {
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -372,13 +390,9 @@ async fn a_write_whose_request_is_cancelled_is_still_delivered() {
 
 #[tokio::test]
 async fn random_writers_on_two_instances_every_subscriber_sees_the_log() {
-    let db = Db::fresh().await;
-    if !is_postgres(&db) {
-        // One instance on SQLite: the single-instance suites cover it.
+    let Some((db, a, b)) = two_instances().await else {
         return;
-    }
-    let a = Server::start(&db, EXAMPLE_APP).await;
-    let b = Server::start(&db, EXAMPLE_APP).await;
+    };
     // Subscribers on both, over graphql-ws and SSE.
     let mut ws_a = Ws::acked(&a.base, Some(&a.token)).await;
     ws_a.subscribe("1", CHANGES, json!({})).await;
@@ -465,10 +479,7 @@ async fn random_writers_on_two_instances_every_subscriber_sees_the_log() {
             "{name}: every committed event, in cursor order"
         );
     }
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
 
 #[tokio::test]
@@ -534,10 +545,7 @@ async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     }
     assert!(back, "A is ready again after reconnecting");
     admin.close().await.ok();
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
 
 /// A `livegate serve` process on `db` for the example app; its base URL.
@@ -748,13 +756,9 @@ async fn room_event(ws: &mut Ws, id: &str) -> Value {
 
 #[tokio::test]
 async fn rooms_and_presence_span_instances() {
-    let db = Db::fresh().await;
-    if !is_postgres(&db) {
-        // One instance on SQLite: tests/api/rooms.rs covers its rooms.
+    let Some((db, a, b)) = two_instances().await else {
         return;
-    }
-    let a = Server::start(&db, EXAMPLE_APP).await;
-    let b = Server::start(&db, EXAMPLE_APP).await;
+    };
     let ann = a.user_for("ann@test.local", Role::User, "default").await;
     let ben = b.user_for("ben@test.local", Role::User, "default").await;
     let oz = b.user_for("oz@other.test", Role::User, "other").await;
@@ -819,10 +823,7 @@ async fn rooms_and_presence_span_instances() {
     let left = room_event(&mut on_a, "r").await;
     assert_eq!(left["payload"]["event"], "leave");
     assert_eq!(left["from"]["peerId"], json!(ben_peer));
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
 
 #[tokio::test]
@@ -877,12 +878,9 @@ async fn a_killed_instance_members_leave_every_roster_within_three_heartbeats() 
 
 #[tokio::test]
 async fn sign_out_on_one_instance_closes_sockets_on_another() {
-    let db = Db::fresh().await;
-    if !is_postgres(&db) {
+    let Some((db, a, b)) = two_instances().await else {
         return;
-    }
-    let a = Server::start(&db, EXAMPLE_APP).await;
-    let b = Server::start(&db, EXAMPLE_APP).await;
+    };
     let up = a
         .gql_as(
             None,
@@ -910,20 +908,14 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
         stream.ends_within(Duration::from_secs(5)).await,
         "the SSE stream on B ends"
     );
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
 
 #[tokio::test]
 async fn a_reserved_sse_stream_used_on_another_instance_is_refused_clearly() {
-    let db = Db::fresh().await;
-    if !is_postgres(&db) {
+    let Some((db, a, b)) = two_instances().await else {
         return;
-    }
-    let a = Server::start(&db, EXAMPLE_APP).await;
-    let b = Server::start(&db, EXAMPLE_APP).await;
+    };
     let reserved = a
         .client
         .put(format!("{}/graphql/stream", a.base))
@@ -950,8 +942,5 @@ async fn a_reserved_sse_stream_used_on_another_instance_is_refused_clearly() {
         message.contains("on this instance") && message.contains("load balancer"),
         "{body}"
     );
-    for s in [a, b] {
-        s.stop().await;
-    }
-    db.drop_db().await;
+    stop_both(db, a, b).await;
 }
