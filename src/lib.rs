@@ -5,9 +5,10 @@
 //! | module | role |
 //! |---|---|
 //! | [`cli`] | command line: `serve`, `schema` (`--diff`), `migrate`, `token` |
-//! | [`server`] | `AppState`, router, start-up and graceful shutdown |
-//! | [`transport`] | protocols: GraphQL over HTTP, WebSocket and SSE, the `/realtime` feed; the playground |
-//! | [`realtime`] | change feeds (replay, then live, filtered by access) and rooms with presence (across instances on PostgreSQL) |
+//! | [`server`] | start-up, router and graceful shutdown |
+//! | [`transport`] | protocols only: GraphQL over HTTP, WebSocket and SSE, the `/realtime` feed; the playground; connection caps (`Gateway` is their state) |
+//! | [`app`] | the core state (`AppState`) and one GraphQL operation run for a streaming transport |
+//! | [`realtime`] | change feeds (replay, then live, filtered by access), the fan-out engine (groups rendering once, dispatchers, catching up from a cursor), rooms with presence (across instances on PostgreSQL) |
 //! | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
 //! | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | [`access`] | the one access policy: pure functions of viewer, level and owner |
@@ -18,6 +19,7 @@
 //! | [`schema_diff`] | `schema --diff`: breaking / dangerous / safe changes between two SDLs |
 
 pub mod access;
+pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

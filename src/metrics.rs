@@ -1,4 +1,4 @@
-//! Prometheus metrics, held in [`AppState`](crate::server::AppState) (no global
+//! Prometheus metrics, held in [`AppState`](crate::app::AppState) (no global
 //! recorder): GraphQL requests and their latency by operation type and outcome.
 
 use std::time::Duration;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_graphql::dynamic::Schema;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,17 +12,15 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
+use crate::app::{AppState, Parts};
 use crate::auth::{AuthConfig, SignIn, Tokens};
 use crate::catalog::Catalog;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::realtime::rooms::Rooms;
 use crate::store::Store;
-use crate::transport::operation::Renderings;
-use crate::transport::slots::Slots;
-use crate::transport::sse::single::Reservations;
 use crate::transport::ws::WsConfig;
-use crate::transport::{feed, http, playground, sse};
+use crate::transport::{Gateway, feed, http, playground, sse};
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -40,99 +37,6 @@ pub struct Config {
     pub auth: AuthConfig,
     /// WebSocket transport settings.
     pub ws: WsConfig,
-}
-
-/// Shared state: cheap to clone, one `Arc` inside.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-struct Inner {
-    catalog: Arc<Catalog>,
-    schema: Schema,
-    store: Store,
-    metrics: Metrics,
-    auth: Arc<SignIn>,
-    default_account_id: String,
-    ws: WsConfig,
-    /// Per-operation limits.
-    limits: Limits,
-    /// Groups of equivalent subscriptions sharing rendered events.
-    renderings: Arc<Renderings>,
-    /// graphql-sse stream reservations (single connection mode).
-    sse: Arc<Reservations>,
-    /// Live rooms and their members.
-    rooms: Arc<Rooms>,
-    /// Open realtime connections, against the connection caps.
-    slots: Arc<Slots>,
-    /// Where realtime connections run (see [`Delivery`]); unset until `start`.
-    delivery: std::sync::OnceLock<tokio::runtime::Handle>,
-    /// The connection tasks on it, so that shutdown can wait for their close frames.
-    delivering: tokio_util::task::TaskTracker,
-    /// Flips to `true` when the server is shutting down. axum's graceful shutdown
-    /// does not track upgraded connections; WebSocket connections watch this and
-    /// close with 1001, so clients get a close frame instead of a dropped socket.
-    stopping: tokio::sync::watch::Sender<bool>,
-}
-
-impl AppState {
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.0.catalog
-    }
-    pub fn schema(&self) -> &Schema {
-        &self.0.schema
-    }
-    pub fn store(&self) -> &Store {
-        &self.0.store
-    }
-    /// Per-operation limits.
-    pub fn limits(&self) -> &Limits {
-        &self.0.limits
-    }
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
-    /// Tokens, sign-up/sign-in and sessions.
-    pub fn auth(&self) -> &Arc<SignIn> {
-        &self.0.auth
-    }
-    /// Groups of equivalent subscriptions sharing rendered events.
-    pub fn renderings(&self) -> &Arc<Renderings> {
-        &self.0.renderings
-    }
-    /// graphql-sse stream reservations (single connection mode).
-    pub fn sse(&self) -> &Arc<Reservations> {
-        &self.0.sse
-    }
-    /// Live rooms and their members.
-    pub fn rooms(&self) -> &Arc<Rooms> {
-        &self.0.rooms
-    }
-    /// Open realtime connections, against the connection caps.
-    pub fn slots(&self) -> &Arc<Slots> {
-        &self.0.slots
-    }
-    /// Resolves once the server starts shutting down.
-    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.0.stopping.subscribe()
-    }
-    /// Runs a realtime connection on the delivery runtime (see [`Delivery`]), or
-    /// on the current one when the server was not started by [`start`].
-    pub fn spawn_delivery(
-        &self,
-        connection: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
-        let runtime = self.0.delivery.get().cloned();
-        let runtime = runtime.unwrap_or_else(tokio::runtime::Handle::current);
-        self.0.delivering.spawn_on(connection, &runtime);
-    }
-    /// WebSocket transport settings.
-    pub fn ws_config(&self) -> WsConfig {
-        self.0.ws
-    }
-    /// The account anonymous viewers browse unless they name another.
-    pub fn default_account_id(&self) -> &str {
-        &self.0.default_account_id
-    }
 }
 
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
@@ -166,31 +70,22 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::default();
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
-    Ok(AppState(Arc::new(Inner {
+    Ok(AppState::new(Parts {
         catalog,
         schema,
         store,
         auth: Arc::new(SignIn::new(tokens, metrics.hashing.clone())),
         metrics,
         default_account_id: account.id,
-        ws: config.ws,
         limits: config.limits,
-        renderings: Arc::default(),
-        sse: Arc::default(),
         rooms,
-        slots: Arc::new(Slots::new(
-            config.ws.max_connections,
-            config.ws.max_connections_per_ip,
-        )),
-        delivery: std::sync::OnceLock::new(),
-        delivering: tokio_util::task::TaskTracker::new(),
-        stopping: tokio::sync::watch::channel(false).0,
-    })))
+        max_buffer_bytes: config.ws.max_buffer_bytes,
+    }))
 }
 
 /// Every graphql-sse request on `/graphql/stream`, and `PUT`/`DELETE` on `/graphql`.
 async fn sse_request(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     method: axum::http::Method,
     headers: axum::http::HeaderMap,
@@ -201,7 +96,7 @@ async fn sse_request(
 }
 
 /// The HTTP routes.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: Gateway) -> Router {
     Router::new()
         .route(
             "/graphql",
@@ -239,7 +134,7 @@ async fn healthz() -> impl IntoResponse {
 /// 200 while this instance can serve: the database answers and the log
 /// follower reads the log and hears of new events; 503 otherwise, so that a
 /// load balancer sends clients elsewhere.
-async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+async fn readyz(State(app): State<Gateway>) -> impl IntoResponse {
     let store = app.store();
     let database = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
         .await
@@ -262,7 +157,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(app): State<Gateway>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -275,7 +170,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 /// A running server: where it listens, its state, and a handle that ends when it stops.
 pub struct Running {
     pub addr: SocketAddr,
-    pub state: AppState,
+    pub state: Gateway,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -284,19 +179,19 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let state = prepare(&config).await?;
+    let state = Gateway::new(prepare(&config).await?, config.ws);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let delivery = Delivery::new();
     if let Some(runtime) = delivery.handle() {
-        let _ = state.0.delivery.set(runtime);
+        state.deliveries().set_runtime(runtime);
     }
-    let delivering = state.0.delivering.clone();
+    let delivering = state.deliveries().tracker().clone();
     let handle = state.clone();
-    let handle_for_tasks = state.clone();
-    let stopping = state.0.stopping.clone();
+    let handle_for_tasks = state.app().clone();
+    let stopping = state.app().clone();
     let store = state.store().clone();
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();
@@ -323,7 +218,7 @@ pub async fn start(
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
-            stopping.send_replace(true);
+            stopping.stop();
         })
         .await;
         // Connections saw `stopping` and are closing with 1001: let their close

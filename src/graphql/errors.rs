@@ -2,8 +2,9 @@
 //! error to its GraphQL form has no side effects; internal detail is logged where
 //! the error is created ([`ApiError::internal`]) and never reaches the client.
 
-use async_graphql::ErrorExtensions;
 use async_graphql::dynamic::{FieldFuture, FieldValue};
+use async_graphql::{ErrorExtensions, ServerError};
+use serde_json::Value as Json;
 
 use crate::access::Denied;
 use crate::store::StoreError;
@@ -139,4 +140,72 @@ where
     F: Future<Output = Result<Option<T>, ApiError>> + Send + 'a,
 {
     FieldFuture::new(async move { fut.await.map_err(ApiError::into_gql) })
+}
+
+pub fn set_code(e: &mut ServerError, code: &str) {
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+}
+
+pub(crate) fn has_code(e: &ServerError) -> bool {
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+}
+
+/// Gives every error an `extensions.code`: before execution, a bad variable value
+/// is `BAD_USER_INPUT` and anything else `GRAPHQL_VALIDATION_FAILED` (Apollo's
+/// split); during execution an uncoded error is a bug, logged and shown as
+/// `INTERNAL` without its detail.
+pub fn give_codes(errors: &mut [ServerError], query: &str, is_request_error: bool) {
+    for e in errors {
+        if has_code(e) {
+            continue;
+        }
+        if is_request_error {
+            let by_variable = at_variable(e, query)
+                || e.message.contains("variable")
+                || e.message.contains("Variable");
+            set_code(
+                e,
+                if by_variable {
+                    "BAD_USER_INPUT"
+                } else {
+                    "GRAPHQL_VALIDATION_FAILED"
+                },
+            );
+        } else {
+            tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
+            e.message = "internal error".into();
+            set_code(e, "INTERNAL");
+        }
+    }
+}
+
+/// [`give_codes`], returning the errors as JSON (for the realtime transports).
+pub fn coded_errors(errors: &[ServerError], query: &str, is_request_error: bool) -> Vec<Json> {
+    let mut errors = errors.to_vec();
+    give_codes(&mut errors, query, is_request_error);
+    errors
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect()
+}
+
+/// Whether the error's first location points at an argument whose value is a
+/// `$variable` (`input: $i`): then the value that failed was the client's input.
+fn at_variable(e: &ServerError, query: &str) -> bool {
+    let Some(pos) = e.locations.first() else {
+        return false;
+    };
+    let line = query
+        .lines()
+        .nth(pos.line.saturating_sub(1))
+        .unwrap_or_default();
+    let mut rest = line
+        .chars()
+        .skip(pos.column.saturating_sub(1))
+        .skip_while(|c| c.is_alphanumeric() || *c == '_');
+    rest.find(|c| !c.is_whitespace() && *c != ':') == Some('$')
 }

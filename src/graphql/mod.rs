@@ -25,11 +25,12 @@ use futures_util::stream::BoxStream;
 use crate::access::Viewer;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
-use crate::realtime::rooms::{Peers, RoomEvent, Rooms};
-use crate::realtime::{FeedError, Overflow};
-use crate::store::{Change, Store};
+use crate::realtime::Overflow;
+use crate::realtime::rooms::{Peers, Rooms};
+use crate::store::Store;
 
-pub use errors::ApiError;
+pub use crate::realtime::{Live, Pinned};
+pub use errors::{ApiError, coded_errors, give_codes, set_code};
 pub use response::complete;
 
 /// Limits applied to every operation.
@@ -123,17 +124,9 @@ pub struct Feed {
     /// `ref` objects, whose access is checked per viewer).
     pub viewer_dependent: bool,
     /// Set instead of a stream when the transport takes change feeds from its
-    /// group's one bus receiver (see `transport::operation`): what the
+    /// group's one bus receiver (see `realtime::fanout`): what the
     /// subscription selects, for whom, and from which cursor.
     pub live: Option<Live>,
-}
-
-/// What a change subscription selects, for whom, and where it starts.
-pub struct Live {
-    pub selection: crate::realtime::Selection,
-    pub viewer: Viewer,
-    /// Replay the changes after this cursor first.
-    pub after: Option<i64>,
 }
 
 /// Where a subscription field leaves its [`Feed`].
@@ -165,25 +158,16 @@ impl Handoff {
     }
 }
 
-/// What a subscription field yields, once, when an operation is executed to
-/// render one event of its feed; also what a handed-over feed carries.
-#[derive(Clone)]
-pub enum Pinned {
-    Change(Arc<Change>),
-    Room(Arc<RoomEvent>),
-    Error(FeedError),
-}
-
-impl Pinned {
-    /// The one-item stream a subscription field answers with when rendering.
-    pub(crate) fn once<'a>(&self) -> BoxStream<'a, async_graphql::Result<FieldValue<'a>>> {
-        let item = match self {
-            Pinned::Change(ch) => Ok(FieldValue::owned_any(ch.clone())),
-            Pinned::Room(ev) => Ok(FieldValue::owned_any(ev.clone())),
-            Pinned::Error(e) => Err(ApiError::from(e.clone()).into_gql()),
-        };
-        futures_util::stream::once(async move { item }).boxed()
-    }
+/// The one-item stream a subscription field answers with when rendering `pinned`.
+pub(crate) fn pinned_once<'a>(
+    pinned: &Pinned,
+) -> BoxStream<'a, async_graphql::Result<FieldValue<'a>>> {
+    let item = match pinned {
+        Pinned::Change(ch) => Ok(FieldValue::owned_any(ch.clone())),
+        Pinned::Room(ev) => Ok(FieldValue::owned_any(ev.clone())),
+        Pinned::Error(e) => Err(ApiError::from(e.clone()).into_gql()),
+    };
+    futures_util::stream::once(async move { item }).boxed()
 }
 
 /// The request's context; missing only if a transport forgot it (a bug).

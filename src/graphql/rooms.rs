@@ -215,7 +215,7 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
             allowed(&catalog, &ctx, &name, false)?;
             let rc = request_ctx(&ctx)?;
             if let Some(pinned) = &rc.pinned {
-                return Ok(pinned.once());
+                return Ok(super::pinned_once(pinned));
             }
             let member = Member::new(rc.viewer.user_id.clone(), rc.viewer.email.clone());
             let (membership, events) = rooms(&ctx)?.join(

@@ -145,7 +145,7 @@ fn start<'a>(
 ) -> Result<BoxStream<'a, async_graphql::Result<FieldValue<'a>>>, ApiError> {
     let rc = request_ctx(ctx)?;
     if let Some(pinned) = &rc.pinned {
-        return Ok(pinned.once());
+        return Ok(super::pinned_once(pinned));
     }
     let after = match rc.resume_after {
         Some(cursor) => Some(cursor),

@@ -8,7 +8,10 @@
 //! its connection's [`Overflow`] and ends; the transport closes (WebSocket 1013,
 //! SSE end of stream) and the client resumes from its last cursor.
 
+pub mod fanout;
 pub mod rooms;
+
+pub use fanout::{Live, Pinned};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,12 +21,12 @@ use futures_util::StreamExt;
 use super::sse::{authenticate, last_event_id, refuse, sse_response};
 use crate::auth::Credentials;
 use crate::realtime::{Overflow, Selection, feed, parse_cursor};
-use crate::server::AppState;
 use crate::store::Action;
+use crate::transport::Gateway;
 
 /// `GET /realtime`.
 pub async fn realtime(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,

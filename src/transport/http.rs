@@ -21,9 +21,9 @@ use serde_json::{Map, Value as Json, json};
 use super::accept::{self, Accept};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, resolve_viewer};
-use crate::graphql::{Limits, RequestCtx, guard};
+use crate::graphql::{Limits, RequestCtx, give_codes, guard, set_code};
 use crate::metrics::OpKind;
-use crate::server::AppState;
+use crate::transport::Gateway;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
 const APPLICATION_JSON: &str = "application/json; charset=utf-8";
@@ -179,7 +179,7 @@ pub(crate) fn selected_operation(
 /// The viewer a request's credentials stand for; a bad credential is a 401, never
 /// an anonymous request.
 pub async fn viewer_of(
-    app: &AppState,
+    app: &Gateway,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Viewer, AuthError> {
@@ -210,7 +210,7 @@ pub(crate) fn unauthenticated(media: Media, e: &AuthError) -> Response {
 
 /// `GET /graphql`: a WebSocket upgrade, or a query.
 pub async fn get(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> Response {
@@ -245,7 +245,7 @@ pub async fn get(
 
 /// `POST /graphql`.
 pub async fn post(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -309,7 +309,7 @@ fn not_acceptable() -> Response {
 }
 
 async fn execute(
-    app: AppState,
+    app: Gateway,
     media: Media,
     params: Params,
     via_get: bool,
@@ -391,77 +391,9 @@ async fn execute(
     respond(media, body, is_request_error)
 }
 
-fn set_code(e: &mut ServerError, code: &str) {
-    e.extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
-}
-
-fn has_code(e: &ServerError) -> bool {
-    e.extensions
-        .as_ref()
-        .is_some_and(|x| x.get("code").is_some())
-}
-
 /// A request error: no `data` entry at all (the operation never ran).
 fn request_error(errors: Vec<ServerError>) -> Json {
     json!({ "errors": errors })
-}
-
-/// Gives every error an `extensions.code`: before execution, a bad variable value
-/// is `BAD_USER_INPUT` and anything else `GRAPHQL_VALIDATION_FAILED` (Apollo's
-/// split); during execution an uncoded error is a bug, logged and shown as
-/// `INTERNAL` without its detail.
-fn give_codes(errors: &mut [ServerError], query: &str, is_request_error: bool) {
-    for e in errors {
-        if has_code(e) {
-            continue;
-        }
-        if is_request_error {
-            let by_variable = at_variable(e, query)
-                || e.message.contains("variable")
-                || e.message.contains("Variable");
-            set_code(
-                e,
-                if by_variable {
-                    "BAD_USER_INPUT"
-                } else {
-                    "GRAPHQL_VALIDATION_FAILED"
-                },
-            );
-        } else {
-            tracing::error!(error = %e.message, path = ?e.path, "uncoded resolver error");
-            e.message = "internal error".into();
-            set_code(e, "INTERNAL");
-        }
-    }
-}
-
-/// [`give_codes`], returning the errors as JSON (for the realtime transports).
-pub fn coded_errors(errors: &[ServerError], query: &str, is_request_error: bool) -> Vec<Json> {
-    let mut errors = errors.to_vec();
-    give_codes(&mut errors, query, is_request_error);
-    errors
-        .iter()
-        .filter_map(|e| serde_json::to_value(e).ok())
-        .collect()
-}
-
-/// Whether the error's first location points at an argument whose value is a
-/// `$variable` (`input: $i`): then the value that failed was the client's input.
-fn at_variable(e: &ServerError, query: &str) -> bool {
-    let Some(pos) = e.locations.first() else {
-        return false;
-    };
-    let line = query
-        .lines()
-        .nth(pos.line.saturating_sub(1))
-        .unwrap_or_default();
-    let mut rest = line
-        .chars()
-        .skip(pos.column.saturating_sub(1))
-        .skip_while(|c| c.is_alphanumeric() || *c == '_');
-    rest.find(|c| !c.is_whitespace() && *c != ':') == Some('$')
 }
 
 /// Turns an executed response into its JSON body, giving every error a code; says

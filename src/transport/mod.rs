@@ -1,16 +1,74 @@
 //! Transports: bytes and protocols in, GraphQL requests to the schema, responses
-//! out. Each transport resolves the viewer and hands the schema a request; none of
+//! out. They speak protocols only: operations run through
+//! [`crate::app::operation`], and subscription events come from the fan-out
+//! engine ([`crate::realtime::fanout`]). Each transport resolves the viewer and hands the schema a request; none of
 //! them decides access. [`playground`] serves the embedded playground page,
 //! which talks to the others like any client.
 
 pub(crate) mod accept;
 pub mod feed;
 pub mod http;
-pub mod operation;
 pub mod playground;
 pub mod slots;
 pub mod sse;
 pub mod ws;
+
+use std::sync::Arc;
+
+use crate::app::AppState;
+use slots::Slots;
+use sse::single::Reservations;
+use ws::WsConfig;
+
+/// What every transport's handlers share: the gateway's core ([`AppState`],
+/// which it dereferences to) and what is the transports' own: their settings,
+/// the connection caps, and graphql-sse's reservations. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<Served>);
+
+struct Served {
+    app: AppState,
+    ws: WsConfig,
+    /// graphql-sse stream reservations (single connection mode).
+    sse: Arc<Reservations>,
+    /// Open realtime connections, against the connection caps.
+    slots: Arc<Slots>,
+}
+
+impl Gateway {
+    /// The transports over `app`, with settings `ws`.
+    pub fn new(app: AppState, ws: WsConfig) -> Gateway {
+        Gateway(Arc::new(Served {
+            app,
+            ws,
+            sse: Arc::default(),
+            slots: Arc::new(Slots::new(ws.max_connections, ws.max_connections_per_ip)),
+        }))
+    }
+    /// The gateway's core.
+    pub fn app(&self) -> &AppState {
+        &self.0.app
+    }
+    /// WebSocket (and realtime connection) settings.
+    pub fn ws_config(&self) -> WsConfig {
+        self.0.ws
+    }
+    /// graphql-sse stream reservations (single connection mode).
+    pub fn sse(&self) -> &Arc<Reservations> {
+        &self.0.sse
+    }
+    /// Open realtime connections, against the connection caps.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.0.slots
+    }
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0.app
+    }
+}
 
 /// The tokio instant at which a token that expires at `at` does.
 pub(crate) fn expiry_instant(at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {

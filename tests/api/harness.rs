@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use livegate::access::Role;
 use livegate::auth::AuthConfig;
 use livegate::graphql::Limits;
-use livegate::server::AppState;
 use livegate::server::{Config, Running, start};
+use livegate::transport::Gateway;
 use livegate::transport::ws::WsConfig;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -116,7 +116,7 @@ pub struct Server {
     pub client: reqwest::Client,
     /// The token [`Server::gql`] sends: an admin of the default account.
     pub token: String,
-    pub state: AppState,
+    pub state: Gateway,
     stop: Option<oneshot::Sender<()>>,
     running: Option<Running>,
 }

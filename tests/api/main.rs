@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod http;
 mod instances;
+mod layers;
 mod limits;
 mod oracle;
 mod playground;

@@ -1011,7 +1011,7 @@ async fn groups_go_with_their_last_member() {
     b.subscribe("old", resuming, json!({ "a": "0" })).await;
     create_post(&s, json!({ "title": "now" })).await;
     a.next_payload("live").await;
-    let renderings = s.state.renderings().clone();
+    let renderings = s.state.fanout().clone();
     assert!(
         eventually(Duration::from_secs(5), || renderings.len() == 2).await,
         "one group for the live subscriptions, one for b's resuming one: {}",

@@ -32,11 +32,12 @@ use futures_util::StreamExt;
 
 use super::accept::prefers_event_stream;
 use super::http::{self, Media, Params, Rejection};
-use super::operation::{self, OpEvent, OpRequest, Origin};
 use crate::access::Viewer;
+use crate::app::operation::{self, OpEvent, OpRequest, Origin};
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
+use crate::realtime::fanout::Direct;
 use crate::realtime::{Overflow, parse_cursor};
-use crate::server::AppState;
+use crate::transport::Gateway;
 use crate::transport::slots::Slot;
 
 pub use stream::sse_response;
@@ -74,7 +75,7 @@ pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response 
 /// The viewer of a realtime request: a bad credential is a 401, and so is no
 /// credential when the app does not allow anonymous realtime clients.
 pub(crate) async fn authenticate(
-    app: &AppState,
+    app: &Gateway,
     creds: Result<Credentials, AuthError>,
 ) -> Result<(Viewer, Option<Identity>), Response> {
     let creds = creds.map_err(|e| http::unauthenticated(Media::Json, &e))?;
@@ -171,7 +172,7 @@ pub(crate) struct Prepared {
 /// Authenticates an operation request and reads its cursor and parameters, or
 /// answers the response that refuses it.
 pub(crate) async fn prepare(
-    app: &AppState,
+    app: &Gateway,
     creds: Result<Credentials, AuthError>,
     method: &Method,
     headers: &HeaderMap,
@@ -200,18 +201,18 @@ pub(crate) fn op_request(params: Params) -> OpRequest {
 
 /// Starts `req` now (a subscription is on the bus when this returns).
 pub(crate) fn start(
-    app: &AppState,
+    app: &Gateway,
     req: OpRequest,
     origin: Origin,
 ) -> futures_util::stream::BoxStream<'static, OpEvent> {
-    let mut op = operation::execute(app.clone(), req, origin).peekable();
+    let mut op = operation::execute(app.app().clone(), req, origin).peekable();
     let _ = futures_util::FutureExt::now_or_never(std::pin::Pin::new(&mut op).peek());
     op.boxed()
 }
 
 /// Every graphql-sse request: routes by method, `Accept` and stream token.
 pub async fn handle(
-    app: AppState,
+    app: Gateway,
     peer: SocketAddr,
     method: Method,
     headers: HeaderMap,
@@ -266,7 +267,7 @@ fn method_not_allowed() -> Response {
 /// Distinct connections mode: one operation, one stream.
 #[allow(clippy::too_many_arguments)]
 async fn distinct(
-    app: AppState,
+    app: Gateway,
     slot: Slot,
     peer: SocketAddr,
     method: Method,
@@ -298,7 +299,7 @@ async fn distinct(
         overflow: overflow.clone(),
         resume_after,
         peers: None,
-        direct: Some(operation::Direct {
+        direct: Some(Direct {
             out: out.clone(),
             id: "".into(),
         }),

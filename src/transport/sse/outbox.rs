@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Waker};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::realtime::Overflow;
-use crate::transport::operation::DirectOut;
+use crate::realtime::fanout::DirectOut;
 
 /// A change's cursor and its rendered payload, shared with the group.
 pub type Queued = (i64, Arc<str>);

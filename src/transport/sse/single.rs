@@ -32,14 +32,14 @@ use super::{
     sse_response, start,
 };
 use crate::access::Viewer;
+use crate::app::operation::{
+    MAX_IN_FLIGHT, OpEvent, Origin, counts_as_subscription, too_many_in_flight,
+};
 use crate::auth::{AuthError, Credentials};
 use crate::realtime::Overflow;
 use crate::realtime::rooms::Peers;
-use crate::server::AppState;
+use crate::transport::Gateway;
 use crate::transport::accept::{self, accepts};
-use crate::transport::operation::{
-    MAX_IN_FLIGHT, OpEvent, Origin, counts_as_subscription, too_many_in_flight,
-};
 use crate::transport::slots::Slot;
 
 /// How long a reservation waits for its stream to open.
@@ -137,7 +137,7 @@ fn not_found() -> Response {
 
 /// `PUT`: reserves a stream; answers its token.
 pub async fn reserve(
-    app: AppState,
+    app: Gateway,
     headers: &HeaderMap,
     creds: Result<Credentials, AuthError>,
     token: Option<String>,
@@ -206,7 +206,7 @@ fn new_token() -> String {
 
 /// `GET` with `Accept: text/event-stream` and a token: opens the stream.
 pub async fn connect(
-    app: AppState,
+    app: Gateway,
     slot: Slot,
     creds: Result<Credentials, AuthError>,
     token: String,
@@ -231,7 +231,7 @@ pub async fn connect(
 }
 
 /// Releases the reservation when its stream ends, however it ends.
-struct Release(AppState, String);
+struct Release(Gateway, String);
 
 impl Drop for Release {
     fn drop(&mut self) {
@@ -241,7 +241,7 @@ impl Drop for Release {
 
 /// The events of every operation on the reservation, as they come.
 fn multiplexed(
-    app: AppState,
+    app: Gateway,
     token: String,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> impl futures_util::Stream<Item = Event> + Send + 'static {
@@ -288,7 +288,7 @@ fn multiplexed(
 
 /// `DELETE ?operationId=`: stops one operation.
 pub async fn stop(
-    app: AppState,
+    app: Gateway,
     creds: Result<Credentials, AuthError>,
     token: String,
     query: Option<&str>,
@@ -324,7 +324,7 @@ pub async fn stop(
 /// `POST` (or `GET`) with a token: starts an operation on the reserved stream.
 #[allow(clippy::too_many_arguments)]
 pub async fn operation(
-    app: AppState,
+    app: Gateway,
     peer: SocketAddr,
     method: Method,
     headers: HeaderMap,

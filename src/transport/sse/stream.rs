@@ -22,12 +22,12 @@ use tokio::time::sleep_until;
 
 use super::outbox::{self, SseOut};
 use super::{complete_event, failed_event, next_event};
+use crate::app::operation::OpEvent;
 use crate::auth::Identity;
 use crate::realtime::Overflow;
-use crate::server::AppState;
 use crate::store::ANY_SESSION;
+use crate::transport::Gateway;
 use crate::transport::expiry_instant;
-use crate::transport::operation::OpEvent;
 use crate::transport::slots::Slot;
 
 /// Counts up now and down when dropped (when the client goes, too).
@@ -49,7 +49,7 @@ impl Drop for GaugeGuard {
 /// `events` as an SSE response that ends on expiry, sign-out, overflow or
 /// shutdown.
 pub fn sse_response<S>(
-    app: &AppState,
+    app: &Gateway,
     slot: Slot,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
@@ -71,7 +71,7 @@ where
 }
 
 fn guarded<S>(
-    app: AppState,
+    app: Gateway,
     slot: Slot,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
@@ -131,7 +131,7 @@ where
 /// The events of one operation on a stream of its own: its results (those
 /// its subscription group leaves in `out` among them), then `complete`.
 pub(crate) fn distinct_events(
-    app: AppState,
+    app: Gateway,
     mut op: BoxStream<'static, OpEvent>,
     out: Arc<SseOut>,
 ) -> impl Stream<Item = Event> + Send + 'static {

@@ -29,13 +29,14 @@ use super::expiry_instant;
 
 use self::outbox::{Drained, Outbox};
 use self::protocol::{Machine, OpRequest, Out, Proto};
-use super::operation::{self, Direct, OpEvent, Origin};
 use crate::access::Viewer;
+use crate::app::operation::{self, OpEvent, Origin};
 use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
 use crate::realtime::Overflow;
+use crate::realtime::fanout::Direct;
 use crate::realtime::rooms::Peers;
-use crate::server::AppState;
 use crate::store::ANY_SESSION;
+use crate::transport::Gateway;
 
 /// Transport settings for realtime connections.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +91,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client asks
 /// for; an unknown or missing subprotocol is closed with 4406.
 pub fn upgrade(
-    app: AppState,
+    app: Gateway,
     ws: WebSocketUpgrade,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -185,7 +186,7 @@ fn once(fut: impl std::future::Future<Output = ()> + Send + 'static, wake: fn() 
 }
 
 struct Connection {
-    app: AppState,
+    app: Gateway,
     machine: Machine,
     /// The socket's sending side, shared with the dispatchers of the
     /// connection's subscription groups.
@@ -206,7 +207,7 @@ struct Connection {
 
 impl Connection {
     async fn run(
-        app: AppState,
+        app: Gateway,
         socket: WebSocket,
         proto: Proto,
         url_creds: Result<Credentials, AuthError>,
@@ -519,7 +520,7 @@ impl Connection {
                 id: id.as_str().into(),
             }),
         };
-        let mut stream = operation::execute(self.app.clone(), req, origin).peekable();
+        let mut stream = operation::execute(self.app.app().clone(), req, origin).peekable();
         // Streams are lazy: poll once now, so that a subscription is on the bus
         // before the next client frame is read (a peeked item is kept).
         let _ = futures_util::FutureExt::now_or_never(std::pin::Pin::new(&mut stream).peek());

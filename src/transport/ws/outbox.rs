@@ -1,7 +1,7 @@
 //! A WebSocket connection's outgoing frames, sendable from any task.
 //!
 //! The connection's own task sends its protocol frames here, and a subscription
-//! group's dispatcher (see `transport::operation`) sends result frames straight
+//! group's dispatcher (see `realtime::fanout`) sends result frames straight
 //! to every member's socket, without waking the member's task: at a fan-out of
 //! one event to a thousand connections, that wake-up chain cost as much as the
 //! rest of the delivery outside the kernel.
@@ -27,7 +27,7 @@ use futures_util::task::AtomicWaker;
 
 use super::protocol::{Proto, next_frame};
 use crate::realtime::Overflow;
-use crate::transport::operation::DirectOut;
+use crate::realtime::fanout::DirectOut;
 use prometheus_client::metrics::counter::Counter;
 
 /// How a drain left the queue.

@@ -34,8 +34,8 @@ impl Proto {
 }
 
 /// A GraphQL request carried by `subscribe` / `start`.
-pub use crate::transport::operation::OpRequest;
-use crate::transport::operation::{MAX_IN_FLIGHT, counts_as_subscription, too_many_in_flight};
+pub use crate::app::operation::OpRequest;
+use crate::app::operation::{MAX_IN_FLIGHT, counts_as_subscription, too_many_in_flight};
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,138 @@
+//! The gateway's core, whatever carries its requests: the app, its schema and
+//! store, sign-in, rooms and the fan-out engine ([`AppState`]), and how one
+//! GraphQL operation runs for a streaming transport ([`operation`]). Transports
+//! (`crate::transport`) depend on this; nothing here knows a protocol.
+
+pub mod operation;
+
+use std::sync::Arc;
+
+use async_graphql::dynamic::Schema;
+
+use crate::auth::SignIn;
+use crate::catalog::Catalog;
+use crate::graphql::Limits;
+use crate::metrics::Metrics;
+use crate::realtime::fanout::{Deliveries, Fanout};
+use crate::realtime::rooms::Rooms;
+use crate::store::Store;
+
+/// Shared state: cheap to clone, one `Arc` inside.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    catalog: Arc<Catalog>,
+    schema: Schema,
+    store: Store,
+    metrics: Metrics,
+    auth: Arc<SignIn>,
+    default_account_id: String,
+    /// Per-operation limits.
+    limits: Limits,
+    /// Groups of equivalent subscriptions sharing rendered events.
+    fanout: Arc<Fanout>,
+    /// Live rooms and their members.
+    rooms: Arc<Rooms>,
+    /// Where realtime connections and dispatchers run.
+    deliveries: Arc<Deliveries>,
+    /// Flips to `true` when the server is shutting down. axum's graceful shutdown
+    /// does not track upgraded connections; WebSocket connections watch this and
+    /// close with 1001, so clients get a close frame instead of a dropped socket.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.0.catalog
+    }
+    pub fn schema(&self) -> &Schema {
+        &self.0.schema
+    }
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+    /// Per-operation limits.
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+    /// Tokens, sign-up/sign-in and sessions.
+    pub fn auth(&self) -> &Arc<SignIn> {
+        &self.0.auth
+    }
+    /// Groups of equivalent subscriptions sharing rendered events.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.0.fanout
+    }
+    /// Live rooms and their members.
+    pub fn rooms(&self) -> &Arc<Rooms> {
+        &self.0.rooms
+    }
+    /// Resolves once the server starts shutting down.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stopping.subscribe()
+    }
+    /// Where realtime connections and dispatchers run.
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        &self.0.deliveries
+    }
+    /// Runs a realtime connection on the delivery runtime, or on the current
+    /// one when the server has not set one.
+    pub fn spawn_delivery(
+        &self,
+        connection: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.0.deliveries.spawn(connection);
+    }
+    /// Tells connections the server is shutting down.
+    pub fn stop(&self) {
+        self.0.stopping.send_replace(true);
+    }
+    /// The account anonymous viewers browse unless they name another.
+    pub fn default_account_id(&self) -> &str {
+        &self.0.default_account_id
+    }
+}
+
+/// The parts of an [`AppState`].
+pub struct Parts {
+    pub catalog: Arc<Catalog>,
+    pub schema: Schema,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub auth: Arc<SignIn>,
+    pub default_account_id: String,
+    pub limits: Limits,
+    pub rooms: Arc<Rooms>,
+    /// At most this many bytes of results held for a realtime connection.
+    pub max_buffer_bytes: usize,
+}
+
+impl AppState {
+    /// The state of `parts`, with a fan-out engine of its own.
+    pub fn new(parts: Parts) -> AppState {
+        let deliveries = Arc::new(Deliveries::default());
+        let fanout = Arc::new(Fanout::new(
+            parts.store.clone(),
+            parts.catalog.clone(),
+            deliveries.clone(),
+            parts.max_buffer_bytes,
+        ));
+        AppState(Arc::new(Inner {
+            catalog: parts.catalog,
+            schema: parts.schema,
+            store: parts.store,
+            metrics: parts.metrics,
+            auth: parts.auth,
+            default_account_id: parts.default_account_id,
+            limits: parts.limits,
+            fanout,
+            rooms: parts.rooms,
+            deliveries,
+            stopping: tokio::sync::watch::channel(false).0,
+        }))
+    }
+}
