@@ -944,3 +944,282 @@ async fn a_reserved_sse_stream_used_on_another_instance_is_refused_clearly() {
     );
     stop_both(db, a, b).await;
 }
+
+#[tokio::test]
+async fn a_member_heard_from_its_first_moment_and_in_its_order_across_instances() {
+    let Some((db, a, b)) = two_instances().await else {
+        return;
+    };
+    let ann = a.user_for("ann@test.local", Role::User, "default").await;
+    let ben = b.user_for("ben@test.local", Role::User, "default").await;
+    let cal = a.user_for("cal@test.local", Role::User, "default").await;
+    let mut on_a = Ws::acked(&a.base, Some(&ann.token)).await;
+    join_room(&mut on_a, "r", "lobby").await;
+    let mut on_b = Ws::acked(&b.base, Some(&ben.token)).await;
+    join_room(&mut on_b, "r", "lobby").await;
+    assert_eq!(room_event(&mut on_a, "r").await["payload"]["event"], "join");
+
+    // Cal joins on A and speaks in the same breath, over the same socket,
+    // before the roster came back: everyone hears the join, then the words.
+    let mut cal_ws = Ws::acked(&a.base, Some(&cal.token)).await;
+    cal_ws.subscribe("r", ROOM, json!({ "n": "lobby" })).await;
+    cal_ws
+        .subscribe("m", SEND, json!({ "r": "lobby", "p": { "t": "first" } }))
+        .await;
+    for ws in [&mut on_a, &mut on_b] {
+        let joined = room_event(ws, "r").await;
+        assert_eq!(joined["payload"]["event"], "join", "{joined}");
+        assert_eq!(joined["from"]["email"], "cal@test.local");
+        let said = room_event(ws, "r").await;
+        assert_eq!(said["kind"], "chat", "{said}");
+        assert_eq!(said["payload"]["t"], "first");
+    }
+    let mut own = Vec::new();
+    let mut sent = None;
+    while own.len() < 2 || sent.is_none() {
+        let Frame::Json(v) = cal_ws.next().await else {
+            panic!("Cal's socket closed");
+        };
+        match v["id"].as_str() {
+            Some("r") if v["type"] == "next" => own.push(v["payload"]["data"]["room"].clone()),
+            Some("m") if v["type"] == "next" => sent = Some(v["payload"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        sent.expect("result")["data"]["sendToRoom"],
+        true,
+        "the send waited for its join"
+    );
+    assert_eq!(own[0]["payload"]["event"], "sync", "the roster comes first");
+    assert_eq!(
+        own[1]["payload"]["t"], "first",
+        "then the member's own words"
+    );
+
+    // Cal's sends over HTTP, one at a time, every other one given up on by
+    // the client a few milliseconds in: what is heard, is heard once and in
+    // the order sent, on both instances alike, and every send Cal saw
+    // succeed is among it.
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let mut acknowledged = Vec::new();
+    for n in 0..16 {
+        let text = format!("m{n}");
+        let send = a.gql_as(
+            Some(&cal.token),
+            SEND,
+            json!({ "r": "lobby", "p": { "t": text } }),
+        );
+        if n % 2 == 0 {
+            let wait = Duration::from_millis(rng.random_range(0..4));
+            let _ = tokio::time::timeout(wait, send).await;
+        } else {
+            assert_eq!(send.await["data"]["sendToRoom"], true);
+            acknowledged.push(text);
+        }
+        tokio::time::sleep(Duration::from_millis(70)).await;
+    }
+    assert_eq!(
+        a.gql_as(
+            Some(&cal.token),
+            SEND,
+            json!({ "r": "lobby", "p": { "t": "last" } })
+        )
+        .await["data"]["sendToRoom"],
+        true,
+        "no given-up send holds Cal's turn"
+    );
+    let mut heard_by = Vec::new();
+    for ws in [&mut on_a, &mut on_b] {
+        let mut heard = Vec::new();
+        loop {
+            let said = room_event(ws, "r").await;
+            let t = said["payload"]["t"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if t == "last" {
+                break;
+            }
+            heard.push(t);
+        }
+        heard_by.push(heard);
+    }
+    assert_eq!(heard_by[0], heard_by[1], "one order on both instances");
+    let numbers: Vec<u32> = heard_by[0]
+        .iter()
+        .map(|t| t.trim_start_matches('m').parse().expect("a sent message"))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "once each, in the order sent: {numbers:?}"
+    );
+    for text in &acknowledged {
+        assert!(
+            heard_by[0].contains(text),
+            "{text} acknowledged but not heard"
+        );
+    }
+    stop_both(db, a, b).await;
+}
+
+#[tokio::test]
+async fn two_instances_pruning_at_once_delete_each_old_event_once() {
+    let Some((db, a, b)) = two_instances().await else {
+        return;
+    };
+    let conn = direct(&db).await;
+    // More old events than one pruning batch (5,000) twice over, as if
+    // written 100 hours ago by another instance.
+    const OLD: u64 = 12_000;
+    conn.execute_unprepared(&format!(
+        "INSERT INTO livegate_events (account_id, collection, action, row_id, owner_id, at, record) \
+         SELECT a.id, 'posts', 'create', gen_random_uuid()::text, NULL, now() - interval '100 hours', \
+                json_build_object('id', gen_random_uuid()::text, 'owner_id', NULL, 'account_id', a.id, \
+                  'created_at', now(), 'updated_at', now(), \
+                  'data', json_build_object('title', 'old ' || n, 'published', false, 'views', 0)) \
+         FROM generate_series(1, {OLD}) AS n, livegate_accounts AS a WHERE a.slug = 'default'"
+    ))
+    .await
+    .expect("old events");
+    let newest_old = *logged_cursors(&db).await.last().expect("old events");
+    let admin = a
+        .user_for("adm@test.local", Role::Admin, "default")
+        .await
+        .token;
+    for n in 0..3 {
+        create_post(&b, json!({ "title": format!("kept {n}") })).await;
+    }
+    let cut = chrono::Utc::now() - chrono::Duration::hours(50);
+    let (x, y) = tokio::join!(
+        a.state.store().prune_events(cut),
+        b.state.store().prune_events(cut)
+    );
+    let (x, y) = (x.expect("A prunes"), y.expect("B prunes"));
+    assert_eq!(x + y, OLD, "each old event deleted once (A {x}, B {y})");
+    let left = logged_cursors(&db).await;
+    assert_eq!(left.len(), 3, "the new events stay: {left:?}");
+    assert!(left.iter().all(|seq| *seq > newest_old));
+    let watermark: i64 = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT value FROM livegate_meta WHERE key = 'events_pruned_through'",
+        ))
+        .await
+        .expect("meta")
+        .expect("a watermark")
+        .try_get("", "value")
+        .expect("value");
+    assert_eq!(watermark, newest_old);
+    // On either instance: a cursor in the pruned history is expired, and one
+    // at its edge resumes with exactly what is left.
+    for s in [&a, &b] {
+        let mut ws = Ws::acked(&s.base, Some(&admin)).await;
+        ws.subscribe(
+            "old",
+            CHANGES,
+            json!({ "after": (newest_old - 1).to_string() }),
+        )
+        .await;
+        let expired = ws.next_payload("old").await;
+        assert_eq!(
+            expired["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED",
+            "{expired}"
+        );
+        assert_eq!(
+            ws.next().await,
+            Frame::Json(json!({ "type": "complete", "id": "old" }))
+        );
+        ws.subscribe("edge", CHANGES, json!({ "after": newest_old.to_string() }))
+            .await;
+        let got = drain_ws(&mut ws, Duration::from_millis(500)).await;
+        assert_eq!(got, left);
+    }
+    stop_both(db, a, b).await;
+}
+
+#[tokio::test]
+async fn writes_past_the_followers_memory_budget_are_read_back_from_the_log() {
+    let db = Db::fresh().await;
+    if !is_postgres(&db) {
+        // SQLite publishes each write as it commits: nothing waits in memory.
+        return;
+    }
+    let app = EXAMPLE_APP.replace(
+        "max_length = 200, description = \"Headline.\"",
+        "max_length = 1000002, description = \"Headline.\"",
+    );
+    assert_ne!(app, EXAMPLE_APP, "titles of any length");
+    let s = Server::start(&db, &app).await;
+    let mut live = Ws::acked(&s.base, Some(&s.token)).await;
+    live.subscribe(
+        "1",
+        "subscription { postChanged { cursor record { title } } }",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another writer holds a seq open: every later write of this instance
+    // waits in the follower's memory (64 MiB, counted at three times a
+    // change's JSON) until it commits. Thirty writes of about 1 MB go past it.
+    let other = direct(&db).await;
+    let txn = other.begin().await.expect("begin");
+    let held = insert_raw_event(&txn, "held").await;
+    let titles: Vec<String> = (0..30)
+        .map(|n| format!("{n:02}{}", "x".repeat(1_000_000)))
+        .collect();
+    for title in &titles {
+        let made = create_post(&s, json!({ "title": title })).await;
+        assert!(made["id"].is_string(), "a 1 MB post is written");
+    }
+    live.silent_for(Duration::from_millis(300)).await;
+    txn.commit().await.expect("commit");
+    other.close().await.ok();
+    // 30 MB at once is more than a connection may have waiting (4 MiB): when
+    // it closes with 1013 the client resumes from its last cursor, as
+    // graphql-ws clients do.
+    let mut got: Vec<(i64, String)> = Vec::new();
+    let mut resumes = 0;
+    loop {
+        match live.next_within(Duration::from_secs(3)).await {
+            Some(Frame::Json(v)) => {
+                let change = &v["payload"]["data"]["postChanged"];
+                let title = change["record"]["title"].as_str().expect("title");
+                got.push((cursor(&change["cursor"]), title.to_string()));
+            }
+            Some(Frame::Closed(1013, _)) if resumes < 30 => {
+                resumes += 1;
+                let after = got.last().map_or(held - 1, |(c, _)| *c);
+                live = Ws::acked(&s.base, Some(&s.token)).await;
+                live.subscribe(
+                    "1",
+                    "subscription($a: String) { postChanged(after: $a) { cursor record { title } } }",
+                    json!({ "a": after.to_string() }),
+                )
+                .await;
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    eprintln!("resumed {resumes} times");
+    let logged = logged_cursors(&db).await;
+    let cursors: Vec<i64> = got.iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        cursors,
+        logged
+            .into_iter()
+            .filter(|c| *c >= held)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(got[0].1, "held");
+    let delivered: Vec<&String> = got[1..].iter().map(|(_, t)| t).collect();
+    assert_eq!(delivered.len(), titles.len(), "every write, once");
+    assert!(
+        delivered.iter().zip(&titles).all(|(a, b)| *a == b),
+        "each write's own record, in order"
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
