@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
-pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
+pub async fn prepare(config: &Config) -> anyhow::Result<Gateway> {
     let catalog = Catalog::load(&config.app)?;
     let store = Store::connect(&config.database_url, catalog.clone())
         .await?
@@ -70,7 +70,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::default();
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
-    Ok(AppState::new(Parts {
+    let app = AppState::new(Parts {
         catalog,
         schema,
         store,
@@ -80,7 +80,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
         limits: config.limits,
         rooms,
         max_buffer_bytes: config.ws.max_buffer_bytes,
-    }))
+    });
+    // One `WsConfig` for the engine's hold limit and the connections' queues.
+    Ok(Gateway::new(app, config.ws))
 }
 
 /// Every graphql-sse request on `/graphql/stream`, and `PUT`/`DELETE` on `/graphql`.
@@ -179,7 +181,7 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let state = Gateway::new(prepare(&config).await?, config.ws);
+    let state = prepare(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -191,7 +193,7 @@ pub async fn start(
     let delivering = state.deliveries().tracker().clone();
     let handle = state.clone();
     let handle_for_tasks = state.app().clone();
-    let stopping = state.app().clone();
+    let stopping = state.clone();
     let store = state.store().clone();
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();

@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use livegate::access::Role;
 use livegate::auth::AuthConfig;
 use livegate::graphql::Limits;
-use livegate::server::{AppState, Config, app, prepare};
+use livegate::server::{Config, app, prepare};
+use livegate::transport::Gateway;
 use livegate::transport::ws::WsConfig;
 use tower::ServiceExt;
 
@@ -24,7 +25,7 @@ pub const SECRET: &str = "livegate-fuzz-secret-0123456789-abcdefghij";
 /// The in-process server.
 pub struct Target {
     pub runtime: tokio::runtime::Runtime,
-    pub state: AppState,
+    pub state: Gateway,
     pub router: Router,
     /// An admin's and a user's access tokens.
     pub admin: String,

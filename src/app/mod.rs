@@ -36,10 +36,6 @@ struct Inner {
     rooms: Arc<Rooms>,
     /// Where realtime connections and dispatchers run.
     deliveries: Arc<Deliveries>,
-    /// Flips to `true` when the server is shutting down. axum's graceful shutdown
-    /// does not track upgraded connections; WebSocket connections watch this and
-    /// close with 1001, so clients get a close frame instead of a dropped socket.
-    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -71,25 +67,17 @@ impl AppState {
     pub fn rooms(&self) -> &Arc<Rooms> {
         &self.0.rooms
     }
-    /// Resolves once the server starts shutting down.
-    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.0.stopping.subscribe()
-    }
     /// Where realtime connections and dispatchers run.
     pub fn deliveries(&self) -> &Arc<Deliveries> {
         &self.0.deliveries
     }
-    /// Runs a realtime connection on the delivery runtime, or on the current
-    /// one when the server has not set one.
+    /// Runs a realtime task on the delivery runtime, or on the current one
+    /// when the server has not set one.
     pub fn spawn_delivery(
         &self,
         connection: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         self.0.deliveries.spawn(connection);
-    }
-    /// Tells connections the server is shutting down.
-    pub fn stop(&self) {
-        self.0.stopping.send_replace(true);
     }
     /// The account anonymous viewers browse unless they name another.
     pub fn default_account_id(&self) -> &str {
@@ -132,7 +120,6 @@ impl AppState {
             fanout,
             rooms: parts.rooms,
             deliveries,
-            stopping: tokio::sync::watch::channel(false).0,
         }))
     }
 }

@@ -171,26 +171,26 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
                 // cursor, the changes up to the one the member joined at are
                 // replayed here first, while the dispatcher holds back what it
                 // has for the member.
-                let after = live.after;
                 let member = group.join(live, direct, origin.overflow.clone());
-                if let Some(after) = after {
-                    let mut caught_up = Box::pin(member.catch_up(after));
-                    while let Some(item) = caught_up.next().await {
-                        match item {
-                            Ok((seq, payload)) => yield OpEvent::Next { payload, cursor: Some(seq) },
-                            Err(payload) => {
-                                drop(caught_up);
-                                drop(member);
-                                yield OpEvent::Next { payload, cursor: None };
-                                yield OpEvent::End;
-                                return;
-                            }
+                let mut caught_up = Box::pin(member.catch_up());
+                while let Some(item) = caught_up.next().await {
+                    match item {
+                        Ok((seq, payload)) => yield OpEvent::Next { payload, cursor: Some(seq) },
+                        Err(e) => {
+                            // Out of the group before the error goes: nothing
+                            // is held for it meanwhile.
+                            drop(caught_up);
+                            drop(member);
+                            let payload = group.render_pinned(Pinned::Error(e)).await;
+                            yield OpEvent::Next { payload, cursor: None };
+                            yield OpEvent::End;
+                            return;
                         }
                     }
-                    // Polled again: the transport has taken every replayed
-                    // result, so what was held follows them.
-                    member.release();
                 }
+                // Polled again: the transport has taken every replayed
+                // result, so what was held follows them.
+                member.release();
                 std::future::pending::<()>().await;
                 return;
             }

@@ -72,9 +72,9 @@ pub struct Direct {
     pub id: Arc<str>,
 }
 
-/// Where realtime connections and group dispatchers run: a runtime of their
-/// own once the server sets one (see `server::Delivery`), the current one
-/// before; tracked, so that shutdown can wait for their close frames.
+/// Where realtime tasks (connections, group dispatchers) run: a runtime of
+/// their own once the server sets one, the current one before; tracked, so
+/// that shutdown can wait for them to finish.
 #[derive(Default)]
 pub struct Deliveries {
     runtime: OnceLock<tokio::runtime::Handle>,
@@ -101,8 +101,8 @@ impl Deliveries {
 }
 
 /// What a catching-up member is sent: a replayed change's cursor and payload,
-/// or (last) the payload of the error that ends its subscription.
-pub type CaughtUp = Result<(i64, Arc<str>), Arc<str>>;
+/// or (last) the error that ends its subscription.
+pub type CaughtUp = Result<(i64, Arc<str>), FeedError>;
 
 /// Rendered events kept per group, newest last: enough for subscribers that are
 /// a little behind the others; one further behind renders again.
@@ -174,15 +174,22 @@ impl Fanout {
         renderer: impl FnOnce() -> Box<dyn Render>,
     ) -> Arc<Group> {
         let key = Arc::new(key);
-        let Ok(mut groups) = self.groups.lock() else {
-            return Arc::new(Group::new(key, renderer(), self.clone()));
-        };
-        if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
+        let existing =
+            |groups: &HashMap<Arc<GroupKey>, Weak<Group>>| groups.get(&key).and_then(Weak::upgrade);
+        if let Some(group) = self.groups.lock().ok().and_then(|g| existing(&g)) {
             return group;
         }
-        let group = Arc::new(Group::new(key.clone(), renderer(), self.clone()));
-        groups.insert(key, Arc::downgrade(&group));
-        group
+        // Made outside the lock (it copies the document); another subscriber
+        // may have made the group meanwhile.
+        let made = Arc::new(Group::new(key.clone(), renderer(), self.clone()));
+        let Ok(mut groups) = self.groups.lock() else {
+            return made;
+        };
+        if let Some(group) = existing(&groups) {
+            return group;
+        }
+        groups.insert(key, Arc::downgrade(&made));
+        made
     }
 
     /// Live groups (for tests and metrics).
@@ -225,6 +232,8 @@ struct Member {
     viewer: Viewer,
     /// Changes up to this seq were published before it joined.
     from: i64,
+    /// The cursor it joined from, if any (it catches up from there to `from`).
+    after: Option<i64>,
     direct: Direct,
     active: AtomicBool,
     overflow: Arc<Overflow>,
@@ -257,16 +266,19 @@ impl Membership {
         self.member.from
     }
 
-    /// The changes after `after` up to where the member joined, from the log,
-    /// rendered for it, while the dispatcher holds back what it has for the
-    /// member; an error (an expired cursor, a failing store) ends it. Call
-    /// [`release`](Self::release) once the connection has taken them all.
-    pub fn catch_up(&self, after: i64) -> impl Stream<Item = CaughtUp> + Send + 'static {
+    /// For a member that joined from a cursor: the changes after it up to
+    /// where the member joined, from the log, rendered for it, while the
+    /// dispatcher holds back what it has for the member; an error (an expired
+    /// cursor, a failing store) ends it. Nothing for a member that joined
+    /// without a cursor. Call [`release`](Self::release) once the connection
+    /// has taken them all.
+    pub fn catch_up(&self) -> impl Stream<Item = CaughtUp> + Send + 'static {
         let group = self.group.clone();
         let viewer = self.member.viewer.clone();
         let through = self.member.from;
+        let after = self.member.after;
         async_stream::stream! {
-            let Some(selection) = group.selection.get().cloned() else {
+            let (Some(after), Some(selection)) = (after, group.selection.get().cloned()) else {
                 return;
             };
             let fanout = &group.fanout;
@@ -285,7 +297,7 @@ impl Membership {
                         yield Ok((seq, group.render(seq, Pinned::Change(change)).await));
                     }
                     Err(e) => {
-                        yield Err(group.render_pinned(Pinned::Error(e)).await);
+                        yield Err(e);
                         return;
                     }
                 }
@@ -294,7 +306,7 @@ impl Membership {
     }
 
     /// Ends the hold: what the dispatcher kept back is sent, and from now on
-    /// results go straight out.
+    /// results go straight out (nothing to do for a member not holding).
     pub fn release(&self) {
         let mut held = self.member.held();
         if let Some(Held { frames, .. }) = held.take() {
@@ -474,6 +486,7 @@ impl Group {
             // A cursor is never past what was published; if it were, nothing
             // at or below it may come twice.
             from: store.published_seq().max(live.after.unwrap_or(0)),
+            after: live.after,
             direct,
             active: AtomicBool::new(true),
             overflow,

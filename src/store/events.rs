@@ -95,6 +95,8 @@ pub struct Outbox {
     /// Set when the log may hold events this instance did not write (another
     /// instance's `NOTIFY`, a (re)connected listener): the follower reads it.
     pub(super) stale: AtomicBool,
+    /// This instance's changes left to the log for want of room in `pending`.
+    pub(super) over_budget: std::sync::atomic::AtomicU64,
     /// Wakes the notifier (PostgreSQL): tell the other instances to look.
     pub(super) to_announce: Notify,
     /// Whether the follower hears about other instances' writes as they happen
@@ -123,6 +125,7 @@ impl Outbox {
             committed: Notify::new(),
             pending: std::sync::Mutex::default(),
             stale: AtomicBool::new(true),
+            over_budget: Default::default(),
             to_announce: Notify::new(),
             listening: AtomicBool::new(false),
             reading: AtomicBool::new(false),
@@ -202,6 +205,12 @@ impl Store {
         self.outbox.published.load(Ordering::SeqCst)
     }
 
+    /// How many of this instance's committed changes the follower read back
+    /// from the log because its memory budget for them was full.
+    pub fn changes_over_budget(&self) -> u64 {
+        self.outbox.over_budget.load(Ordering::Relaxed)
+    }
+
     /// Whether this instance can serve realtime: the log follower reads the log
     /// and hears of new events (`GET /readyz`).
     pub fn is_following(&self) -> bool {
@@ -270,6 +279,7 @@ impl Store {
                 .unwrap_or_else(|e| e.into_inner());
             // Parsed rows take a few times their JSON: count them so.
             if seq > self.published_seq() && !pending.insert(change.clone(), bytes * 3) {
+                self.outbox.over_budget.fetch_add(1, Ordering::Relaxed);
                 self.outbox.stale.store(true, Ordering::SeqCst);
             }
         }
@@ -327,26 +337,40 @@ impl Store {
     }
 
     /// Deletes events older than `before`, recording how far the log now starts.
-    /// On PostgreSQL one instance prunes at a time (a transaction-scoped
-    /// advisory lock around the watermark); the others find the lock taken and
-    /// skip their turn. Rows go in batches, each its own short transaction: a
+    /// On PostgreSQL one instance prunes at a time (an advisory lock held for
+    /// the whole run); the others find the lock taken and skip their turn
+    /// (returning 0). Rows go in batches, each its own short transaction: a
     /// long one would hold back the followers' horizon on every instance.
     pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let txn = self.db.begin().await?;
-        if self.backend() == DbBackend::Postgres {
-            let stmt = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_try_advisory_xact_lock($1) AS taken",
-                [PRUNE_LOCK.into()],
-            );
-            let taken = match txn.query_one_raw(stmt).await? {
-                Some(r) => r.try_get::<bool>("", "taken")?,
-                None => false,
-            };
-            if !taken {
-                return Ok(0);
-            }
+        if self.backend() != DbBackend::Postgres {
+            return self.prune_events_now(before).await;
         }
+        // One instance prunes at a time, the others skip: the lock is held by
+        // a connection of its own for the whole run (not returned to the
+        // pool, so a run cut short closes it and the lock goes with it).
+        use sea_orm::sqlx::{Connection, Row};
+        let db_err =
+            |e: sea_orm::sqlx::Error| StoreError::Db(sea_orm::DbErr::Custom(e.to_string()));
+        let pool = self.db.get_postgres_connection_pool();
+        let mut conn = pool.acquire().await.map_err(db_err)?.detach();
+        let taken: bool = sea_orm::sqlx::query("SELECT pg_try_advisory_lock($1) AS taken")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .and_then(|r| r.try_get("taken"))
+            .map_err(db_err)?;
+        let result = if taken {
+            self.prune_events_now(before).await
+        } else {
+            Ok(0)
+        };
+        conn.close().await.ok();
+        result
+    }
+
+    /// [`prune_events`](Self::prune_events), by whoever holds the right to.
+    async fn prune_events_now(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await?;
         let q = Query::select()
             .expr_as(Expr::col("seq").max(), "upto")
             .from("livegate_events")

@@ -1,7 +1,7 @@
 //! Transports: bytes and protocols in, GraphQL requests to the schema, responses
-//! out. They speak protocols only: operations run through
-//! [`crate::app::operation`], and subscription events come from the fan-out
-//! engine ([`crate::realtime::fanout`]). Each transport resolves the viewer and hands the schema a request; none of
+//! out. They speak protocols only: HTTP hands its request to the schema,
+//! streaming transports run operations through [`crate::app::operation`], and
+//! subscription events come from the fan-out engine ([`crate::realtime::fanout`]). Each transport resolves the viewer and hands the schema a request; none of
 //! them decides access. [`playground`] serves the embedded playground page,
 //! which talks to the others like any client.
 
@@ -33,16 +33,22 @@ struct Served {
     sse: Arc<Reservations>,
     /// Open realtime connections, against the connection caps.
     slots: Arc<Slots>,
+    /// Flips to `true` when the server is shutting down. axum's graceful shutdown
+    /// does not track upgraded connections; WebSocket connections watch this and
+    /// close with 1001, so clients get a close frame instead of a dropped socket.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
-    /// The transports over `app`, with settings `ws`.
-    pub fn new(app: AppState, ws: WsConfig) -> Gateway {
+    /// The transports over `app`, with settings `ws` (the ones `app` was
+    /// prepared with: see `server::prepare`).
+    pub(crate) fn new(app: AppState, ws: WsConfig) -> Gateway {
         Gateway(Arc::new(Served {
             app,
             ws,
             sse: Arc::default(),
             slots: Arc::new(Slots::new(ws.max_connections, ws.max_connections_per_ip)),
+            stopping: tokio::sync::watch::channel(false).0,
         }))
     }
     /// The gateway's core.
@@ -60,6 +66,14 @@ impl Gateway {
     /// Open realtime connections, against the connection caps.
     pub fn slots(&self) -> &Arc<Slots> {
         &self.0.slots
+    }
+    /// Resolves once the server starts shutting down.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stopping.subscribe()
+    }
+    /// Says the server is shutting down: connections close (WebSocket 1001).
+    pub fn stop(&self) {
+        self.0.stopping.send_replace(true);
     }
 }
 
