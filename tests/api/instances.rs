@@ -1253,3 +1253,125 @@ async fn writes_past_the_followers_memory_budget_are_read_back_from_the_log() {
     s.stop().await;
     db.drop_db().await;
 }
+
+/// A member's view of its room: the roster it was sent, then every join and
+/// leave applied in order (peer ids).
+struct View {
+    ws: Ws,
+    peer: String,
+    roster: BTreeSet<String>,
+}
+
+impl View {
+    /// Joins `room` over a new socket to `base` as `token`.
+    async fn join(base: &str, token: &str, room: &str) -> View {
+        let mut ws = Ws::acked(base, Some(token)).await;
+        ws.subscribe("r", ROOM, json!({ "n": room })).await;
+        let sync = room_event(&mut ws, "r").await;
+        assert_eq!(sync["payload"]["event"], "sync", "{sync}");
+        let roster = sync["payload"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["peerId"].as_str().expect("peerId").to_string())
+            .collect();
+        let peer = sync["from"]["peerId"]
+            .as_str()
+            .expect("own peer")
+            .to_string();
+        View { ws, peer, roster }
+    }
+
+    /// Applies what arrives until `quiet` passes without an event.
+    async fn settle(&mut self, quiet: Duration) {
+        while let Some(frame) = self.ws.next_within(quiet).await {
+            let Frame::Json(v) = frame else {
+                panic!("{}'s socket closed: {frame:?}", self.peer);
+            };
+            let ev = &v["payload"]["data"]["room"];
+            let who = ev["from"]["peerId"].as_str().expect("peerId").to_string();
+            match ev["payload"]["event"].as_str() {
+                Some("join") => {
+                    assert!(self.roster.insert(who), "{} heard a join twice", self.peer)
+                }
+                Some("leave") => assert!(
+                    self.roster.remove(&who),
+                    "{} heard a leave of a stranger",
+                    self.peer
+                ),
+                other => panic!("unexpected room event {other:?}: {v}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_joining_and_leaving_at_once_on_two_instances_see_one_roster() {
+    let Some((db, a, b)) = two_instances().await else {
+        return;
+    };
+    let mut tokens = Vec::new();
+    for n in 0..14usize {
+        let s = if n.is_multiple_of(2) { &a } else { &b };
+        tokens.push(
+            s.user_for(&format!("m{n}@test.local"), Role::User, "default")
+                .await
+                .token,
+        );
+    }
+    let base = |n: usize| {
+        if n.is_multiple_of(2) {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        }
+    };
+    // Ten join at once, half on each instance.
+    let mut views = futures_util::future::join_all((0..10).map(|n| {
+        let (base, token) = (base(n), tokens[n].clone());
+        async move { View::join(&base, &token, "busy").await }
+    }))
+    .await;
+    // Then, at once: four leave (two from each instance) and four join.
+    let leaving: Vec<View> = views.drain(..4).collect();
+    let (_, joined) = tokio::join!(
+        async move {
+            for mut v in leaving {
+                v.ws.send(json!({ "type": "complete", "id": "r" })).await;
+                v.ws.abort().await;
+            }
+        },
+        futures_util::future::join_all((10..14).map(|n| {
+            let (base, token) = (base(n), tokens[n].clone());
+            async move { View::join(&base, &token, "busy").await }
+        }))
+    );
+    views.extend(joined);
+    futures_util::future::join_all(
+        views
+            .iter_mut()
+            .map(|v| v.settle(Duration::from_millis(1500))),
+    )
+    .await;
+    let truth: BTreeSet<String> = views.iter().map(|v| v.peer.clone()).collect();
+    for v in &views {
+        assert_eq!(v.roster, truth, "{}'s roster", v.peer);
+    }
+    for s in [&a, &b] {
+        let listed = s
+            .gql_as(
+                Some(&tokens[10]),
+                "query { roomMembers(room: \"busy\") { peerId } }",
+                json!({}),
+            )
+            .await;
+        let listed: BTreeSet<String> = listed["data"]["roomMembers"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["peerId"].as_str().expect("peerId").to_string())
+            .collect();
+        assert_eq!(listed, truth, "roomMembers on {}", s.base);
+    }
+    stop_both(db, a, b).await;
+}
