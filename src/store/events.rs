@@ -95,6 +95,8 @@ pub struct Outbox {
     /// Set when the log may hold events this instance did not write (another
     /// instance's `NOTIFY`, a (re)connected listener): the follower reads it.
     pub(super) stale: AtomicBool,
+    /// Sessions recently found live (see [`super::sessions::SessionCache`]).
+    pub(super) sessions: super::sessions::SessionCache,
     /// This instance's changes left to the log for want of room in `pending`.
     pub(super) over_budget: std::sync::atomic::AtomicU64,
     /// Wakes the notifier (PostgreSQL): tell the other instances to look.
@@ -116,6 +118,13 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// Tells the session cache, then every connection, that `session_id` was
+    /// revoked ([`ANY_SESSION`]: that any may have been).
+    pub(super) fn tell_revoked(&self, session_id: String) {
+        self.sessions.forget(&session_id);
+        let _ = self.revoked.send(session_id);
+    }
+
     /// A bus on which a subscriber may fall `capacity` events behind.
     pub fn new(capacity: usize) -> Outbox {
         Outbox {
@@ -126,6 +135,7 @@ impl Outbox {
             pending: std::sync::Mutex::default(),
             stale: AtomicBool::new(true),
             over_budget: Default::default(),
+            sessions: Default::default(),
             to_announce: Notify::new(),
             listening: AtomicBool::new(false),
             reading: AtomicBool::new(false),
@@ -177,7 +187,7 @@ impl Store {
     /// Tells this instance's connections at once, and on PostgreSQL every
     /// other instance's through `NOTIFY` (a session id is far below its 8 KB).
     pub(super) async fn announce_revocation(&self, session_id: &str) {
-        let _ = self.outbox.revoked.send(session_id.to_string());
+        self.outbox.tell_revoked(session_id.to_string());
         if self.backend() == DbBackend::Postgres {
             let stmt = Statement::from_sql_and_values(
                 DbBackend::Postgres,

@@ -365,7 +365,7 @@ impl Store {
                     let why = loop {
                         match listener.try_recv().await {
                             Ok(Some(n)) if n.channel() == REVOCATIONS => {
-                                let _ = self.outbox.revoked.send(n.payload().to_string());
+                                self.outbox.tell_revoked(n.payload().to_string());
                             }
                             Ok(Some(n)) if n.channel() == super::rooms::ROOMS => {
                                 match serde_json::from_str::<(String, String)>(n.payload()) {
@@ -386,6 +386,8 @@ impl Store {
                     };
                     lost = Some(chrono::Utc::now());
                     self.outbox.listening.store(false, Ordering::SeqCst);
+                    // Revocations go unheard until the replay: trust nothing remembered.
+                    self.outbox.sessions.forget(super::ANY_SESSION);
                     self.outbox.stale.store(true, Ordering::SeqCst);
                     self.outbox.committed.notify_one();
                     tracing::warn!(cause = %why, "lost the LISTEN connection for new events; reconnecting");
@@ -427,11 +429,11 @@ impl Store {
         match ids {
             Some(ids) if ids.len() <= super::REVOCATIONS_BUFFER / 2 => {
                 for id in ids {
-                    let _ = self.outbox.revoked.send(id);
+                    self.outbox.tell_revoked(id);
                 }
             }
             _ => {
-                let _ = self.outbox.revoked.send(super::ANY_SESSION.to_string());
+                self.outbox.tell_revoked(super::ANY_SESSION.to_string());
             }
         }
     }

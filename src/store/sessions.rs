@@ -2,6 +2,11 @@
 //! Refresh tokens are stored only as hashes; a session is the family of tokens
 //! rotated from one sign-in.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -181,20 +186,112 @@ impl Store {
         Ok(())
     }
 
-    /// Whether session `id` is revoked (`None`: no such session).
+    /// Whether session `id` is revoked (`None`: no such session). Asked on
+    /// every request with a session token, so a session found live is
+    /// remembered for [`LIVE_SESSION_TTL`] (see [`SessionCache`]).
     pub async fn session_revoked(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let cache = &self.outbox.sessions;
+        // Only while revocations are heard (on PostgreSQL, through `LISTEN`).
+        let heard = self.outbox.listening.load(Ordering::SeqCst);
+        if heard && cache.is_live(id) {
+            return Ok(Some(false));
+        }
+        let generation = cache.generation();
+        cache.lookups.fetch_add(1, Ordering::Relaxed);
         let q = Query::select()
             .column("revoked_at")
             .from("livegate_sessions")
             .and_where(Expr::col("id").eq(id))
             .to_owned();
-        Ok(match self.db.query_one(&q).await? {
+        let revoked = match self.db.query_one(&q).await? {
             Some(r) => Some(
                 r.try_get::<Option<DateTime<Utc>>>("", "revoked_at")?
                     .is_some(),
             ),
             None => None,
-        })
+        };
+        if heard && revoked == Some(false) {
+            cache.remember(id, generation);
+        }
+        Ok(revoked)
+    }
+
+    /// How many session checks went to the database (the rest were answered
+    /// by the cache of live sessions).
+    pub fn session_lookups(&self) -> u64 {
+        self.outbox.sessions.lookups.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a session found live is trusted without asking the database.
+/// Revocations reach the cache at once (see [`SessionCache`]); this bounds
+/// how long one that never arrives (a `NOTIFY` that could not be sent) goes
+/// unnoticed by plain requests, as it already bounds nothing longer than an
+/// access token's life for open connections.
+pub const LIVE_SESSION_TTL: Duration = Duration::from_secs(10);
+
+/// Sessions remembered live at most (past it the cache starts over).
+const LIVE_SESSIONS_KEPT: usize = 10_000;
+
+/// Sessions recently found live, so that a request with a session token does
+/// not cost a database round trip every time.
+///
+/// Why it is safe: every revocation this instance hears of (its own, another
+/// instance's `NOTIFY`, the replay after a lost `LISTEN` connection, or "any
+/// session" when they cannot be told one by one) passes through
+/// [`SessionCache::forget`] before any connection is told, and the cache is
+/// used only while revocations are heard. A lookup that raced a revocation is
+/// not remembered: `forget` moves the generation on, and `remember` keeps an
+/// answer only if the generation is the one read before the lookup began.
+#[derive(Default)]
+pub struct SessionCache {
+    /// A generation, moved on by every revocation, and when each session
+    /// was found live.
+    live: Mutex<(u64, HashMap<String, Instant>)>,
+    pub(super) lookups: AtomicU64,
+}
+
+impl SessionCache {
+    fn state(&self) -> MutexGuard<'_, (u64, HashMap<String, Instant>)> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `id` was found live within [`LIVE_SESSION_TTL`].
+    fn is_live(&self, id: &str) -> bool {
+        self.state()
+            .1
+            .get(id)
+            .is_some_and(|at| at.elapsed() < LIVE_SESSION_TTL)
+    }
+
+    /// The generation to pass to [`remember`](Self::remember) after a lookup.
+    fn generation(&self) -> u64 {
+        self.state().0
+    }
+
+    /// Remembers `id` as live, unless a revocation was heard since
+    /// `generation` was read.
+    fn remember(&self, id: &str, generation: u64) {
+        let mut state = self.state();
+        if state.0 != generation {
+            return;
+        }
+        if state.1.len() >= LIVE_SESSIONS_KEPT {
+            state.1.clear();
+        }
+        state.1.insert(id.to_string(), Instant::now());
+    }
+
+    /// Forgets `id` ([`super::ANY_SESSION`]: every session), and whatever
+    /// lookup is under way.
+    pub(super) fn forget(&self, id: &str) {
+        let mut state = self.state();
+        state.0 += 1;
+        if id == super::ANY_SESSION {
+            state.1.clear();
+        } else {
+            state.1.remove(id);
+        }
     }
 }
 

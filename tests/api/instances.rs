@@ -899,6 +899,10 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     let mut socket = Ws::acked(&b.base, Some(access)).await;
     socket.subscribe("1", CHANGES, json!({})).await;
     let mut stream = Sse::open(sse_changes(&b, access)).await;
+    // B has found the session live (and remembers it so).
+    let query = "query { posts(limit: 1) { id } }";
+    let got = b.gql_as(Some(access), query, json!({})).await;
+    assert!(got.get("errors").is_none(), "{got}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let out = a
         .gql_as(
@@ -910,6 +914,12 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     assert_eq!(out["data"]["signOut"], true, "{out}");
     let (code, reason) = socket.closed().await;
     assert_eq!(code, 4403, "{reason}");
+    // Plain requests on B are refused too: the revocation reached its cache.
+    let refused = b.gql_as(Some(access), query, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{refused}"
+    );
     assert!(
         stream.ends_within(Duration::from_secs(5)).await,
         "the SSE stream on B ends"

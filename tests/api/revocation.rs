@@ -174,3 +174,32 @@ async fn a_stalled_socket_still_closes_on_sign_out() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_live_session_is_looked_up_once_and_a_sign_out_counts_at_once() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let session = signed_up(&s, "kim@test.local").await;
+    let access = session["accessToken"].as_str().expect("access token");
+    let query = "query { posts(limit: 1) { id } }";
+    let before = s.state.store().session_lookups();
+    for _ in 0..20 {
+        let got = s.gql_as(Some(access), query, json!({})).await;
+        assert!(got.get("errors").is_none(), "{got}");
+    }
+    let looked_up = s.state.store().session_lookups() - before;
+    assert!(
+        looked_up <= 2,
+        "20 requests of one live session looked it up {looked_up} times"
+    );
+    // Signed out: the very next request with its access token is refused,
+    // remembered or not.
+    sign_out(&s, &session["refreshToken"]).await;
+    let refused = s.gql_as(Some(access), query, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{refused}"
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
