@@ -166,6 +166,18 @@ impl Ws {
         }
     }
 
+    /// Expects operation `id` to fail as graphql-ws's reference server fails a
+    /// subscription that cannot start: a `next` whose first error has `code`,
+    /// then `complete`.
+    pub async fn fails_with(&mut self, id: &str, code: &str) {
+        let failed = self.next_payload(id).await;
+        assert_eq!(failed["errors"][0]["extensions"]["code"], code, "{failed}");
+        assert_eq!(
+            self.next().await,
+            Frame::Json(json!({ "type": "complete", "id": id }))
+        );
+    }
+
     /// Waits for the close frame, skipping data frames; returns its code and reason.
     pub async fn closed(&mut self) -> (u16, String) {
         loop {
