@@ -17,7 +17,7 @@ pub use sessions::{
     REVOCATIONS_BUFFER, SIGN_UPS_PER_ADDRESS_PER_MINUTE, Session, SessionError, SignIn,
 };
 pub use tokens::{AuthConfig, Claims, DEFAULT_HASH_QUEUE, Identity, Tokens};
-pub use viewer::{Credentials, resolve_viewer};
+pub use viewer::{Credentials, Lasting, resolve_viewer};
 
 /// Why a credential was refused. The message is safe to show a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

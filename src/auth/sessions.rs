@@ -148,7 +148,7 @@ impl SignIn {
     /// missed revocations. A failed check counts as ended: the client reconnects
     /// and is checked afresh, rather than a signed-out one streaming on.
     pub async fn session_ended(&self, store: &Store, id: &str) -> bool {
-        match store.session_revoked(id).await {
+        match store.session_revoked_now(id).await {
             Ok(Some(false)) => false,
             Ok(_) => true,
             Err(e) => {

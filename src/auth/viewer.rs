@@ -44,12 +44,22 @@ impl Credentials {
     }
 }
 
+/// What a viewer is resolved for: its session is checked in the database for
+/// a connection (which outlives the request), and may come from the cache of
+/// live sessions for a plain request (see `store::SessionCache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    Request,
+    Connection,
+}
+
 /// The viewer these credentials stand for, with the verified identity if any.
 pub async fn resolve_viewer(
     tokens: &Tokens,
     store: &Store,
     default_account_id: &str,
     creds: &Credentials,
+    lasting: Lasting,
 ) -> Result<(Viewer, Option<Identity>), AuthError> {
     let Some(token) = &creds.token else {
         let named = creds.account.as_deref().filter(|a| !a.is_empty());
@@ -58,14 +68,14 @@ pub async fn resolve_viewer(
     };
     let identity = tokens.verify(token)?;
     let account_id = account_id(store, identity.account.as_deref(), default_account_id).await?;
-    if let Some(session) = &identity.session_id
-        && store
-            .session_revoked(session)
-            .await
-            .map_err(|_| AuthError::SignedOut)?
-            != Some(false)
-    {
-        return Err(AuthError::SignedOut);
+    if let Some(session) = &identity.session_id {
+        let revoked = match lasting {
+            Lasting::Request => store.session_revoked(session).await,
+            Lasting::Connection => store.session_revoked_now(session).await,
+        };
+        if revoked.map_err(|_| AuthError::SignedOut)? != Some(false) {
+            return Err(AuthError::SignedOut);
+        }
     }
     let viewer = Viewer {
         account_id,

@@ -139,7 +139,9 @@ impl Store {
                 tokio::spawn(self.clone().announce()),
             ]))
         } else {
+            // One process serves the file and revokes in it: all is heard.
             self.outbox.listening.store(true, Ordering::SeqCst);
+            self.outbox.sessions.hear(true);
             None
         };
         let mut gap: Option<Gap> = None;
@@ -338,6 +340,16 @@ impl Store {
     /// notification and on every (re)connection; reconnects with backoff.
     async fn listen(self) {
         use sea_orm::sqlx::postgres::PgListener;
+        /// Should the listener stop (aborted, or a panic), nothing it no
+        /// longer hears may be trusted.
+        struct Deaf(std::sync::Arc<super::Outbox>);
+        impl Drop for Deaf {
+            fn drop(&mut self) {
+                self.0.listening.store(false, Ordering::SeqCst);
+                self.0.sessions.hear(false);
+            }
+        }
+        let _deaf = Deaf(self.outbox.clone());
         let pool = self.db.get_postgres_connection_pool().clone();
         let mut backoff = Duration::from_millis(100);
         let mut lost: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -362,6 +374,8 @@ impl Store {
                         self.outbox.rooms_stale.store(true, Ordering::SeqCst);
                         self.outbox.room_wake.notify_one();
                     }
+                    // Revocations are heard again, those missed told.
+                    self.outbox.sessions.hear(true);
                     let why = loop {
                         match listener.try_recv().await {
                             Ok(Some(n)) if n.channel() == REVOCATIONS => {
@@ -387,7 +401,7 @@ impl Store {
                     lost = Some(chrono::Utc::now());
                     self.outbox.listening.store(false, Ordering::SeqCst);
                     // Revocations go unheard until the replay: trust nothing remembered.
-                    self.outbox.sessions.forget(super::ANY_SESSION);
+                    self.outbox.sessions.hear(false);
                     self.outbox.stale.store(true, Ordering::SeqCst);
                     self.outbox.committed.notify_one();
                     tracing::warn!(cause = %why, "lost the LISTEN connection for new events; reconnecting");

@@ -181,39 +181,47 @@ impl Store {
             .and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("revoked_at").is_null())
             .to_owned();
-        self.db.execute(&q).await?;
-        self.announce_revocation(id).await;
+        // Announced only when it revokes: signing out a session already
+        // signed out again and again must not flood every instance.
+        if self.db.execute(&q).await?.rows_affected() > 0 {
+            self.announce_revocation(id).await;
+        }
         Ok(())
     }
 
     /// Whether session `id` is revoked (`None`: no such session). Asked on
-    /// every request with a session token, so a session found live is
+    /// every plain request with a session token, so a session found live is
     /// remembered for [`LIVE_SESSION_TTL`] (see [`SessionCache`]).
     pub async fn session_revoked(&self, id: &str) -> Result<Option<bool>, StoreError> {
         let cache = &self.outbox.sessions;
-        // Only while revocations are heard (on PostgreSQL, through `LISTEN`).
-        let heard = self.outbox.listening.load(Ordering::SeqCst);
-        if heard && cache.is_live(id) {
+        if cache.is_live(id) {
             return Ok(Some(false));
         }
-        let generation = cache.generation();
-        cache.lookups.fetch_add(1, Ordering::Relaxed);
+        let (generation, asked) = (cache.generation(), Instant::now());
+        let revoked = self.session_revoked_now(id).await?;
+        if revoked == Some(false) {
+            cache.remember(id, generation, asked);
+        }
+        Ok(revoked)
+    }
+
+    /// [`session_revoked`](Self::session_revoked), from the database: for
+    /// what lives longer than a request (a socket, a stream), which must not
+    /// start on a revocation this instance has not heard of yet.
+    pub async fn session_revoked_now(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        self.outbox.sessions.lookups.fetch_add(1, Ordering::Relaxed);
         let q = Query::select()
             .column("revoked_at")
             .from("livegate_sessions")
             .and_where(Expr::col("id").eq(id))
             .to_owned();
-        let revoked = match self.db.query_one(&q).await? {
+        Ok(match self.db.query_one(&q).await? {
             Some(r) => Some(
                 r.try_get::<Option<DateTime<Utc>>>("", "revoked_at")?
                     .is_some(),
             ),
             None => None,
-        };
-        if heard && revoked == Some(false) {
-            cache.remember(id, generation);
-        }
-        Ok(revoked)
+        })
     }
 
     /// How many session checks went to the database (the rest were answered
@@ -223,75 +231,104 @@ impl Store {
     }
 }
 
-/// How long a session found live is trusted without asking the database.
-/// Revocations reach the cache at once (see [`SessionCache`]); this bounds
-/// how long one that never arrives (a `NOTIFY` that could not be sent) goes
-/// unnoticed by plain requests, as it already bounds nothing longer than an
-/// access token's life for open connections.
+/// How long a session found live is trusted without asking the database
+/// again, counted from before the lookup. Revocations reach the cache as soon
+/// as this instance hears of them (see [`SessionCache`]); this bounds how long
+/// one it has not heard of yet goes unnoticed by plain requests: the moments
+/// between another instance's commit and its `NOTIFY` arriving, or a
+/// `NOTIFY` that could not be sent.
 pub const LIVE_SESSION_TTL: Duration = Duration::from_secs(10);
 
-/// Sessions remembered live at most (past it the cache starts over).
+/// Sessions remembered live at most.
 const LIVE_SESSIONS_KEPT: usize = 10_000;
 
-/// Sessions recently found live, so that a request with a session token does
-/// not cost a database round trip every time.
+/// Sessions recently found live, so that a plain request with a session
+/// token does not cost a database round trip every time. Sockets and streams
+/// ask the database when they start ([`Store::session_revoked_now`]).
 ///
 /// Why it is safe: every revocation this instance hears of (its own, another
 /// instance's `NOTIFY`, the replay after a lost `LISTEN` connection, or "any
 /// session" when they cannot be told one by one) passes through
-/// [`SessionCache::forget`] before any connection is told, and the cache is
-/// used only while revocations are heard. A lookup that raced a revocation is
-/// not remembered: `forget` moves the generation on, and `remember` keeps an
+/// [`SessionCache::forget`] before any connection is told, and nothing is
+/// trusted (or remembered) while revocations cannot be heard: from a lost
+/// `LISTEN` connection until the revocations missed meanwhile were replayed
+/// ([`SessionCache::hear`]). A lookup that raced a revocation is not
+/// remembered: `forget` moves the generation on, and `remember` keeps an
 /// answer only if the generation is the one read before the lookup began.
 #[derive(Default)]
 pub struct SessionCache {
-    /// A generation, moved on by every revocation, and when each session
-    /// was found live.
-    live: Mutex<(u64, HashMap<String, Instant>)>,
+    state: Mutex<Heard>,
     pub(super) lookups: AtomicU64,
 }
 
+#[derive(Default)]
+struct Heard {
+    /// Moved on by every revocation heard, and by going deaf.
+    generation: u64,
+    /// Whether revocations are heard now.
+    hearing: bool,
+    /// When each session was last asked about and found live.
+    live: HashMap<String, Instant>,
+}
+
 impl SessionCache {
-    fn state(&self) -> MutexGuard<'_, (u64, HashMap<String, Instant>)> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, Heard> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `id` was found live within [`LIVE_SESSION_TTL`].
+    /// Whether `id` was found live within [`LIVE_SESSION_TTL`], while hearing.
     fn is_live(&self, id: &str) -> bool {
-        self.state()
-            .1
-            .get(id)
-            .is_some_and(|at| at.elapsed() < LIVE_SESSION_TTL)
+        let state = self.state();
+        state.hearing
+            && state
+                .live
+                .get(id)
+                .is_some_and(|at| at.elapsed() < LIVE_SESSION_TTL)
     }
 
     /// The generation to pass to [`remember`](Self::remember) after a lookup.
     fn generation(&self) -> u64 {
-        self.state().0
+        self.state().generation
     }
 
-    /// Remembers `id` as live, unless a revocation was heard since
-    /// `generation` was read.
-    fn remember(&self, id: &str, generation: u64) {
+    /// Remembers `id` as found live by a lookup begun at `asked`, unless a
+    /// revocation was heard (or hearing stopped) since `generation` was read.
+    fn remember(&self, id: &str, generation: u64, asked: Instant) {
         let mut state = self.state();
-        if state.0 != generation {
+        if !state.hearing || state.generation != generation {
             return;
         }
-        if state.1.len() >= LIVE_SESSIONS_KEPT {
-            state.1.clear();
+        if state.live.len() >= LIVE_SESSIONS_KEPT {
+            state.live.retain(|_, at| at.elapsed() < LIVE_SESSION_TTL);
+            if state.live.len() >= LIVE_SESSIONS_KEPT {
+                // Full of live sessions: this one is asked about each time.
+                return;
+            }
         }
-        state.1.insert(id.to_string(), Instant::now());
+        state.live.insert(id.to_string(), asked);
     }
 
     /// Forgets `id` ([`super::ANY_SESSION`]: every session), and whatever
     /// lookup is under way.
     pub(super) fn forget(&self, id: &str) {
         let mut state = self.state();
-        state.0 += 1;
+        state.generation += 1;
         if id == super::ANY_SESSION {
-            state.1.clear();
+            state.live.clear();
         } else {
-            state.1.remove(id);
+            state.live.remove(id);
         }
+    }
+
+    /// Says whether revocations are heard from now on; going deaf forgets
+    /// everything (and every lookup under way).
+    pub(super) fn hear(&self, hearing: bool) {
+        let mut state = self.state();
+        if !hearing {
+            state.generation += 1;
+            state.live.clear();
+        }
+        state.hearing = hearing;
     }
 }
 
@@ -317,4 +354,65 @@ fn insert_token(
             None::<DateTime<Utc>>.into(),
         ])
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_only_what_no_revocation_or_deafness_raced() {
+        let cache = SessionCache::default();
+        let now = Instant::now();
+        cache.remember("a", cache.generation(), now);
+        assert!(!cache.is_live("a"), "nothing is remembered while deaf");
+        cache.hear(true);
+        cache.remember("a", cache.generation(), now);
+        assert!(cache.is_live("a"));
+        // A lookup that began before a revocation was heard.
+        let before = cache.generation();
+        cache.forget("b");
+        cache.remember("c", before, now);
+        assert!(!cache.is_live("c"), "raced a revocation");
+        cache.forget("a");
+        assert!(!cache.is_live("a"), "revoked");
+        // Going deaf forgets, and refuses a lookup begun before it.
+        cache.remember("d", cache.generation(), now);
+        let before = cache.generation();
+        cache.hear(false);
+        cache.hear(true);
+        assert!(!cache.is_live("d"));
+        cache.remember("e", before, now);
+        assert!(!cache.is_live("e"), "raced going deaf");
+        // Any session.
+        cache.remember("f", cache.generation(), now);
+        cache.forget(crate::store::ANY_SESSION);
+        assert!(!cache.is_live("f"));
+    }
+
+    #[test]
+    fn trusts_for_the_ttl_counted_from_the_question() {
+        let cache = SessionCache::default();
+        cache.hear(true);
+        let long_ago = Instant::now() - LIVE_SESSION_TTL;
+        cache.remember("old", cache.generation(), long_ago);
+        assert!(!cache.is_live("old"));
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_from_what_expired_and_never_grows_past_its_bound() {
+        let cache = SessionCache::default();
+        cache.hear(true);
+        let long_ago = Instant::now() - LIVE_SESSION_TTL;
+        for n in 0..LIVE_SESSIONS_KEPT {
+            cache.remember(&format!("old{n}"), cache.generation(), long_ago);
+        }
+        cache.remember("new", cache.generation(), Instant::now());
+        assert!(cache.is_live("new"), "room made from expired entries");
+        for n in 0..LIVE_SESSIONS_KEPT {
+            cache.remember(&format!("live{n}"), cache.generation(), Instant::now());
+        }
+        assert!(cache.state().live.len() <= LIVE_SESSIONS_KEPT);
+        assert!(cache.is_live("new"), "live entries are not thrown out");
+    }
 }

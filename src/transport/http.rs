@@ -20,7 +20,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::accept::{self, Accept};
 use crate::access::Viewer;
-use crate::auth::{AuthError, Credentials, resolve_viewer};
+use crate::auth::{AuthError, Credentials, Lasting, resolve_viewer};
 use crate::graphql::{Limits, RequestCtx, give_codes, guard, set_code};
 use crate::metrics::OpKind;
 use crate::transport::Gateway;
@@ -189,6 +189,7 @@ pub async fn viewer_of(
         app.store(),
         app.default_account_id(),
         &creds,
+        Lasting::Request,
     )
     .await
     .map(|(viewer, _)| viewer)

@@ -519,9 +519,24 @@ async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     let b = Server::start(&db, EXAMPLE_APP).await;
     let mut live = Ws::acked(&a.base, Some(&a.token)).await;
     live.subscribe("1", CHANGES, json!({})).await;
+    // A session A has found live, and remembers so.
+    let up = a
+        .gql_as(
+            None,
+            "mutation { signUp(email: \"deaf@test.local\", password: \"correct horse\") { accessToken refreshToken } }",
+            json!({}),
+        )
+        .await;
+    let session = &up["data"]["signUp"];
+    let access = session["accessToken"].as_str().expect("access token");
+    let query = "query { posts(limit: 1) { id } }";
+    for _ in 0..2 {
+        let got = a.gql_as(Some(access), query, json!({})).await;
+        assert!(got.get("errors").is_none(), "{got}");
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Cut every LISTEN connection to this database, then write on B at once:
-    // its NOTIFY finds no listener on A.
+    // Cut every LISTEN connection to this database, then write and sign out
+    // on B at once: its NOTIFYs find no listener on A.
     let admin = direct(&db).await;
     let cut = admin
         .query_all_raw(sea_orm::Statement::from_string(
@@ -534,6 +549,21 @@ async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     assert_eq!(cut.len(), 2, "one LISTEN connection per instance");
     let written = create_post(&b, json!({ "title": "while A was deaf" })).await;
     assert!(written["id"].is_string());
+    let out = b
+        .gql_as(
+            None,
+            "mutation($t: String!) { signOut(refreshToken: $t) }",
+            json!({ "t": session["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    // A trusts nothing it remembered while it could not hear, and tells
+    // itself what it missed once it hears again: refused either way.
+    let refused = a.gql_as(Some(access), query, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{refused}"
+    );
     let got = drain_ws(&mut live, Duration::from_millis(2500)).await;
     assert_eq!(
         got,
@@ -899,10 +929,18 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     let mut socket = Ws::acked(&b.base, Some(access)).await;
     socket.subscribe("1", CHANGES, json!({})).await;
     let mut stream = Sse::open(sse_changes(&b, access)).await;
-    // B has found the session live (and remembers it so).
+    // B has found the session live, and remembers it so.
     let query = "query { posts(limit: 1) { id } }";
     let got = b.gql_as(Some(access), query, json!({})).await;
     assert!(got.get("errors").is_none(), "{got}");
+    let lookups = b.state.store().session_lookups();
+    let got = b.gql_as(Some(access), query, json!({})).await;
+    assert!(got.get("errors").is_none(), "{got}");
+    assert_eq!(
+        b.state.store().session_lookups(),
+        lookups,
+        "answered from memory"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let out = a
         .gql_as(
@@ -914,7 +952,8 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     assert_eq!(out["data"]["signOut"], true, "{out}");
     let (code, reason) = socket.closed().await;
     assert_eq!(code, 4403, "{reason}");
-    // Plain requests on B are refused too: the revocation reached its cache.
+    // Plain requests on B are refused too, once B has heard (its socket
+    // closed): the revocation cleared what it remembered.
     let refused = b.gql_as(Some(access), query, json!({})).await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use livegate::graphql::Limits;
 use livegate::transport::ws::WsConfig;
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
 use crate::sseclient::Sse;
 use crate::wsclient::{Frame, LEGACY, Ws};
 
@@ -179,6 +179,9 @@ async fn a_stalled_socket_still_closes_on_sign_out() {
 async fn a_live_session_is_looked_up_once_and_a_sign_out_counts_at_once() {
     let db = Db::fresh().await;
     let s = Server::start(&db, EXAMPLE_APP).await;
+    let store = s.state.store().clone();
+    // On PostgreSQL nothing is remembered until revocations are heard.
+    assert!(eventually(Duration::from_secs(5), || store.is_following()).await);
     let session = signed_up(&s, "kim@test.local").await;
     let access = session["accessToken"].as_str().expect("access token");
     let query = "query { posts(limit: 1) { id } }";

@@ -34,7 +34,7 @@ use super::accept::prefers_event_stream;
 use super::http::{self, Media, Params, Rejection};
 use crate::access::Viewer;
 use crate::app::operation::{self, OpEvent, OpRequest, Origin};
-use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
+use crate::auth::{AuthError, Credentials, Identity, Lasting, resolve_viewer};
 use crate::realtime::fanout::Direct;
 use crate::realtime::{Overflow, parse_cursor};
 use crate::transport::Gateway;
@@ -84,6 +84,7 @@ pub(crate) async fn authenticate(
         app.store(),
         app.default_account_id(),
         &creds,
+        Lasting::Connection,
     )
     .await
     .map_err(|e| http::unauthenticated(Media::Json, &e))?;

@@ -31,7 +31,7 @@ use self::outbox::{Drained, Outbox};
 use self::protocol::{Machine, OpRequest, Out, Proto};
 use crate::access::Viewer;
 use crate::app::operation::{self, OpEvent, Origin};
-use crate::auth::{AuthError, Credentials, Identity, resolve_viewer};
+use crate::auth::{AuthError, Credentials, Identity, Lasting, resolve_viewer};
 use crate::realtime::Overflow;
 use crate::realtime::fanout::Direct;
 use crate::realtime::rooms::Peers;
@@ -487,6 +487,7 @@ impl Connection {
             self.app.store(),
             self.app.default_account_id(),
             &creds,
+            Lasting::Connection,
         )
         .await
         {
