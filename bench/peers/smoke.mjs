@@ -2,10 +2,11 @@
 // Smoke test of the two benchmark peers (yoga, mercurius): for each, start it on a free
 // port with a fresh database, then check /healthz, the auth gate, a graphql-ws
 // subscription (and, for yoga, GraphQL over SSE with POST and with GET) receiving the
-// CREATE of a post made over HTTP, the queries, and a clean stop by PID.
+// CREATE of a post made over HTTP, the queries, and a clean stop by PID. Then mercurius
+// in its bare mode (BARE=1): createPost and the queries without a token, no event row.
 //
 //   npm ci --prefix bench/peers/yoga && npm ci --prefix bench/peers/mercurius
-//   node bench/peers/smoke.mjs            # or: node bench/peers/smoke.mjs yoga
+//   node bench/peers/smoke.mjs            # or: node bench/peers/smoke.mjs yoga mercurius-bare
 //
 // Exits non-zero on any failure. The clients (graphql-ws, ws) come from yoga's node_modules.
 
@@ -19,7 +20,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
-const PEERS = ['yoga', 'mercurius'];
+/** What each name starts: a peer's folder, and its extra environment. */
+const PEERS = {
+  yoga: { dir: 'yoga', env: {} },
+  mercurius: { dir: 'mercurius', env: {} },
+  'mercurius-bare': { dir: 'mercurius', env: { BARE: '1' } },
+};
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const START_TIMEOUT_MS = 10_000;
 const PEER_TIMEOUT_MS = 30_000;
@@ -28,15 +34,17 @@ const ATTEMPT_WINDOW_MS = 200;
 const MAX_ATTEMPTS = 25;
 const LISTENING = /^listening on http:\/\/127\.0\.0\.1:(\d+)\/graphql$/;
 
-for (const peer of PEERS) {
-  if (!existsSync(join(HERE, peer, 'node_modules'))) {
-    console.error(`smoke: ${peer}/node_modules is missing; run: npm ci --prefix ${join(HERE, peer)}`);
+for (const dir of ['yoga', 'mercurius']) {
+  if (!existsSync(join(HERE, dir, 'node_modules'))) {
+    console.error(`smoke: ${dir}/node_modules is missing; run: npm ci --prefix ${join(HERE, dir)}`);
     process.exit(2);
   }
 }
 const requireFromYoga = createRequire(join(HERE, 'yoga', 'package.json'));
 const { createClient } = requireFromYoga('graphql-ws');
 const WebSocket = requireFromYoga('ws');
+// To read the bare peer's database file after it stopped.
+const Database = createRequire(join(HERE, 'mercurius', 'package.json'))('better-sqlite3');
 
 // ---------------------------------------------------------------- helpers
 
@@ -88,8 +96,9 @@ function startPeer(peer, dir) {
   const dbPath = join(dir, 'peer.db');
   // A stale file at DB_PATH: the peer must start on a fresh database anyway.
   writeFileSync(dbPath, 'not a database');
-  const child = spawn(process.execPath, [join(HERE, peer, 'server.mjs')], {
-    env: { ...process.env, PORT: '0', DB_PATH: dbPath, JWT_SECRET: SECRET },
+  const { dir: peerDir, env } = PEERS[peer];
+  const child = spawn(process.execPath, [join(HERE, peerDir, 'server.mjs')], {
+    env: { ...process.env, BARE: '', PORT: '0', DB_PATH: dbPath, JWT_SECRET: SECRET, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -416,24 +425,102 @@ async function smoke(peer) {
   }
 }
 
+/**
+ * mercurius with BARE=1: no token needed (none, or a bad one, is served as the one user
+ * `anonymous`), createPost and the queries work, and the database has the posts but no
+ * event row.
+ */
+async function smokeBare(peer) {
+  const dir = mkdtempSync(join(tmpdir(), `livegate-smoke-${peer}-`));
+  const proc = startPeer(peer, dir);
+  try {
+    const port = await proc.port;
+    assert.ok(port > 0, 'a real port');
+    const base = `http://127.0.0.1:${port}`;
+
+    const health = await fetch(`${base}/healthz`);
+    assert.equal(health.status, 200, '/healthz answers 200');
+    await health.arrayBuffer();
+
+    const fresh = await graphql(base, null, '{ postsCount posts { id } }');
+    assert.equal(fresh.status, 200, `no token is served: ${JSON.stringify(fresh.body)}`);
+    assert.deepEqual(fresh.body, { data: { postsCount: 0, posts: [] } }, 'a fresh database per start');
+
+    const created = [];
+    for (const [what, token] of [
+      ['no token', null],
+      ['a token signed with another secret', signJwt({ sub: 'someone' }, 'not-the-secret-not-the-secret-not-the-secret')],
+    ]) {
+      const input = { title: `smoke ${peer} ${created.length + 1}`, body: 'hello' };
+      const res = await graphql(base, token, CREATE_POST, { input });
+      assert.equal(res.status, 200, `createPost with ${what}: ${JSON.stringify(res.body)}`);
+      assert.equal(res.body.errors, undefined, JSON.stringify(res.body.errors));
+      const post = res.body.data.createPost;
+      assert.equal(post.ownerId, 'anonymous', `createPost with ${what}: ownerId is the one bare user`);
+      assert.equal(post.title, input.title);
+      assert.equal(post.published, false, 'published defaults to false');
+      assert.ok(!Number.isNaN(Date.parse(post.createdAt)), 'createdAt is a date');
+      created.push(post);
+    }
+    const long = await graphql(base, null, CREATE_POST, { input: { title: 'x'.repeat(201) } });
+    assert.equal(long.body?.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', 'a 201-character title is BAD_USER_INPUT');
+
+    const last = created.at(-1);
+    const read = await graphql(base, null, `query ($id: ID!) {
+      postsCount posts(limit: 1) { id } post(id: $id) { id title ownerId } missing: post(id: "nope") { id }
+    }`, { id: last.id });
+    assert.equal(read.status, 200, JSON.stringify(read.body));
+    assert.deepEqual(read.body.data, {
+      postsCount: created.length,
+      posts: [{ id: last.id }],
+      post: { id: last.id, title: last.title, ownerId: 'anonymous' },
+      missing: null,
+    });
+    const all = await graphql(base, null, '{ posts { id } }');
+    assert.deepEqual(all.body.data.posts.map((p) => p.id), created.map((p) => p.id).reverse(), 'posts, newest first');
+
+    const exit = await stopPeer(proc);
+    assert.equal(exit.code, 0, `${peer} exits 0 on SIGTERM (got code ${exit.code}, signal ${exit.signal})`);
+    assert.equal(proc.stdout(), `listening on http://127.0.0.1:${port}/graphql\n`, 'exactly one line on stdout');
+
+    // The file at DB_PATH outlives the peer: the posts are there, the event log is empty.
+    const db = new Database(proc.dbPath, { readonly: true });
+    try {
+      const counts = db.prepare('SELECT (SELECT count(*) FROM posts) AS posts, (SELECT count(*) FROM events) AS events').get();
+      assert.deepEqual(counts, { posts: created.length, events: 0 }, 'the posts are written, no event row');
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'wal', 'WAL like the other peers');
+    } finally {
+      db.close();
+    }
+    return { port, posts: created.length };
+  } finally {
+    await stopPeer(proc).catch(() => {});
+    if (proc.stderr().trim()) console.error(`--- ${peer} stderr:\n${proc.stderr().trimEnd()}`);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------- main
 
 const wanted = process.argv.slice(2);
 for (const name of wanted) {
-  if (!PEERS.includes(name)) {
-    console.error(`smoke: unknown peer ${JSON.stringify(name)} (known: ${PEERS.join(', ')})`);
+  if (!Object.hasOwn(PEERS, name)) {
+    console.error(`smoke: unknown peer ${JSON.stringify(name)} (known: ${Object.keys(PEERS).join(', ')})`);
     process.exit(2);
   }
 }
 let passed = 0;
 let failed = 0;
-for (const peer of wanted.length ? wanted : PEERS) {
+for (const peer of wanted.length ? wanted : Object.keys(PEERS)) {
   const started = Date.now();
   try {
-    const info = await withTimeout(smoke(peer), PEER_TIMEOUT_MS, `the ${peer} smoke test`);
+    const bare = peer === 'mercurius-bare';
+    const info = await withTimeout((bare ? smokeBare : smoke)(peer), PEER_TIMEOUT_MS, `the ${peer} smoke test`);
     passed++;
-    const refusals = Object.entries(info.refusals).map(([k, v]) => `${k}: ${v}`).join('; ');
-    console.log(`ok ${peer} (${Date.now() - started} ms; ${info.posts} post(s); WS refusals: ${refusals})`);
+    const checks = bare
+      ? 'served without a token, no event row'
+      : `WS refusals: ${Object.entries(info.refusals).map(([k, v]) => `${k}: ${v}`).join('; ')}`;
+    console.log(`ok ${peer} (${Date.now() - started} ms; ${info.posts} post(s); ${checks})`);
   } catch (err) {
     failed++;
     console.log(`FAIL ${peer} (${Date.now() - started} ms): ${err?.stack ?? err}`);

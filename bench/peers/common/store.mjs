@@ -62,8 +62,12 @@ function toPost(row) {
 /**
  * Opens a fresh database: at `dbPath` (any file already there is deleted first), or in a
  * new temporary folder that `close()` removes.
+ *
+ * `events: false` (the mercurius peer's bare mode) writes no event row: createPost is the
+ * post's INSERT alone, and its change has no cursor. Tables, pragmas and the post's
+ * statement are the same either way.
  */
-export function openStore(Database, dbPath = process.env.DB_PATH) {
+export function openStore(Database, dbPath = process.env.DB_PATH, { events = true } = {}) {
   let tempDir = null;
   if (dbPath) {
     for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(dbPath + suffix, { force: true });
@@ -101,6 +105,11 @@ export function openStore(Database, dbPath = process.env.DB_PATH) {
     );
     return String(lastInsertRowid);
   });
+  const insertPostOnly = (post) => {
+    insertPost.run(post.id, post.ownerId, post.title, post.body, post.published ? 1 : 0, post.createdAt);
+    return null;
+  };
+  const write = events ? createTx : insertPostOnly;
 
   let closed = false;
   return {
@@ -121,7 +130,8 @@ export function openStore(Database, dbPath = process.env.DB_PATH) {
 
     /**
      * Inserts the post and its event in one transaction; returns the PostChange to
-     * publish (only after the commit, so a failed write publishes nothing).
+     * publish (only after the commit, so a failed write publishes nothing). Without
+     * events: the post's INSERT alone, and a change with `cursor: null`.
      */
     createPost(ownerId, input) {
       const title = input?.title;
@@ -137,7 +147,7 @@ export function openStore(Database, dbPath = process.env.DB_PATH) {
         published: input.published ?? false,
         createdAt: new Date().toISOString(),
       };
-      const cursor = createTx(post);
+      const cursor = write(post);
       return { action: 'CREATE', id: post.id, record: post, cursor, at: post.createdAt };
     },
 

@@ -3,7 +3,9 @@
 //   WebSocket: /graphql, subprotocol graphql-transport-ws (mercurius's own subscription
 //              server on @fastify/websocket; it also speaks the legacy `graphql-ws`)
 //   GET /healthz answers 200.
-// Env: PORT (default 4100, 0 = any free port), DB_PATH (default: a temp file), JWT_SECRET.
+// Env: PORT (default 4100, 0 = any free port), DB_PATH (default: a temp file), JWT_SECRET,
+// BARE (1: the bare mode: no token check, no event row, no publish, no subscriptions; every
+// request is the one user `anonymous`. What a quick trial of mercurius compares against).
 // See ../README.md.
 
 import { readFileSync } from 'node:fs';
@@ -21,11 +23,15 @@ const TOPIC = 'POST_CHANGED';
 /** livegate's example app pings every 30 s (`heartbeat_seconds`). */
 const WS_KEEP_ALIVE_MS = 30_000;
 
+/** The bare mode's one user: every request is served as it, token or not. */
+const BARE_USER = { id: 'anonymous' };
+
 const { ErrorWithProps } = mercurius;
+const BARE = bareFromEnv();
 const typeDefs = readFileSync(new URL('../common/schema.graphql', import.meta.url), 'utf8');
 const verify = makeVerifier(jwt);
 const port = portFromEnv();
-const store = openStore(Database);
+const store = openStore(Database, undefined, { events: !BARE });
 
 const app = Fastify({ logger: false });
 app.decorateRequest('user', null);
@@ -51,7 +57,7 @@ const resolvers = {
         throw err;
       }
       // Published after the commit (store.createPost returns only once it has committed).
-      await app.graphql.pubsub.publish({ topic: TOPIC, payload: change });
+      if (!BARE) await app.graphql.pubsub.publish({ topic: TOPIC, payload: change });
       return change.record;
     },
   },
@@ -67,9 +73,9 @@ app.get('/healthz', (_request, reply) => {
   reply.type('text/plain; charset=utf-8').send('ok');
 });
 
-// Auth on every HTTP request. A WebSocket upgrade carries its token in `connection_init`
-// instead (checked by onConnect below), as graphql-ws clients send it.
-app.addHook('onRequest', async (request, reply) => {
+// Auth on every HTTP request (not in the bare mode). A WebSocket upgrade carries its token
+// in `connection_init` instead (checked by onConnect below), as graphql-ws clients send it.
+if (!BARE) app.addHook('onRequest', async (request, reply) => {
   if (request.url === '/healthz') return;
   if (request.headers.upgrade?.toLowerCase() === 'websocket') return;
   const user = verify(bearerToken(request.headers.authorization));
@@ -89,8 +95,9 @@ await app.register(mercurius, {
   resolvers,
   path: ENDPOINT,
   graphiql: false,
-  context: (request) => ({ user: request.user }),
-  subscription: {
+  context: BARE ? () => ({ user: BARE_USER }) : (request) => ({ user: request.user }),
+  // The bare mode publishes nothing, so it has no WebSocket endpoint either.
+  subscription: !BARE && {
     keepAlive: WS_KEEP_ALIVE_MS,
     // A missing or bad token: returning false makes mercurius send `connection_error` and close.
     onConnect: ({ payload }) => {
@@ -99,6 +106,14 @@ await app.register(mercurius, {
     },
   },
 });
+
+/** BARE: unset, empty or 0 is off, 1 is on; anything else is refused (not silently off). */
+function bareFromEnv() {
+  const raw = process.env.BARE ?? '';
+  if (raw === '' || raw === '0') return false;
+  if (raw === '1') return true;
+  throw new Error(`BARE must be 0 or 1, got ${JSON.stringify(raw)}`);
+}
 
 let stopping = false;
 function stop() {
