@@ -89,6 +89,13 @@ where
         let mut revocations = app.store().revocations();
         let mut stopping = app.stopping();
         let session = identity.as_ref().and_then(|i| i.session_id.clone());
+        // Listening from here on; a revocation between the check that let the
+        // stream in and this moment is in the database.
+        if let Some(mine) = &session
+            && app.auth().session_ended(app.store(), mine).await
+        {
+            return;
+        }
         let expiry = identity
             .as_ref()
             .map(|i| expiry_instant(i.expires_at))
