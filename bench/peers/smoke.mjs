@@ -312,6 +312,21 @@ function rawInit(base, payload) {
 
 // ---------------------------------------------------------------- the checks
 
+/** The queries read what was written: `created` posts, the last one owned by `owner`. */
+async function readsBack(base, token, created, owner) {
+  const last = created.at(-1);
+  const read = await graphql(base, token, `query ($id: ID!) {
+    postsCount posts(limit: 1) { id } post(id: $id) { id title ownerId } missing: post(id: "nope") { id }
+  }`, { id: last.id });
+  assert.equal(read.status, 200, JSON.stringify(read.body));
+  assert.deepEqual(read.body.data, {
+    postsCount: created.length,
+    posts: [{ id: last.id }],
+    post: { id: last.id, title: last.title, ownerId: owner },
+    missing: null,
+  });
+}
+
 async function smoke(peer) {
   const dir = mkdtempSync(join(tmpdir(), `livegate-smoke-${peer}-`));
   const proc = startPeer(peer, dir);
@@ -401,16 +416,7 @@ async function smoke(peer) {
     }
 
     // The queries read what was written.
-    const read = await graphql(base, token, `query ($id: ID!) {
-      postsCount posts(limit: 1) { id } post(id: $id) { id title ownerId } missing: post(id: "nope") { id }
-    }`, { id: last.id });
-    assert.equal(read.status, 200, JSON.stringify(read.body));
-    assert.deepEqual(read.body.data, {
-      postsCount: created.length,
-      posts: [{ id: last.id }],
-      post: { id: last.id, title: last.title, ownerId: user },
-      missing: null,
-    });
+    await readsBack(base, token, created, user);
 
     for (const s of subscribers.splice(0)) await s.close();
     const exit = await stopPeer(proc);
@@ -465,17 +471,7 @@ async function smokeBare(peer) {
     const long = await graphql(base, null, CREATE_POST, { input: { title: 'x'.repeat(201) } });
     assert.equal(long.body?.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', 'a 201-character title is BAD_USER_INPUT');
 
-    const last = created.at(-1);
-    const read = await graphql(base, null, `query ($id: ID!) {
-      postsCount posts(limit: 1) { id } post(id: $id) { id title ownerId } missing: post(id: "nope") { id }
-    }`, { id: last.id });
-    assert.equal(read.status, 200, JSON.stringify(read.body));
-    assert.deepEqual(read.body.data, {
-      postsCount: created.length,
-      posts: [{ id: last.id }],
-      post: { id: last.id, title: last.title, ownerId: 'anonymous' },
-      missing: null,
-    });
+    await readsBack(base, null, created, 'anonymous');
     const all = await graphql(base, null, '{ posts { id } }');
     assert.deepEqual(all.body.data.posts.map((p) => p.id), created.map((p) => p.id).reverse(), 'posts, newest first');
 

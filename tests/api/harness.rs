@@ -335,6 +335,30 @@ impl Server {
     }
 }
 
+/// A signed-up user's session (`accessToken`, `refreshToken`, `user { id }`).
+pub async fn signed_up(s: &Server, email: &str) -> Value {
+    let up = s
+        .gql_as(
+            None,
+            "mutation($e: String!) { signUp(email: $e, password: \"correct horse\") { accessToken refreshToken user { id } } }",
+            json!({ "e": email }),
+        )
+        .await;
+    up["data"]["signUp"].clone()
+}
+
+/// Signs the session of `refresh_token` out (fails the test if it is refused).
+pub async fn sign_out(s: &Server, refresh_token: &Value) {
+    let out = s
+        .gql_as(
+            None,
+            "mutation($t: String!) { signOut(refreshToken: $t) }",
+            json!({ "t": refresh_token }),
+        )
+        .await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+}
+
 /// Creates a post and returns it.
 pub async fn create_post(s: &Server, input: Value) -> Value {
     s.data("mutation($i: PostCreateInput!) { createPost(input: $i) { id title published views rating publishedAt } }", json!({ "i": input }))

@@ -16,7 +16,7 @@ use rand::Rng;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 use serde_json::{Value, json};
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually, sign_out, signed_up};
 use crate::sseclient::Sse;
 use crate::wsclient::{Frame, Ws};
 
@@ -520,14 +520,7 @@ async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     let mut live = Ws::acked(&a.base, Some(&a.token)).await;
     live.subscribe("1", CHANGES, json!({})).await;
     // A session A has found live, and remembers so.
-    let up = a
-        .gql_as(
-            None,
-            "mutation { signUp(email: \"deaf@test.local\", password: \"correct horse\") { accessToken refreshToken } }",
-            json!({}),
-        )
-        .await;
-    let session = &up["data"]["signUp"];
+    let session = &signed_up(&a, "deaf@test.local").await;
     let access = session["accessToken"].as_str().expect("access token");
     let query = "query { posts(limit: 1) { id } }";
     for _ in 0..2 {
@@ -549,14 +542,7 @@ async fn a_lost_listener_costs_no_event_and_readyz_recovers() {
     assert_eq!(cut.len(), 2, "one LISTEN connection per instance");
     let written = create_post(&b, json!({ "title": "while A was deaf" })).await;
     assert!(written["id"].is_string());
-    let out = b
-        .gql_as(
-            None,
-            "mutation($t: String!) { signOut(refreshToken: $t) }",
-            json!({ "t": session["refreshToken"] }),
-        )
-        .await;
-    assert_eq!(out["data"]["signOut"], true, "{out}");
+    sign_out(&b, &session["refreshToken"]).await;
     // A trusts nothing it remembered while it could not hear, and tells
     // itself what it missed once it hears again: refused either way.
     let refused = a.gql_as(Some(access), query, json!({})).await;
@@ -917,14 +903,7 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
     let Some((db, a, b)) = two_instances().await else {
         return;
     };
-    let up = a
-        .gql_as(
-            None,
-            "mutation { signUp(email: \"sol@test.local\", password: \"correct horse\") { accessToken refreshToken } }",
-            json!({}),
-        )
-        .await;
-    let session = &up["data"]["signUp"];
+    let session = &signed_up(&a, "sol@test.local").await;
     let access = session["accessToken"].as_str().expect("access token");
     let mut socket = Ws::acked(&b.base, Some(access)).await;
     socket.subscribe("1", CHANGES, json!({})).await;
@@ -942,14 +921,7 @@ async fn sign_out_on_one_instance_closes_sockets_on_another() {
         "answered from memory"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let out = a
-        .gql_as(
-            None,
-            "mutation($t: String!) { signOut(refreshToken: $t) }",
-            json!({ "t": session["refreshToken"] }),
-        )
-        .await;
-    assert_eq!(out["data"]["signOut"], true, "{out}");
+    sign_out(&a, &session["refreshToken"]).await;
     let (code, reason) = socket.closed().await;
     assert_eq!(code, 4403, "{reason}");
     // Plain requests on B are refused too, once B has heard (its socket

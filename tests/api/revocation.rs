@@ -5,29 +5,17 @@
 use std::time::Duration;
 
 use livegate::auth::REVOCATIONS_BUFFER;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use livegate::graphql::Limits;
 use livegate::transport::ws::WsConfig;
 
-use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually};
+use crate::harness::{Db, EXAMPLE_APP, Server, create_post, eventually, sign_out, signed_up};
 use crate::sseclient::Sse;
 use crate::wsclient::{Frame, LEGACY, Ws};
 
 const SUBSCRIPTION: &str = "subscription { postChanged { cursor record { body } } }";
-
-/// A signed-up user's session (`accessToken`, `refreshToken`, `user { id }`).
-async fn signed_up(s: &Server, email: &str) -> Value {
-    let up = s
-        .gql_as(
-            None,
-            "mutation($e: String!) { signUp(email: $e, password: \"correct horse\") { accessToken refreshToken user { id } } }",
-            json!({ "e": email }),
-        )
-        .await;
-    up["data"]["signUp"].clone()
-}
 
 /// More sessions of `user_id` than the revocation channel holds, as refresh
 /// tokens. Made in the store: `signIn` allows 30 a minute per address, and
@@ -49,17 +37,6 @@ async fn spare_sessions(s: &Server, user_id: &str) -> Vec<String> {
         tokens.push(token);
     }
     tokens
-}
-
-async fn sign_out(s: &Server, refresh_token: &Value) {
-    let out = s
-        .gql_as(
-            None,
-            "mutation($t: String!) { signOut(refreshToken: $t) }",
-            json!({ "t": refresh_token }),
-        )
-        .await;
-    assert_eq!(out["data"]["signOut"], true, "{out}");
 }
 
 /// Signs out every session of `tokens`, many per request, so that the
