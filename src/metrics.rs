@@ -70,6 +70,17 @@ pub struct HashMetrics {
     pub refused: Counter,
 }
 
+/// Collection writes (creates, updates, deletes) and the transactions that
+/// committed them: fewer transactions than writes when writes share a commit
+/// (SQLite's writer takes every write waiting into one).
+#[derive(Clone, Default)]
+pub struct WriteMetrics {
+    /// Collection writes committed.
+    pub writes: Counter,
+    /// Transactions committed that held collection writes.
+    pub commits: Counter,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -86,6 +97,8 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     /// Password hashing.
     pub hashing: HashMetrics,
+    /// Collection writes and their commits.
+    pub writes: WriteMetrics,
     refusals: Family<ReasonLabels, Counter>,
 }
 
@@ -157,6 +170,17 @@ impl Default for Metrics {
             "Sign-ups and sign-ins refused because password hashing was saturated",
             hashing.refused.clone(),
         );
+        let writes = WriteMetrics::default();
+        registry.register(
+            "writes",
+            "Collection writes (creates, updates, deletes) committed",
+            writes.writes.clone(),
+        );
+        registry.register(
+            "write_commits",
+            "Transactions committed holding collection writes (fewer than writes when writes share a commit)",
+            writes.commits.clone(),
+        );
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "realtime_refused",
@@ -165,6 +189,7 @@ impl Default for Metrics {
         );
         Metrics {
             hashing,
+            writes,
             registry,
             requests,
             latency,

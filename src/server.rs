@@ -42,9 +42,11 @@ pub struct Config {
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
 pub async fn prepare(config: &Config) -> anyhow::Result<Gateway> {
     let catalog = Catalog::load(&config.app)?;
+    let metrics = Metrics::default();
     let store = Store::connect(&config.database_url, catalog.clone())
         .await?
         .with_bus_capacity(config.ws.bus_capacity)
+        .with_write_metrics(metrics.writes.clone())
         .with_max_record_bytes(config.limits.max_record_bytes);
     let store = store.claim_database_file(&config.database_url)?;
     // Instances starting together on one PostgreSQL take turns.
@@ -67,7 +69,6 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Gateway> {
         Rooms::new(config.ws.max_buffer_bytes)
     });
     rooms.start_lease().await?;
-    let metrics = Metrics::default();
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
     let app = AppState::new(Parts {

@@ -300,9 +300,10 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                     let scope = read_scope_of(&viewer, &c, &mut owned)?
                         .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                     let what = format!("update this {}", c.names.type_name);
+                    let (who, rule) = (viewer.clone(), c.update);
                     store
-                        .update(&c, &scope, &id, checked.values, |row| {
-                            may_write_row(&viewer, c.update, row.owner_id.as_deref())
+                        .update(&c, &scope, &id, checked.values, move |row| {
+                            may_write_row(&who, rule, row.owner_id.as_deref())
                                 .map_err(|d| ApiError::denied(d, &what))
                         })
                         .await?
@@ -337,9 +338,10 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
                     let scope = read_scope_of(&viewer, &c, &mut owned)?
                         .ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
                     let what = format!("delete this {}", c.names.type_name);
+                    let (who, rule) = (viewer.clone(), c.delete);
                     store
-                        .delete(&c, &scope, &id, |row| {
-                            may_write_row(&viewer, c.delete, row.owner_id.as_deref())
+                        .delete(&c, &scope, &id, move |row| {
+                            may_write_row(&who, rule, row.owner_id.as_deref())
                                 .map_err(|d| ApiError::denied(d, &what))
                         })
                         .await?

@@ -35,7 +35,10 @@ impl Store {
             .values_panic([new_id().into(), slug.into(), now().into()])
             .on_conflict(OnConflict::column("slug").do_nothing().to_owned())
             .to_owned();
-        self.db.execute(&insert).await?;
+        {
+            let _turn = self.write_turn().await;
+            self.db.execute(&insert).await?;
+        }
         self.account_by("slug", slug)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("account {slug} vanished")))
@@ -86,7 +89,10 @@ impl Store {
             email: email.to_string(),
             role: role.to_string(),
         };
-        self.db.execute(&insert_user(&user, None)).await?;
+        {
+            let _turn = self.write_turn().await;
+            self.db.execute(&insert_user(&user, None)).await?;
+        }
         self.user_by_email(email)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("user {email} vanished")))

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Order as SqlOrder, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, TransactionTrait,
 };
@@ -153,6 +153,24 @@ impl Outbox {
         let _ = self.tx.send(Arc::new(change));
     }
 
+    /// Hands this instance's just-committed changes (each with the bytes of
+    /// its JSON) to the follower and wakes it, and the notifier.
+    pub(super) fn committed(&self, changes: impl Iterator<Item = (Change, usize)>) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let published = self.published.load(Ordering::SeqCst);
+            for (change, bytes) in changes {
+                // Parsed rows take a few times their JSON: count them so.
+                if change.seq > published && !pending.insert(change, bytes * 3) {
+                    self.over_budget.fetch_add(1, Ordering::Relaxed);
+                    self.stale.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        self.committed.notify_one();
+        self.to_announce.notify_one();
+    }
+
     pub(super) fn set_published(&self, seq: i64) {
         self.published.fetch_max(seq, Ordering::SeqCst);
     }
@@ -239,34 +257,7 @@ impl Store {
         previous: Option<Row>,
     ) -> Result<Change, StoreError> {
         let at = now();
-        let record_json = record.to_json();
-        let previous_json = previous.as_ref().map(Row::to_json);
-        let bytes = crate::values::json_len(&record_json)
-            + previous_json.as_ref().map_or(0, crate::values::json_len);
-        let q = Query::insert()
-            .into_table("livegate_events")
-            .columns([
-                "account_id",
-                "collection",
-                "action",
-                "row_id",
-                "owner_id",
-                "at",
-                "record",
-                "previous",
-            ])
-            .values_panic([
-                record.account_id.clone().into(),
-                c.key.clone().into(),
-                action.as_str().into(),
-                record.id.clone().into(),
-                record.owner_id.clone().into(),
-                at.into(),
-                record_json.into(),
-                previous_json.into(),
-            ])
-            .returning_col("seq")
-            .to_owned();
+        let (q, bytes) = event_insert(c, action, &record, previous.as_ref(), at);
         let row = txn
             .query_one(&q)
             .await?
@@ -281,20 +272,10 @@ impl Store {
             record,
             previous,
         };
-        {
-            let mut pending = self
-                .outbox
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // Parsed rows take a few times their JSON: count them so.
-            if seq > self.published_seq() && !pending.insert(change.clone(), bytes * 3) {
-                self.outbox.over_budget.fetch_add(1, Ordering::Relaxed);
-                self.outbox.stale.store(true, Ordering::SeqCst);
-            }
-        }
-        self.outbox.committed.notify_one();
-        self.outbox.to_announce.notify_one();
+        self.write_metrics.commits.inc();
+        self.write_metrics.writes.inc();
+        self.outbox
+            .committed(std::iter::once((change.clone(), bytes)));
         Ok(change)
     }
 
@@ -380,6 +361,7 @@ impl Store {
 
     /// [`prune_events`](Self::prune_events), by whoever holds the right to.
     async fn prune_events_now(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         let q = Query::select()
             .expr_as(Expr::col("seq").max(), "upto")
@@ -417,6 +399,7 @@ impl Store {
         // events disappear.
         txn.execute(&record).await?;
         txn.commit().await?;
+        drop(turn);
         let mut deleted = 0;
         loop {
             let batch = Query::select()
@@ -430,7 +413,10 @@ impl Store {
                 .from_table("livegate_events")
                 .and_where(Expr::col("seq").in_subquery(batch))
                 .to_owned();
-            let n = self.db.execute(&del).await?.rows_affected();
+            let n = {
+                let _turn = self.write_turn().await;
+                self.db.execute(&del).await?.rows_affected()
+            };
             deleted += n;
             if n < PRUNE_BATCH {
                 return Ok(deleted);
@@ -444,6 +430,46 @@ const PRUNE_BATCH: u64 = 5000;
 
 /// The advisory lock key of pruning ("lg" + "prune").
 const PRUNE_LOCK: i64 = 0x6c67_7072_756e_6501;
+
+/// The insert of a change's event row (returning its seq), and the bytes of
+/// the change's JSON.
+pub(super) fn event_insert(
+    c: &Collection,
+    action: Action,
+    record: &Row,
+    previous: Option<&Row>,
+    at: DateTime<Utc>,
+) -> (InsertStatement, usize) {
+    let record_json = record.to_json();
+    let previous_json = previous.map(Row::to_json);
+    let bytes = crate::values::json_len(&record_json)
+        + previous_json.as_ref().map_or(0, crate::values::json_len);
+    let q = Query::insert()
+        .into_table("livegate_events")
+        .columns([
+            "account_id",
+            "collection",
+            "action",
+            "row_id",
+            "owner_id",
+            "at",
+            "record",
+            "previous",
+        ])
+        .values_panic([
+            record.account_id.clone().into(),
+            c.key.clone().into(),
+            action.as_str().into(),
+            record.id.clone().into(),
+            record.owner_id.clone().into(),
+            at.into(),
+            record_json.into(),
+            previous_json.into(),
+        ])
+        .returning_col("seq")
+        .to_owned();
+    (q, bytes)
+}
 
 pub(super) fn read_event(r: &QueryResult) -> Result<Change, StoreError> {
     let action = match r.try_get::<String>("", "action")?.as_str() {

@@ -34,7 +34,10 @@
 //!
 //! SQLite has one writer at a time (immediate transactions) and one serving
 //! process (see `Store::claim_database_file`): seqs commit in order and never
-//! leave a gap that could still fill.
+//! leave a gap that could still fill. That holds with two writers in the
+//! process, the writer thread (collection writes, see `store::writer`) and the
+//! pool (the rest): SQLite's write lock orders them, and a change registers
+//! for publishing only after its commit.
 //!
 //! **Wake-up.** A commit on this instance hands its change to the follower and
 //! wakes it: a change whose seq is the next one is published from memory, with

@@ -13,6 +13,7 @@ mod rooms;
 mod rows;
 mod sessions;
 mod tables;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,11 @@ pub struct Store {
     /// Writes running to their end on tasks of their own (see
     /// [`Store::write_permit`]).
     writes: Arc<tokio::sync::Semaphore>,
+    /// SQLite's writer thread, once this process claimed the file (see
+    /// `store::writer`); `None` on PostgreSQL and databases in memory.
+    writer: Option<Arc<writer::Writer>>,
+    /// Counts collection writes and their commits.
+    write_metrics: crate::metrics::WriteMetrics,
 }
 
 /// Writes that may run at once, their requests gone or not: well above what
@@ -107,10 +113,8 @@ impl Store {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
-            if let Some(path) = sqlite_path(url)
-                && let Some(dir) = std::path::Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
+            if let Some((path, _)) = writer::sqlite_file(url)
+                && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| ConnectError::Folder(dir.display().to_string(), e))?;
@@ -152,6 +156,8 @@ impl Store {
             accounts: Arc::default(),
             claim: Arc::default(),
             writes: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
+            writer: None,
+            write_metrics: Default::default(),
         })
     }
 
@@ -160,16 +166,18 @@ impl Store {
     /// memory (the follower is woken in process, and SQLite has no `NOTIFY`),
     /// so two servers on one file would each miss the other's writes. Only
     /// `serve` claims: `livegate token` and `migrate` may run beside a server.
-    /// A no-op on PostgreSQL and in-memory databases.
+    /// With the claim, collection writes go to this process's writer thread
+    /// (see `store::writer`). A no-op on PostgreSQL and in-memory databases.
     pub fn claim_database_file(mut self, url: &str) -> Result<Store, ConnectError> {
-        let Some(path) = sqlite_path(url) else {
+        let Some((path, writable)) = writer::sqlite_file(url) else {
             return Ok(self);
         };
+        let shown = path.display().to_string();
         // The file itself, whatever the path says (a symlink, `./`, `..`):
         // two paths to one database must meet at one lock.
-        let real = std::fs::canonicalize(path)
+        let real = std::fs::canonicalize(&path)
             .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| path.to_string());
+            .unwrap_or_else(|_| shown.clone());
         let lock_path = format!("{real}.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -178,12 +186,26 @@ impl Store {
             .open(&lock_path)
             .map_err(|e| ConnectError::Lock(lock_path.clone(), e))?;
         match file.try_lock() {
-            Ok(()) => {
-                self.claim = Arc::new(std::sync::Mutex::new(Some(file)));
-                Ok(self)
-            }
-            Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(path.to_string())),
-            Err(std::fs::TryLockError::Error(e)) => Err(ConnectError::Lock(lock_path, e)),
+            Ok(()) => self.claim = Arc::new(std::sync::Mutex::new(Some(file))),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(ConnectError::InUse(shown)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(ConnectError::Lock(lock_path, e)),
+        }
+        if writable {
+            let started =
+                writer::Writer::start(&path, self.outbox.clone(), self.write_metrics.clone())
+                    .map_err(|cause| ConnectError::Connect { url: shown, cause })?;
+            self.writer = Some(Arc::new(started));
+        }
+        Ok(self)
+    }
+
+    /// This process's turn to write to its SQLite file, held by a write made
+    /// through the pool from before its `BEGIN` to after its `COMMIT` (see
+    /// `store::writer`); `None` where there is no writer thread to share with.
+    pub(super) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.writer {
+            Some(w) => Some(w.turn().await),
+            None => None,
         }
     }
 
@@ -222,7 +244,22 @@ impl Store {
 
     /// Sets how many events a subscriber may fall behind (before any subscribe).
     pub fn with_bus_capacity(mut self, capacity: usize) -> Store {
+        // The writer hands its changes to the outbox it started with.
+        assert!(
+            self.writer.is_none(),
+            "set the bus capacity before claiming the database file"
+        );
         self.outbox = Arc::new(Outbox::new(capacity));
+        self
+    }
+
+    /// Counts collection writes and their commits into `metrics`.
+    pub fn with_write_metrics(mut self, metrics: crate::metrics::WriteMetrics) -> Store {
+        assert!(
+            self.writer.is_none(),
+            "set the write metrics before claiming the database file"
+        );
+        self.write_metrics = metrics;
         self
     }
 
@@ -256,6 +293,10 @@ impl Store {
     /// Closes the pool and gives up the claim on a SQLite file (at shutdown),
     /// so that a new server may start on it at once.
     pub async fn close(self) -> Result<(), DbErr> {
+        // Its queued writes finish (and its connection closes) first.
+        if let Some(w) = &self.writer {
+            w.stop().await;
+        }
         let closed = self.db.close().await;
         self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
         closed
@@ -264,15 +305,6 @@ impl Store {
 
 /// The advisory lock key of start-up work (any fixed number; "lg" + "start").
 const STARTUP_LOCK: i64 = 0x6c67_7374_6172_7401;
-
-/// The file of a `sqlite:` URL, unless it is in memory.
-fn sqlite_path(url: &str) -> Option<&str> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or_default();
-    (!path.is_empty() && path != ":memory:").then_some(path)
-}
 
 /// One direct connection before the pool: a pool retries until its acquire timeout
 /// and then reports only that it timed out, where a person needs the cause now

@@ -3,8 +3,11 @@
 //! layer publishes only what is durable.
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
 use sea_orm::sea_query::{
-    Expr, ExprTrait, LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, Value,
+    DeleteStatement, Expr, ExprTrait, InsertStatement, LockType, NullOrdering, Order as SqlOrder,
+    Query, SelectStatement, UpdateStatement, Value,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, SqliteTransactionMode,
@@ -12,7 +15,9 @@ use sea_orm::{
 };
 use serde_json::{Map, Value as Json};
 
+use super::events::event_insert;
 use super::filter::{Filter, Order};
+use super::writer::{self, Staged};
 use super::{Store, StoreError};
 use crate::catalog::{Collection, FieldKind};
 use crate::values::{Row, Scalar, format_datetime};
@@ -141,6 +146,177 @@ fn read_row(c: &Collection, r: &QueryResult) -> Result<Row, StoreError> {
     })
 }
 
+/// A [`Scope`] that owns its ids, for a write sent to the SQLite writer.
+struct OwnedScope {
+    account_id: String,
+    owner_id: Option<String>,
+}
+
+impl OwnedScope {
+    fn as_scope(&self) -> Scope<'_> {
+        Scope {
+            account_id: &self.account_id,
+            owner_id: self.owner_id.as_deref(),
+        }
+    }
+}
+
+impl From<&Scope<'_>> for OwnedScope {
+    fn from(scope: &Scope<'_>) -> OwnedScope {
+        OwnedScope {
+            account_id: scope.account_id.to_string(),
+            owner_id: scope.owner_id.map(str::to_string),
+        }
+    }
+}
+
+/// Refuses a row whose JSON (as the event log stores it, and as it is
+/// published to every subscriber) is larger than the store takes.
+fn check_size(row: &Row, limit: usize) -> Result<(), StoreError> {
+    let size = crate::values::json_len(&row.to_json());
+    if size > limit {
+        return Err(StoreError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// The insert of `row` into `c`'s table.
+fn insert_row(c: &Collection, row: &Row) -> Result<InsertStatement, StoreError> {
+    let mut q = Query::insert();
+    let mut cols: Vec<String> = SYSTEM_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let mut vals: Vec<Value> = vec![
+        row.id.clone().into(),
+        row.owner_id.clone().into(),
+        row.account_id.clone().into(),
+        row.created_at.into(),
+        row.updated_at.into(),
+    ];
+    for f in &c.fields {
+        cols.push(f.column.clone());
+        let v = row
+            .data
+            .get(&f.key)
+            .and_then(|j| scalar_from_json(f.kind, j));
+        vals.push(db_value(f.kind, v.as_ref()));
+    }
+    q.into_table(c.key.clone()).columns(cols);
+    q.values(vals.into_iter().map(Expr::val))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(q)
+}
+
+/// The update applying `patch` (field key -> JSON value) to `before`, and
+/// the row it leaves (refused if larger than `limit`).
+fn update_row(
+    c: &Collection,
+    account_id: &str,
+    id: &str,
+    patch: Map<String, Json>,
+    before: &Row,
+    limit: usize,
+) -> Result<(UpdateStatement, Row), StoreError> {
+    let mut after = before.clone();
+    after.updated_at = std::cmp::max(crate::values::now(), before.updated_at);
+    let mut q = Query::update();
+    q.table(c.key.clone()).value("updated_at", after.updated_at);
+    for (key, value) in patch {
+        let Some(f) = c.field(&key) else { continue };
+        q.value(
+            f.column.clone(),
+            db_value(f.kind, scalar_from_json(f.kind, &value).as_ref()),
+        );
+        after.data.insert(key, value);
+    }
+    check_size(&after, limit)?;
+    q.and_where(Expr::col("id").eq(id))
+        .and_where(Expr::col("account_id").eq(account_id));
+    Ok((q, after))
+}
+
+/// The delete of row `id` of `account_id`.
+fn delete_row(c: &Collection, account_id: &str, id: &str) -> DeleteStatement {
+    Query::delete()
+        .from_table(c.key.clone())
+        .and_where(Expr::col("id").eq(id))
+        .and_where(Expr::col("account_id").eq(account_id))
+        .to_owned()
+}
+
+/// Row `id` in `scope`, read on the SQLite writer (inside its transaction,
+/// which holds the database's write lock: no other write can come between).
+fn row_on(
+    conn: &rusqlite::Connection,
+    c: &Collection,
+    scope: &Scope<'_>,
+    id: &str,
+) -> Result<Option<Row>, StoreError> {
+    let mut q = select_row(c);
+    scoped(&mut q, scope);
+    q.and_where(Expr::col("id").eq(id));
+    writer::query_one(conn, &q, |r| read_lite_row(c, r))
+}
+
+/// A row as [`select_row`] selects it, read from the SQLite writer.
+fn read_lite_row(c: &Collection, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+    let lite = writer::lite_err;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("a stored {what} is missing"));
+    let mut data = Map::new();
+    for (i, f) in c.fields.iter().enumerate() {
+        let i = i + SYSTEM_COLUMNS.len();
+        let v = match f.kind {
+            FieldKind::String | FieldKind::Text | FieldKind::Ref => {
+                writer::get_text(r, i)?.map(Json::String)
+            }
+            FieldKind::Int => r.get::<_, Option<i64>>(i).map_err(lite)?.map(Json::from),
+            FieldKind::Float => r.get::<_, Option<f64>>(i).map_err(lite)?.map(Json::from),
+            FieldKind::Bool => r.get::<_, Option<bool>>(i).map_err(lite)?.map(Json::Bool),
+            FieldKind::DateTime => {
+                writer::get_time(r, i)?.map(|d| Json::String(format_datetime(&d)))
+            }
+            FieldKind::Json => match writer::get_text(r, i)? {
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))?,
+                ),
+                None => None,
+            },
+        };
+        data.insert(f.key.clone(), v.unwrap_or(Json::Null));
+    }
+    Ok(Row {
+        id: writer::get_text(r, 0)?.ok_or_else(|| corrupt("id"))?,
+        owner_id: writer::get_text(r, 1)?,
+        account_id: writer::get_text(r, 2)?.ok_or_else(|| corrupt("account id"))?,
+        created_at: writer::get_time(r, 3)?.ok_or_else(|| corrupt("creation time"))?,
+        updated_at: writer::get_time(r, 4)?.ok_or_else(|| corrupt("update time"))?,
+        data,
+    })
+}
+
+/// Logs a change's event on the SQLite writer: its seq and the bytes it
+/// counts for in the follower's memory.
+fn log_on(
+    conn: &rusqlite::Connection,
+    c: &Collection,
+    action: Action,
+    record: Row,
+    previous: Option<Row>,
+) -> Result<(Change, usize), StoreError> {
+    let at = crate::values::now();
+    let (q, bytes) = event_insert(c, action, &record, previous.as_ref(), at);
+    let seq = writer::query_one(conn, &q, |r| r.get::<_, i64>(0).map_err(writer::lite_err))?
+        .ok_or_else(|| StoreError::Corrupt("event insert returned no seq".into()))?;
+    let change = Change {
+        seq,
+        collection: c.key.clone(),
+        action,
+        at,
+        record,
+        previous,
+    };
+    Ok((change, bytes))
+}
+
 impl Store {
     /// Rows in `scope` matching `filter`, ordered (then by id), paged.
     pub async fn list(
@@ -209,80 +385,69 @@ impl Store {
     }
 
     /// Inserts `row` and logs its create event, in one transaction.
-    pub async fn insert(&self, c: &Collection, row: Row) -> Result<Change, StoreError> {
-        self.check_size(&row)?;
-        let txn = self.begin_write().await?;
-        let mut q = Query::insert();
-        let mut cols: Vec<String> = SYSTEM_COLUMNS.iter().map(|s| s.to_string()).collect();
-        let mut vals: Vec<Value> = vec![
-            row.id.clone().into(),
-            row.owner_id.clone().into(),
-            row.account_id.clone().into(),
-            row.created_at.into(),
-            row.updated_at.into(),
-        ];
-        for f in &c.fields {
-            cols.push(f.column.clone());
-            let v = row
-                .data
-                .get(&f.key)
-                .and_then(|j| scalar_from_json(f.kind, j));
-            vals.push(db_value(f.kind, v.as_ref()));
+    pub async fn insert(&self, c: &Arc<Collection>, row: Row) -> Result<Change, StoreError> {
+        check_size(&row, self.max_record_bytes)?;
+        let q = insert_row(c, &row)?;
+        if let Some(w) = &self.writer {
+            let c = c.clone();
+            return w
+                .write(move |conn| {
+                    writer::execute(conn, &q)?;
+                    let (change, bytes) = log_on(conn, &c, Action::Create, row, None)?;
+                    Ok::<_, StoreError>(Staged {
+                        value: change.clone(),
+                        logged: Some((change, bytes)),
+                    })
+                })
+                .await;
         }
-        q.into_table(c.key.clone()).columns(cols);
-        q.values(vals.into_iter().map(Expr::val))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = self.begin_write().await?;
         txn.execute(&q).await?;
         self.commit_with_event(txn, c, Action::Create, row, None)
             .await
-    }
-
-    /// Refuses a row whose JSON (as the event log stores it, and as it is
-    /// published to every subscriber) is larger than the store takes.
-    fn check_size(&self, row: &Row) -> Result<(), StoreError> {
-        let size = crate::values::json_len(&row.to_json());
-        if size > self.max_record_bytes {
-            return Err(StoreError::TooLarge {
-                size,
-                limit: self.max_record_bytes,
-            });
-        }
-        Ok(())
     }
 
     /// Updates row `id` of `account_id`: loads it under a write lock, lets
     /// `authorize` veto (access is decided on the row as stored, in the same
     /// transaction), applies `patch` (field key -> JSON value) and logs the event.
     /// `Ok(None)` when there is no such row.
-    pub async fn update<E: From<StoreError>>(
+    pub async fn update<E: From<StoreError> + Send + 'static>(
         &self,
-        c: &Collection,
+        c: &Arc<Collection>,
         scope: &Scope<'_>,
         id: &str,
         patch: Map<String, Json>,
-        authorize: impl FnOnce(&Row) -> Result<(), E>,
+        authorize: impl FnOnce(&Row) -> Result<(), E> + Send + 'static,
     ) -> Result<Option<Change>, E> {
+        let limit = self.max_record_bytes;
+        if let Some(w) = &self.writer {
+            let (c, scope, id) = (c.clone(), OwnedScope::from(scope), id.to_string());
+            return w
+                .write(move |conn| {
+                    let Some(before) = row_on(conn, &c, &scope.as_scope(), &id)? else {
+                        return Ok(Staged {
+                            value: None,
+                            logged: None,
+                        });
+                    };
+                    authorize(&before)?;
+                    let (q, after) = update_row(&c, &scope.account_id, &id, patch, &before, limit)?;
+                    writer::execute(conn, &q)?;
+                    let (change, bytes) = log_on(conn, &c, Action::Update, after, Some(before))?;
+                    Ok(Staged {
+                        value: Some(change.clone()),
+                        logged: Some((change, bytes)),
+                    })
+                })
+                .await;
+        }
         let txn = self.begin_write().await?;
         let Some(before) = self.locked_row(&txn, c, scope, id).await? else {
             return Ok(None);
         };
         authorize(&before)?;
-        let mut after = before.clone();
-        after.updated_at = std::cmp::max(crate::values::now(), before.updated_at);
-        let mut q = Query::update();
-        q.table(c.key.clone()).value("updated_at", after.updated_at);
-        for (key, value) in patch {
-            let Some(f) = c.field(&key) else { continue };
-            q.value(
-                f.column.clone(),
-                db_value(f.kind, scalar_from_json(f.kind, &value).as_ref()),
-            );
-            after.data.insert(key, value);
-        }
         // Dropping the transaction rolls back: nothing written, nothing published.
-        self.check_size(&after)?;
-        q.and_where(Expr::col("id").eq(id))
-            .and_where(Expr::col("account_id").eq(scope.account_id));
+        let (q, after) = update_row(c, scope.account_id, id, patch, &before, limit)?;
         txn.execute(&q).await.map_err(StoreError::from)?;
         Ok(Some(
             self.commit_with_event(txn, c, Action::Update, after, Some(before))
@@ -291,24 +456,42 @@ impl Store {
     }
 
     /// Deletes row `id` after `authorize` approves it (as in [`Store::update`]).
-    pub async fn delete<E: From<StoreError>>(
+    pub async fn delete<E: From<StoreError> + Send + 'static>(
         &self,
-        c: &Collection,
+        c: &Arc<Collection>,
         scope: &Scope<'_>,
         id: &str,
-        authorize: impl FnOnce(&Row) -> Result<(), E>,
+        authorize: impl FnOnce(&Row) -> Result<(), E> + Send + 'static,
     ) -> Result<Option<Change>, E> {
+        if let Some(w) = &self.writer {
+            let (c, scope, id) = (c.clone(), OwnedScope::from(scope), id.to_string());
+            return w
+                .write(move |conn| {
+                    let Some(before) = row_on(conn, &c, &scope.as_scope(), &id)? else {
+                        return Ok(Staged {
+                            value: None,
+                            logged: None,
+                        });
+                    };
+                    authorize(&before)?;
+                    writer::execute(conn, &delete_row(&c, &scope.account_id, &id))?;
+                    let (change, bytes) =
+                        log_on(conn, &c, Action::Delete, before.clone(), Some(before))?;
+                    Ok(Staged {
+                        value: Some(change.clone()),
+                        logged: Some((change, bytes)),
+                    })
+                })
+                .await;
+        }
         let txn = self.begin_write().await?;
         let Some(before) = self.locked_row(&txn, c, scope, id).await? else {
             return Ok(None);
         };
         authorize(&before)?;
-        let q = Query::delete()
-            .from_table(c.key.clone())
-            .and_where(Expr::col("id").eq(id))
-            .and_where(Expr::col("account_id").eq(scope.account_id))
-            .to_owned();
-        txn.execute(&q).await.map_err(StoreError::from)?;
+        txn.execute(&delete_row(c, scope.account_id, id))
+            .await
+            .map_err(StoreError::from)?;
         Ok(Some(
             self.commit_with_event(txn, c, Action::Delete, before.clone(), Some(before))
                 .await?,

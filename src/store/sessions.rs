@@ -38,6 +38,7 @@ impl Store {
         password_hash: &str,
         role: &str,
     ) -> Result<User, StoreError> {
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         let account_id = match (new_account_slug, account) {
             (Some(slug), _) => {
@@ -93,6 +94,7 @@ impl Store {
         token_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<String, StoreError> {
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         let id = new_id();
         let q = Query::insert()
@@ -155,6 +157,7 @@ impl Store {
         new_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         let q = Query::update()
             .table("livegate_refresh_tokens")
@@ -183,7 +186,11 @@ impl Store {
             .to_owned();
         // Announced only when it revokes: signing out a session already
         // signed out again and again must not flood every instance.
-        if self.db.execute(&q).await?.rows_affected() > 0 {
+        let revoked = {
+            let _turn = self.write_turn().await;
+            self.db.execute(&q).await?.rows_affected()
+        };
+        if revoked > 0 {
             self.announce_revocation(id).await;
         }
         Ok(())

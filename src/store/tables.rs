@@ -108,6 +108,7 @@ impl Store {
         if !problems.is_empty() {
             return Err(ReconcileError::Incompatible(problems));
         }
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         for (c, exists, added) in plans {
             if !exists {

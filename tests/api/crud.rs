@@ -204,3 +204,185 @@ async fn data_survives_a_restart() {
     s.stop().await;
     db.drop_db().await;
 }
+
+/// Writes sent together share a transaction (group commit), yet each stands
+/// alone: a create the database itself refuses (a trigger), an update it
+/// refuses, and updates an access rule vetoes fail on their own, while every
+/// neighbour commits, is answered, and reaches a subscriber once, in cursor
+/// order. Nothing of a failed write is stored or published.
+#[tokio::test]
+async fn one_failing_write_of_a_batch_leaves_its_neighbours_committed() {
+    use livegate::access::Role;
+    use sea_orm::{ConnectionTrait, Database};
+    use std::collections::BTreeSet;
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let refuse: &[&str] = if db.url.starts_with("postgres") {
+        &[
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+             IF NEW.title IN ('boom', 'veto') THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON posts \
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON posts WHEN NEW.title = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            "CREATE TRIGGER refuse_update BEFORE UPDATE ON posts WHEN NEW.title = 'veto' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ]
+    };
+    let conn = Database::connect(&db.url).await.expect("connect");
+    for sql in refuse {
+        conn.execute_unprepared(sql).await.expect("trigger");
+    }
+    conn.close().await.ok();
+
+    let mut existing = Vec::new();
+    for i in 0..8 {
+        let p = create_post(&s, json!({ "title": format!("old {i}") })).await;
+        existing.push(p["id"].as_str().expect("id").to_string());
+    }
+    let other = s.user_for("other@test.local", Role::User, "default").await;
+    let mut ws = crate::wsclient::Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe(
+        "1",
+        "subscription { postChanged { action id cursor record { title } } }",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let before = write_counts(&s).await;
+    // (token, query, variables, whether it must succeed)
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let title = if i % 5 == 2 {
+            "boom".to_string()
+        } else {
+            format!("new {i}")
+        };
+        writes.push((
+            s.token.clone(),
+            "mutation($t: String!) { createPost(input: { title: $t }) { id title } }",
+            json!({ "t": title }),
+            title != "boom",
+        ));
+    }
+    for (i, id) in existing.iter().enumerate() {
+        let (token, title, ok) = match i % 3 {
+            0 => (s.token.clone(), "veto".to_string(), false),
+            1 => (other.token.clone(), format!("stolen {i}"), false),
+            _ => (s.token.clone(), format!("changed {i}"), true),
+        };
+        writes.push((
+            token,
+            "mutation($id: ID!, $t: String!) { updatePost(id: $id, input: { title: $t }) { id title } }",
+            json!({ "id": id, "t": title }),
+            ok,
+        ));
+    }
+    let sent = writes.into_iter().map(|(token, query, vars, ok)| {
+        let (base, client) = (s.base.clone(), s.client.clone());
+        tokio::spawn(async move {
+            let answer: serde_json::Value = client
+                .post(format!("{base}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": query, "variables": vars }))
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("JSON");
+            (answer, ok)
+        })
+    });
+    let mut committed = BTreeSet::new();
+    let mut titles = BTreeSet::new();
+    for task in sent.collect::<Vec<_>>() {
+        let (answer, ok) = task.await.expect("task");
+        let data = answer["data"]
+            .as_object()
+            .and_then(|d| d.values().next())
+            .cloned()
+            .unwrap_or_default();
+        if ok {
+            assert!(answer.get("errors").is_none(), "{answer}");
+            committed.insert(data["id"].as_str().expect("id").to_string());
+            titles.insert(data["title"].as_str().expect("title").to_string());
+        } else {
+            assert!(data.is_null(), "a refused write returns no row: {answer}");
+            let code = &answer["errors"][0]["extensions"]["code"];
+            assert!(code == "INTERNAL" || code == "FORBIDDEN", "{answer}");
+        }
+    }
+    assert_eq!(committed.len(), 32 + 2, "32 creates and 2 updates commit");
+    let after = write_counts(&s).await;
+    assert_eq!(
+        after.0 - before.0,
+        34,
+        "livegate_writes_total counts the committed"
+    );
+    let commits = after.1 - before.1;
+    assert!((1..=34).contains(&commits), "{commits} commits");
+    eprintln!("34 writes committed in {commits} transactions");
+
+    let mut heard = BTreeSet::new();
+    let mut cursors = Vec::new();
+    for _ in 0..committed.len() {
+        let ev = ws.next_payload("1").await;
+        let c = &ev["data"]["postChanged"];
+        let title = c["record"]["title"].as_str().expect("title");
+        assert!(
+            titles.contains(title),
+            "only committed writes are published: {ev}"
+        );
+        heard.insert(c["id"].as_str().expect("id").to_string());
+        cursors.push(
+            c["cursor"]
+                .as_str()
+                .and_then(|c| c.parse::<i64>().ok())
+                .expect("cursor"),
+        );
+    }
+    assert_eq!(heard, committed, "each committed write is published once");
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "in cursor order: {cursors:?}"
+    );
+    ws.silent_for(std::time::Duration::from_millis(300)).await;
+
+    let stored = s.data("{ posts(limit: 100) { title } }", json!({})).await;
+    let stored: BTreeSet<String> = stored["posts"]
+        .as_array()
+        .expect("posts")
+        .iter()
+        .map(|p| p["title"].as_str().expect("title").to_string())
+        .collect();
+    assert_eq!(stored.len(), 8 + 32);
+    assert!(titles.is_subset(&stored));
+    assert!(
+        stored
+            .iter()
+            .all(|t| t != "boom" && t != "veto" && !t.starts_with("stolen")),
+        "nothing refused was stored: {stored:?}"
+    );
+    s.stop().await;
+    db.drop_db().await;
+}
+
+/// `livegate_writes_total` and `livegate_write_commits_total`.
+async fn write_counts(s: &Server) -> (u64, u64) {
+    let text = s.metrics().await;
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
+    };
+    (
+        read("livegate_writes_total"),
+        read("livegate_write_commits_total"),
+    )
+}
