@@ -132,7 +132,8 @@ pub(super) struct Staged<T> {
 /// The handle on the writer thread; cheap to share.
 pub(super) struct Writer {
     jobs: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer thread, then the checkpointer.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -145,16 +146,22 @@ impl Writer {
         metrics: WriteMetrics,
     ) -> Result<Writer, String> {
         let conn = open(file).map_err(|e| e.to_string())?;
+        let checkpoints = open(file).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let (nudge, nudged) = mpsc::channel();
         let turn = Arc::new(tokio::sync::Mutex::new(()));
         let thread_turn = turn.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("livegate-sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpoints, nudged))
+            .map_err(|e| e.to_string())?;
         let thread = std::thread::Builder::new()
             .name("livegate-sqlite-writer".into())
-            .spawn(move || run(conn, rx, thread_turn, outbox, metrics))
+            .spawn(move || run(conn, rx, thread_turn, outbox, metrics, nudge))
             .map_err(|e| e.to_string())?;
         Ok(Writer {
             jobs: std::sync::Mutex::new(Some(tx)),
-            thread: std::sync::Mutex::new(Some(thread)),
+            threads: std::sync::Mutex::new(vec![thread, checkpointer]),
             turn,
         })
     }
@@ -197,13 +204,16 @@ impl Writer {
     }
 
     /// Stops taking writes, lets the thread finish those queued, and waits
-    /// for it to close its connection.
+    /// for it (and then the checkpointer) to close their connections.
     pub(super) async fn stop(&self) {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -218,6 +228,8 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "case_sensitive_like", "ON")?;
+    // Checkpoints are the checkpointer's, off the writes' path (see below).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Two statements per collection for each of create, update and delete.
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -230,7 +242,9 @@ fn run(
     turn: Arc<tokio::sync::Mutex<()>>,
     outbox: Arc<Outbox>,
     metrics: WriteMetrics,
+    nudge: mpsc::Sender<()>,
 ) {
+    let mut commits = 0u32;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -291,10 +305,42 @@ fn run(
                 metrics.writes.inc_by(logged.len() as u64);
             }
             outbox.committed(logged.into_iter());
+            commits += 1;
+            if commits >= CHECKPOINT_EVERY {
+                commits = 0;
+                let _ = nudge.send(());
+            }
         }
         drop(_turn);
         for step in steps {
             (step.answer)(failed.clone());
+        }
+    }
+}
+
+/// Commits after which the checkpointer is nudged (it also runs every
+/// [`CHECKPOINT_PERIOD`]).
+const CHECKPOINT_EVERY: u32 = 128;
+const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The checkpointer: copies the write-ahead log back into the database file,
+/// on a connection of its own, so that no write (nor the request waiting for
+/// it) pays for a checkpoint, as it would with SQLite's automatic ones, run
+/// by whichever connection commits past 1,000 pages (the pool's connections
+/// keep those, as a fallback; the checkpointer keeps the log below that). A
+/// `PASSIVE` checkpoint never waits for readers or the writer: it copies what
+/// it can and leaves the rest to the next turn. With `synchronous = NORMAL`
+/// a checkpoint is also where the log reaches the disk (see the README).
+fn checkpoint(conn: Connection, nudged: mpsc::Receiver<()>) {
+    // Until the writer thread is gone (its nudges with it).
+    while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = nudged.recv_timeout(CHECKPOINT_PERIOD)
+    {
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match done {
+            Ok((log, copied)) => tracing::trace!(log, copied, "checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "a SQLite checkpoint failed"),
         }
     }
 }
@@ -637,5 +683,50 @@ mod tests {
             })
             .expect("read");
         assert_eq!(stored, vec![0, 1, 4]);
+    }
+
+    /// Writes reach the database file itself (not only its write-ahead log)
+    /// through the checkpointer, without any write checkpointing.
+    #[tokio::test]
+    async fn the_checkpointer_moves_the_log_into_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.db");
+        Connection::open(&file)
+            .and_then(|c| {
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
+            })
+            .expect("table");
+        let writer = Writer::start(&file, Arc::new(Outbox::new(16)), WriteMetrics::default())
+            .expect("writer");
+        for v in 0..200i64 {
+            writer
+                .write(move |conn| {
+                    conn.execute("INSERT INTO t (v) VALUES (?)", [v])
+                        .map_err(lite_err)?;
+                    Ok::<_, StoreError>(Staged {
+                        value: (),
+                        logged: None,
+                    })
+                })
+                .await
+                .expect("write");
+        }
+        // `immutable` reads the file alone, never the log.
+        let in_file = || {
+            let uri = format!("file:{}?immutable=1", file.display());
+            Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+            .expect("read the file")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while in_file() < 200 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(in_file(), 200);
+        writer.stop().await;
     }
 }
