@@ -1,11 +1,12 @@
 //! The event log and the bus. A write inserts its event row in the write's own
-//! transaction and commits; that is all a writer does. The log follower
-//! (`store::follow`) reads committed events back from the database, whichever
-//! instance wrote them, and publishes them on this instance's bus in cursor
-//! (seq) order, never past an event that may still commit. A subscriber that
-//! subscribes to the bus and then replays the log up to [`Store::published_seq`]
-//! therefore sees every event exactly once: the replay covers everything
-//! published before it ran, the bus everything after.
+//! transaction (on SQLite, its savepoint in a shared one) and commits; that is
+//! all a writer does. The log follower (`store::follow`) reads committed events
+//! back from the database, whichever instance wrote them, and publishes them on
+//! this instance's bus in cursor (seq) order, never past an event that may
+//! still commit. A subscriber that subscribes to the bus and then replays the
+//! log up to [`Store::published_seq`] therefore sees every event exactly once:
+//! the replay covers everything published before it ran, the bus everything
+//! after.
 //!
 //! Delivery does not depend on the writer's memory: a write whose request is
 //! dropped after it committed, or whose instance dies, is delivered all the same.

@@ -1,6 +1,7 @@
-//! Row CRUD on collection tables. Every write runs in one transaction together with
-//! its event-log row, and returns the committed [`Change`] so that the realtime
-//! layer publishes only what is durable.
+//! Row CRUD on collection tables. Every write commits together with its
+//! event-log row (on SQLite, in a savepoint of a transaction it may share with
+//! other writes: see `store::writer`), and returns the committed [`Change`] so
+//! that the realtime layer publishes only what is durable.
 
 use chrono::{DateTime, Utc};
 use std::sync::Arc;

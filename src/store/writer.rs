@@ -15,11 +15,16 @@
 //! savepoint, and its neighbours commit as if it had never been sent. A write
 //! is answered only once its batch's `COMMIT` returned; should the commit fail,
 //! every write of the batch is told so (and none of them is published).
+//! The exceptions are failures that end the whole transaction, not just the
+//! statement: a trigger's `RAISE(ROLLBACK)`, an `ON CONFLICT ROLLBACK`, a full
+//! disk or an I/O error. Then the writes of the batch that had already run are
+//! told they failed (nothing of them is kept or published), and those that had
+//! not run yet go into the next batch.
 //!
 //! **Order.** SQLite has one writer at a time and this process the only one
 //! serving the file, so seqs commit in order. The thread shares the process's
 //! write turn ([`Writer::turn`]) with the few writes still made through sqlx
-//! (sessions, accounts, pruning, start-up), a fair lock taken around each
+//! (sessions, accounts, pruning, reconciling tables), a fair lock taken around each
 //! batch and each of those transactions: without it a sqlx writer, polling
 //! SQLite's busy handler, could wait out its timeout behind a busy thread.
 //!
@@ -245,8 +250,16 @@ fn run(
     nudge: mpsc::Sender<()>,
 ) {
     let mut commits = 0u32;
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
+    // Writes a broken batch never ran: they go first in the next one.
+    let mut carried: Vec<Box<dyn Job>> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            match jobs.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         while batch.len() < BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
@@ -254,6 +267,12 @@ fn run(
             }
         }
         let _turn = turn.blocking_lock();
+        // Never begin inside a transaction a failed rollback left open.
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "the SQLite writer could not roll back");
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
             for job in batch {
@@ -283,9 +302,7 @@ fn run(
                 break;
             }
         }
-        for job in jobs_left {
-            job.refuse("an earlier write of its batch broke the transaction".into());
-        }
+        carried.extend(jobs_left);
         let failed = match broken {
             Some(why) => Some(why),
             None => conn.execute_batch("COMMIT").err().map(|e| e.to_string()),
@@ -316,6 +333,7 @@ fn run(
             (step.answer)(failed.clone());
         }
     }
+    tracing::debug!("the SQLite writer stopped");
 }
 
 /// Commits after which the checkpointer is nudged (it also runs every
@@ -496,7 +514,9 @@ pub(super) fn sqlite_file(url: &str) -> Option<(PathBuf, bool)> {
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
-    if database == ":memory:" {
+    // In memory, a temporary database, or a URI filename (which SQLite
+    // reads in ways a plain path would not match).
+    if database == ":memory:" || database.is_empty() || database.starts_with("file:") {
         return None;
     }
     let mut writable = true;
@@ -624,6 +644,9 @@ mod tests {
             None,
             "sqlx refuses it"
         );
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+        assert_eq!(sqlite_file("sqlite://"), None);
+        assert_eq!(sqlite_file("sqlite:file::memory:?cache=shared"), None);
     }
 
     /// A write that fails, and one that panics, between two that succeed in
@@ -683,6 +706,69 @@ mod tests {
             })
             .expect("read");
         assert_eq!(stored, vec![0, 1, 4]);
+    }
+
+    /// A write that ends the whole transaction (a trigger's `RAISE(ROLLBACK)`)
+    /// fails those of its batch that ran before it (nothing of them stays),
+    /// and those after it run in the next batch and commit.
+    #[tokio::test]
+    async fn a_write_that_ends_the_transaction_carries_the_rest_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("r.db");
+        Connection::open(&file)
+            .and_then(|c| {
+                c.execute_batch(
+                    "CREATE TABLE t (v INTEGER NOT NULL);
+                     CREATE TRIGGER r BEFORE INSERT ON t WHEN NEW.v = 99
+                     BEGIN SELECT RAISE(ROLLBACK, 'no'); END;",
+                )
+            })
+            .expect("table");
+        let writer = Arc::new(
+            Writer::start(&file, Arc::new(Outbox::new(16)), WriteMetrics::default())
+                .expect("writer"),
+        );
+        let turn = writer.turn().await;
+        let insert = |v: i64| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |conn| {
+                        conn.execute("INSERT INTO t (v) VALUES (?)", [v])
+                            .map_err(lite_err)?;
+                        Ok::<_, StoreError>(Staged {
+                            value: v,
+                            logged: None,
+                        })
+                    })
+                    .await
+            })
+        };
+        let plug = insert(0);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let before = insert(1);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let ender = insert(99);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let after = insert(4);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(turn);
+        assert_eq!(plug.await.expect("task").expect("committed"), 0);
+        assert!(
+            before.await.expect("task").is_err(),
+            "its transaction ended"
+        );
+        assert!(ender.await.expect("task").is_err());
+        assert_eq!(after.await.expect("task").expect("committed"), 4);
+        writer.stop().await;
+        let stored: Vec<i64> = Connection::open(&file)
+            .and_then(|c| {
+                c.prepare("SELECT v FROM t ORDER BY v")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("read");
+        assert_eq!(stored, vec![0, 4]);
     }
 
     /// Writes reach the database file itself (not only its write-ahead log)

@@ -255,7 +255,7 @@ async fn one_failing_write_of_a_batch_leaves_its_neighbours_committed() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     let before = write_counts(&s).await;
-    // (token, query, variables, whether it must succeed)
+    // (token, query, variables, the error code it must fail with, if any)
     let mut writes = Vec::new();
     for i in 0..40 {
         let title = if i % 5 == 2 {
@@ -267,23 +267,27 @@ async fn one_failing_write_of_a_batch_leaves_its_neighbours_committed() {
             s.token.clone(),
             "mutation($t: String!) { createPost(input: { title: $t }) { id title } }",
             json!({ "t": title }),
-            title != "boom",
+            (title == "boom").then_some("INTERNAL"),
         ));
     }
     for (i, id) in existing.iter().enumerate() {
-        let (token, title, ok) = match i % 3 {
-            0 => (s.token.clone(), "veto".to_string(), false),
-            1 => (other.token.clone(), format!("stolen {i}"), false),
-            _ => (s.token.clone(), format!("changed {i}"), true),
+        let (token, title, refusal) = match i % 3 {
+            0 => (s.token.clone(), "veto".to_string(), Some("INTERNAL")),
+            1 => (
+                other.token.clone(),
+                format!("stolen {i}"),
+                Some("FORBIDDEN"),
+            ),
+            _ => (s.token.clone(), format!("changed {i}"), None),
         };
         writes.push((
             token,
             "mutation($id: ID!, $t: String!) { updatePost(id: $id, input: { title: $t }) { id title } }",
             json!({ "id": id, "t": title }),
-            ok,
+            refusal,
         ));
     }
-    let sent = writes.into_iter().map(|(token, query, vars, ok)| {
+    let sent = writes.into_iter().map(|(token, query, vars, refusal)| {
         let (base, client) = (s.base.clone(), s.client.clone());
         tokio::spawn(async move {
             let answer: serde_json::Value = client
@@ -296,26 +300,25 @@ async fn one_failing_write_of_a_batch_leaves_its_neighbours_committed() {
                 .json()
                 .await
                 .expect("JSON");
-            (answer, ok)
+            (answer, refusal)
         })
     });
     let mut committed = BTreeSet::new();
     let mut titles = BTreeSet::new();
     for task in sent.collect::<Vec<_>>() {
-        let (answer, ok) = task.await.expect("task");
+        let (answer, refusal) = task.await.expect("task");
         let data = answer["data"]
             .as_object()
             .and_then(|d| d.values().next())
             .cloned()
             .unwrap_or_default();
-        if ok {
+        if let Some(code) = refusal {
+            assert!(data.is_null(), "a refused write returns no row: {answer}");
+            assert_eq!(answer["errors"][0]["extensions"]["code"], code, "{answer}");
+        } else {
             assert!(answer.get("errors").is_none(), "{answer}");
             committed.insert(data["id"].as_str().expect("id").to_string());
             titles.insert(data["title"].as_str().expect("title").to_string());
-        } else {
-            assert!(data.is_null(), "a refused write returns no row: {answer}");
-            let code = &answer["errors"][0]["extensions"]["code"];
-            assert!(code == "INTERNAL" || code == "FORBIDDEN", "{answer}");
         }
     }
     assert_eq!(committed.len(), 32 + 2, "32 creates and 2 updates commit");
@@ -326,7 +329,15 @@ async fn one_failing_write_of_a_batch_leaves_its_neighbours_committed() {
         "livegate_writes_total counts the committed"
     );
     let commits = after.1 - before.1;
-    assert!((1..=34).contains(&commits), "{commits} commits");
+    if db.url.starts_with("postgres") {
+        assert_eq!(commits, 34, "on PostgreSQL each write commits alone");
+    } else {
+        // 48 writes sent at once cannot all find the writer idle.
+        assert!(
+            commits < 34,
+            "on SQLite writes share commits: {commits} for 34"
+        );
+    }
     eprintln!("34 writes committed in {commits} transactions");
 
     let mut heard = BTreeSet::new();
