@@ -9,6 +9,7 @@ mod accounts;
 mod events;
 mod filter;
 mod follow;
+mod readers;
 mod rooms;
 mod rows;
 mod sessions;
@@ -72,6 +73,8 @@ pub struct Store {
     /// SQLite's writer thread, once this process claimed the file (see
     /// `store::writer`); `None` on PostgreSQL and databases in memory.
     writer: Option<Arc<writer::Writer>>,
+    /// SQLite's reader threads, started with the writer (see `store::readers`).
+    readers: Option<Arc<readers::Readers>>,
     /// Counts collection writes and their commits.
     write_metrics: crate::metrics::WriteMetrics,
 }
@@ -157,6 +160,7 @@ impl Store {
             claim: Arc::default(),
             writes: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
             writer: None,
+            readers: None,
             write_metrics: Default::default(),
         })
     }
@@ -195,6 +199,17 @@ impl Store {
                 writer::Writer::start(&path, self.outbox.clone(), self.write_metrics.clone())
                     .map_err(|cause| ConnectError::Connect { url: shown, cause })?;
             self.writer = Some(Arc::new(started));
+            // As many as the cores: a reader is busy only while SQLite runs.
+            let count = std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+                .clamp(1, 4);
+            let readers =
+                readers::Readers::start(&path, count).map_err(|cause| ConnectError::Connect {
+                    url: path.display().to_string(),
+                    cause,
+                })?;
+            self.readers = Some(Arc::new(readers));
         }
         Ok(self)
     }
@@ -296,6 +311,9 @@ impl Store {
         // Its queued writes finish (and its connection closes) first.
         if let Some(w) = &self.writer {
             w.stop().await;
+        }
+        if let Some(r) = &self.readers {
+            r.stop().await;
         }
         let closed = self.db.close().await;
         self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();

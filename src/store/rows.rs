@@ -254,42 +254,62 @@ fn row_on(
     let mut q = select_row(c);
     scoped(&mut q, scope);
     q.and_where(Expr::col("id").eq(id));
-    writer::query_one(conn, &q, |r| read_lite_row(c, r))
+    writer::query_rows(conn, &q)?
+        .into_iter()
+        .next()
+        .map(|values| row_from_lite(c, values))
+        .transpose()
 }
 
-/// A row as [`select_row`] selects it, read from the SQLite writer.
-fn read_lite_row(c: &Collection, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
-    let lite = writer::lite_err;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("a stored {what} is missing"));
+/// A row as [`select_row`] selects it, from SQLite values read on a
+/// connection of our own (the writer's or a reader's), decoded as sqlx
+/// decodes them in [`read_row`].
+fn row_from_lite(c: &Collection, values: Vec<rusqlite::types::Value>) -> Result<Row, StoreError> {
+    use rusqlite::types::Value as Lite;
+    let bad = |what: &str| StoreError::Corrupt(format!("a stored {what} cannot be read"));
+    if values.len() != SYSTEM_COLUMNS.len() + c.fields.len() {
+        return Err(bad("row"));
+    }
+    let mut values = values.into_iter();
+    let mut next = || values.next().unwrap_or(Lite::Null);
+    let id = writer::lite_text(next())?.ok_or_else(|| bad("id"))?;
+    let owner_id = writer::lite_text(next())?;
+    let account_id = writer::lite_text(next())?.ok_or_else(|| bad("account id"))?;
+    let created_at = writer::lite_time(&next())?.ok_or_else(|| bad("creation time"))?;
+    let updated_at = writer::lite_time(&next())?.ok_or_else(|| bad("update time"))?;
     let mut data = Map::new();
-    for (i, f) in c.fields.iter().enumerate() {
-        let i = i + SYSTEM_COLUMNS.len();
-        let v = match f.kind {
-            FieldKind::String | FieldKind::Text | FieldKind::Ref => {
-                writer::get_text(r, i)?.map(Json::String)
+    for f in &c.fields {
+        let value = next();
+        let v = match (f.kind, value) {
+            (_, Lite::Null) => Json::Null,
+            (FieldKind::String | FieldKind::Text | FieldKind::Ref, v) => {
+                writer::lite_text(v)?.map_or(Json::Null, Json::String)
             }
-            FieldKind::Int => r.get::<_, Option<i64>>(i).map_err(lite)?.map(Json::from),
-            FieldKind::Float => r.get::<_, Option<f64>>(i).map_err(lite)?.map(Json::from),
-            FieldKind::Bool => r.get::<_, Option<bool>>(i).map_err(lite)?.map(Json::Bool),
-            FieldKind::DateTime => {
-                writer::get_time(r, i)?.map(|d| Json::String(format_datetime(&d)))
+            (FieldKind::Int, Lite::Integer(i)) => Json::from(i),
+            (FieldKind::Int, Lite::Real(f)) => Json::from(f as i64),
+            (FieldKind::Float, Lite::Real(f)) => Json::from(f),
+            (FieldKind::Float, Lite::Integer(i)) => Json::from(i as f64),
+            (FieldKind::Bool, Lite::Integer(i)) => Json::Bool(i != 0),
+            (FieldKind::Bool, Lite::Real(f)) => Json::Bool(f != 0.0),
+            (FieldKind::DateTime, v) => {
+                writer::lite_time(&v)?.map_or(Json::Null, |d| Json::String(format_datetime(&d)))
             }
-            FieldKind::Json => match writer::get_text(r, i)? {
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))?,
-                ),
-                None => None,
+            (FieldKind::Json, Lite::Integer(i)) => Json::from(i),
+            (FieldKind::Json, Lite::Real(f)) => Json::from(f),
+            (FieldKind::Json, v) => match writer::lite_text(v)? {
+                Some(text) => serde_json::from_str(&text).map_err(|_| bad("JSON value"))?,
+                None => Json::Null,
             },
+            _ => return Err(bad(&format!("value of {}", f.key))),
         };
-        data.insert(f.key.clone(), v.unwrap_or(Json::Null));
+        data.insert(f.key.clone(), v);
     }
     Ok(Row {
-        id: writer::get_text(r, 0)?.ok_or_else(|| corrupt("id"))?,
-        owner_id: writer::get_text(r, 1)?,
-        account_id: writer::get_text(r, 2)?.ok_or_else(|| corrupt("account id"))?,
-        created_at: writer::get_time(r, 3)?.ok_or_else(|| corrupt("creation time"))?,
-        updated_at: writer::get_time(r, 4)?.ok_or_else(|| corrupt("update time"))?,
+        id,
+        owner_id,
+        account_id,
+        created_at,
+        updated_at,
         data,
     })
 }
@@ -305,8 +325,13 @@ fn log_on(
 ) -> Result<(Change, usize), StoreError> {
     let at = crate::values::now();
     let (q, bytes) = event_insert(c, action, &record, previous.as_ref(), at);
-    let seq = writer::query_one(conn, &q, |r| r.get::<_, i64>(0).map_err(writer::lite_err))?
-        .ok_or_else(|| StoreError::Corrupt("event insert returned no seq".into()))?;
+    let seq = match writer::query_rows(conn, &q)?
+        .first()
+        .and_then(|r| r.first())
+    {
+        Some(rusqlite::types::Value::Integer(seq)) => *seq,
+        _ => return Err(StoreError::Corrupt("event insert returned no seq".into())),
+    };
     let change = Change {
         seq,
         collection: c.key.clone(),
@@ -344,6 +369,14 @@ impl Store {
             q.order_by_with_nulls(o.column.clone(), dir, nulls);
         }
         q.order_by("id", SqlOrder::Asc).limit(limit).offset(offset);
+        if let Some(readers) = &self.readers {
+            return readers
+                .query(&q)
+                .await?
+                .into_iter()
+                .map(|values| row_from_lite(c, values))
+                .collect();
+        }
         let rows = self.db.query_all(&q).await?;
         rows.iter().map(|r| read_row(c, r)).collect()
     }
@@ -360,6 +393,12 @@ impl Store {
         scoped(&mut q, scope);
         if let Some(f) = filter {
             q.cond_where(f.condition());
+        }
+        if let Some(readers) = &self.readers {
+            return match readers.query(&q).await?.first().and_then(|r| r.first()) {
+                Some(rusqlite::types::Value::Integer(n)) => Ok(*n),
+                _ => Err(StoreError::Corrupt("count returned no number".into())),
+            };
         }
         let row = self
             .db
@@ -379,6 +418,15 @@ impl Store {
         let mut q = select_row(c);
         scoped(&mut q, scope);
         q.and_where(Expr::col("id").eq(id));
+        if let Some(readers) = &self.readers {
+            return readers
+                .query(&q)
+                .await?
+                .into_iter()
+                .next()
+                .map(|values| row_from_lite(c, values))
+                .transpose();
+        }
         match self.db.query_one(&q).await? {
             Some(r) => Ok(Some(read_row(c, &r)?)),
             None => Ok(None),
@@ -511,7 +559,11 @@ impl Store {
             .from(table.to_string())
             .and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("account_id").eq(account_id))
+            .limit(1)
             .to_owned();
+        if let Some(readers) = &self.readers {
+            return Ok(!readers.query(&q).await?.is_empty());
+        }
         Ok(self.db.query_one(&q).await?.is_some())
     }
 

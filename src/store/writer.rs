@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone, Utc};
-use rusqlite::types::{Value as Lite, ValueRef};
+use rusqlite::types::Value as Lite;
 use rusqlite::{Connection, OpenFlags};
 use sea_orm::sea_query::Value;
 use sea_orm::{DbBackend, StatementBuilder};
@@ -223,7 +223,7 @@ impl Writer {
 }
 
 /// The writer's connection, set up as the pool's are (see `Store::connect`).
-fn open(file: &Path) -> rusqlite::Result<Connection> {
+pub(super) fn open(file: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -376,31 +376,13 @@ pub(super) fn execute(
         .map_err(lite_err)
 }
 
-/// Runs `stmt` and maps its first row, if any.
-pub(super) fn query_one<T>(
-    conn: &Connection,
-    stmt: &impl StatementBuilder,
-    map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let built = DbBackend::Sqlite.build(stmt);
-    let values = bind(built.values.as_ref())?;
-    let mut prepared = conn.prepare_cached(&built.sql).map_err(lite_err)?;
-    let mut rows = prepared
-        .query(rusqlite::params_from_iter(values))
-        .map_err(lite_err)?;
-    match rows.next().map_err(lite_err)? {
-        Some(row) => map(row).map(Some),
-        None => Ok(None),
-    }
-}
-
 /// A SQLite error as the store reports it (the cause goes to the log).
 pub(super) fn lite_err(e: rusqlite::Error) -> StoreError {
     StoreError::Db(sea_orm::DbErr::Custom(e.to_string()))
 }
 
 /// Statement values as SQLite values, encoded as sqlx encodes them.
-fn bind(values: Option<&sea_orm::sea_query::Values>) -> Result<Vec<Lite>, StoreError> {
+pub(super) fn bind(values: Option<&sea_orm::sea_query::Values>) -> Result<Vec<Lite>, StoreError> {
     values
         .map(|v| v.0.iter().map(lite_value).collect())
         .unwrap_or_else(|| Ok(Vec::new()))
@@ -418,6 +400,12 @@ fn lite_value(v: &Value) -> Result<Lite, StoreError> {
         Value::TinyUnsigned(i) => int(i.map(i64::from)),
         Value::SmallUnsigned(i) => int(i.map(i64::from)),
         Value::Unsigned(i) => int(i.map(i64::from)),
+        // Limits and offsets; SQLite's integers stop at i64::MAX.
+        Value::BigUnsigned(i) => match i.map(i64::try_from) {
+            None => Lite::Null,
+            Some(Ok(i)) => Lite::Integer(i),
+            Some(Err(_)) => return Err(StoreError::Corrupt(format!("{v:?} is out of range"))),
+        },
         Value::Float(f) => f.map_or(Lite::Null, |f| Lite::Real(f.into())),
         Value::Double(f) => f.map_or(Lite::Null, Lite::Real),
         Value::String(s) => s.clone().map_or(Lite::Null, Lite::Text),
@@ -435,39 +423,73 @@ fn lite_value(v: &Value) -> Result<Lite, StoreError> {
     })
 }
 
-/// Column `i` as text, if not NULL.
-pub(super) fn get_text(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<String>, StoreError> {
-    row.get::<_, Option<String>>(i).map_err(lite_err)
+/// Runs `stmt` and returns its rows, each as its columns' values.
+pub(super) fn query_rows(
+    conn: &Connection,
+    stmt: &impl StatementBuilder,
+) -> Result<Vec<Vec<Lite>>, StoreError> {
+    let built = DbBackend::Sqlite.build(stmt);
+    let values = bind(built.values.as_ref())?;
+    rows_of(conn, &built.sql, values)
 }
 
-/// Column `i` as a time, read the way sqlx reads one (RFC 3339 and SQLite's
-/// own text forms, Unix seconds, Julian days).
-pub(super) fn get_time(
-    row: &rusqlite::Row<'_>,
-    i: usize,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let bad = |what: &str| StoreError::Corrupt(format!("column {i} holds no time: {what}"));
-    let value = row.get_ref(i).map_err(lite_err)?;
-    let time = match value {
-        ValueRef::Null => return Ok(None),
-        ValueRef::Text(t) => {
-            let text = std::str::from_utf8(t).map_err(|_| bad("not UTF-8"))?;
-            time_from_text(text).ok_or_else(|| bad(text))?
+/// Runs `sql` with `values` and returns its rows, each as its columns' values.
+pub(super) fn rows_of(
+    conn: &Connection,
+    sql: &str,
+    values: Vec<Lite>,
+) -> Result<Vec<Vec<Lite>>, StoreError> {
+    let mut prepared = conn.prepare_cached(sql).map_err(lite_err)?;
+    let columns = prepared.column_count();
+    let mut rows = prepared
+        .query(rusqlite::params_from_iter(values))
+        .map_err(lite_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(lite_err)? {
+        let mut values = Vec::with_capacity(columns);
+        for i in 0..columns {
+            values.push(row.get::<_, Lite>(i).map_err(lite_err)?);
         }
-        ValueRef::Integer(secs) => Utc
-            .timestamp_opt(secs, 0)
+        out.push(values);
+    }
+    Ok(out)
+}
+
+/// A value as text, as sqlx reads text (SQLite turns numbers into text).
+pub(super) fn lite_text(value: Lite) -> Result<Option<String>, StoreError> {
+    Ok(match value {
+        Lite::Null => None,
+        Lite::Text(t) => Some(t),
+        Lite::Integer(i) => Some(i.to_string()),
+        Lite::Real(f) => Some(f.to_string()),
+        Lite::Blob(b) => Some(
+            String::from_utf8(b)
+                .map_err(|_| StoreError::Corrupt("a blob where text was".into()))?,
+        ),
+    })
+}
+
+/// A value as a time, read the way sqlx reads one (RFC 3339 and SQLite's own
+/// text forms, Unix seconds, Julian days).
+pub(super) fn lite_time(value: &Lite) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("a stored time cannot be read: {what}"));
+    let time = match value {
+        Lite::Null => return Ok(None),
+        Lite::Text(text) => time_from_text(text).ok_or_else(|| bad(text))?,
+        Lite::Integer(secs) => Utc
+            .timestamp_opt(*secs, 0)
             .single()
             .ok_or_else(|| bad("seconds out of range"))?,
-        ValueRef::Real(days) => {
+        Lite::Real(days) => {
             let secs = (days - 2_440_587.5) * 86_400.0;
             if !secs.is_finite() {
                 return Err(bad("Julian day out of range"));
             }
-            Utc.timestamp_opt(secs.trunc() as i64, (secs.fract() * 1e9) as u32)
+            Utc.timestamp_opt(secs.trunc() as i64, (secs.fract().abs() * 1e9) as u32)
                 .single()
                 .ok_or_else(|| bad("Julian day out of range"))?
         }
-        ValueRef::Blob(_) => return Err(bad("a blob")),
+        Lite::Blob(_) => return Err(bad("a blob")),
     };
     Ok(Some(time))
 }
@@ -566,6 +588,8 @@ mod tests {
                 .into(),
             None::<DateTime<Utc>>.into(),
             json!({"a": [1, 2.5, "x"], "b": null}).into(),
+            20u64.into(),
+            None::<u64>.into(),
             None::<serde_json::Value>.into(),
         ];
         for v in values {
@@ -588,7 +612,6 @@ mod tests {
     /// Times as sqlx writes them read back to the same instant here.
     #[test]
     fn times_read_back() {
-        let lite = Connection::open_in_memory().expect("sqlite");
         let time = Utc
             .with_ymd_and_hms(2026, 12, 7, 16, 29, 9)
             .single()
@@ -599,22 +622,16 @@ mod tests {
             Lite::Text("2026-12-07 16:29:09.123456789".into()),
             Lite::Text("2026-12-07T16:29:09.123456789Z".into()),
         ] {
-            let read = lite
-                .query_row("SELECT ?", [&stored], |r| Ok(get_time(r, 0)))
-                .expect("query")
-                .expect("a time");
-            assert_eq!(read, Some(time), "{stored:?}");
+            assert_eq!(
+                lite_time(&stored).expect("a time"),
+                Some(time),
+                "{stored:?}"
+            );
         }
-        let read = lite
-            .query_row("SELECT 1796660949", [], |r| Ok(get_time(r, 0)))
-            .expect("query")
-            .expect("a time");
-        assert_eq!(read.map(|t| t.timestamp()), Some(1_796_660_949));
-        assert!(
-            lite.query_row("SELECT 'noon'", [], |r| Ok(get_time(r, 0)))
-                .expect("query")
-                .is_err()
-        );
+        let secs = lite_time(&Lite::Integer(1_796_660_949)).expect("a time");
+        assert_eq!(secs.map(|t| t.timestamp()), Some(1_796_660_949));
+        assert_eq!(lite_time(&Lite::Null).expect("null"), None);
+        assert!(lite_time(&Lite::Text("noon".into())).is_err());
     }
 
     #[test]
