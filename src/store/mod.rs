@@ -1,6 +1,9 @@
 //! The store: one sea-orm connection pool (SQLite by default, PostgreSQL by URL),
 //! system-table migrations, collection-table reconciliation, and CRUD that writes
-//! each change and its event-log row in one transaction.
+//! each change and its event-log row in one transaction. On a SQLite file this
+//! process serves, collection writes go to a writer thread (`writer`) and
+//! collection reads to reader threads (`readers`), each with a connection of
+//! its own; the pool serves the rest.
 //!
 //! Statements are built with sea-query so the same code runs on both dialects;
 //! table and column names come only from the [`Catalog`], never from a request.
@@ -53,7 +56,7 @@ pub enum StoreError {
 /// record stays bounded.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-/// Cheap to clone; all clones share one pool.
+/// Cheap to clone; all clones share one pool (and its SQLite threads).
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,

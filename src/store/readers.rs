@@ -9,7 +9,8 @@
 //! database as of its start, which includes every write already answered
 //! (a write is answered after its commit).
 //!
-//! Values are decoded as sqlx decodes them (`rows::row_from_lite`), and the
+//! Values are decoded as sqlx decodes them, refusing what it refuses
+//! (`rows::row_from_lite`), and the
 //! connections are set up as the pool's are, plus `query_only`: a reader
 //! cannot write, whatever it is given.
 
@@ -30,7 +31,17 @@ type Job = Box<dyn FnOnce(&Connection) + Send>;
 pub(super) struct Readers {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Reads queued or running, at most [`QUEUED_PER_READER`] per reader.
+    room: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads that may wait per reader: more wait for room (as they waited for a
+/// pool connection before), at most [`WAIT`].
+const QUEUED_PER_READER: usize = 16;
+
+/// How long a read waits for room before it fails (the pool's acquire
+/// timeout, which the reads had before).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Readers {
     /// Opens `count` connections to `file` (which must exist), each on a
@@ -52,22 +63,37 @@ impl Readers {
         }
         Ok(Readers {
             jobs: Mutex::new(Some(tx)),
+            room: Arc::new(tokio::sync::Semaphore::new(
+                threads.len() * QUEUED_PER_READER,
+            )),
             threads: Mutex::new(threads),
         })
     }
 
     /// Runs `stmt` (a query) on a reader and returns its rows, each as its
-    /// columns' values. Reads wait only for a free reader: the queue is
-    /// bounded by the requests in flight, each waiting for its answer.
+    /// columns' values. At most [`QUEUED_PER_READER`] reads per reader are
+    /// queued or running; the others wait for room (at most [`WAIT`]). A read
+    /// whose request went away while it was queued is skipped.
     pub(super) async fn query(
         &self,
         stmt: &impl StatementBuilder,
     ) -> Result<Vec<Vec<Lite>>, StoreError> {
         let built = DbBackend::Sqlite.build(stmt);
         let values = bind(built.values.as_ref())?;
+        let _room = match tokio::time::timeout(WAIT, self.room.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => {
+                return Err(StoreError::Db(sea_orm::DbErr::Custom(
+                    "no SQLite reader was free for 30 s".into(),
+                )));
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn: &Connection| {
-            let _ = reply.send(rows_of(conn, &built.sql, values));
+            if !reply.is_closed() {
+                let _ = reply.send(rows_of(conn, &built.sql, values));
+            }
         });
         let sent = match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(jobs) => jobs.send(job).is_ok(),
@@ -76,13 +102,18 @@ impl Readers {
         if !sent {
             return Err(closed());
         }
-        answer.await.unwrap_or_else(|_| Err(closed()))
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Db(sea_orm::DbErr::Custom(
+                "the read failed on a SQLite reader".into(),
+            )))
+        })
     }
 
     /// Stops taking reads, lets the threads answer those queued, and waits
     /// for them to close their connections.
     pub(super) async fn stop(&self) {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.room.close();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -152,7 +183,8 @@ mod tests {
             .columns(["v"])
             .values_panic([1i64.into()])
             .to_owned();
-        assert!(readers.query(&write).await.is_err(), "query_only");
+        let refused = readers.query(&write).await.expect_err("query_only");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
         readers.stop().await;
         assert!(
             readers

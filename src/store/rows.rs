@@ -263,7 +263,7 @@ fn row_on(
 
 /// A row as [`select_row`] selects it, from SQLite values read on a
 /// connection of our own (the writer's or a reader's), decoded as sqlx
-/// decodes them in [`read_row`].
+/// decodes them in [`read_row`], and refusing what it refuses.
 fn row_from_lite(c: &Collection, values: Vec<rusqlite::types::Value>) -> Result<Row, StoreError> {
     use rusqlite::types::Value as Lite;
     let bad = |what: &str| StoreError::Corrupt(format!("a stored {what} cannot be read"));
@@ -280,27 +280,29 @@ fn row_from_lite(c: &Collection, values: Vec<rusqlite::types::Value>) -> Result<
     let mut data = Map::new();
     for f in &c.fields {
         let value = next();
+        // Only the storage classes sqlx decodes each kind from (a float
+        // also from an integer, which converts exactly); anything else was
+        // written by another tool and is refused, not guessed at.
         let v = match (f.kind, value) {
             (_, Lite::Null) => Json::Null,
-            (FieldKind::String | FieldKind::Text | FieldKind::Ref, v) => {
-                writer::lite_text(v)?.map_or(Json::Null, Json::String)
+            (FieldKind::String | FieldKind::Text | FieldKind::Ref, Lite::Text(t)) => {
+                Json::String(t)
             }
             (FieldKind::Int, Lite::Integer(i)) => Json::from(i),
-            (FieldKind::Int, Lite::Real(f)) => Json::from(f as i64),
             (FieldKind::Float, Lite::Real(f)) => Json::from(f),
             (FieldKind::Float, Lite::Integer(i)) => Json::from(i as f64),
             (FieldKind::Bool, Lite::Integer(i)) => Json::Bool(i != 0),
-            (FieldKind::Bool, Lite::Real(f)) => Json::Bool(f != 0.0),
             (FieldKind::DateTime, v) => {
                 writer::lite_time(&v)?.map_or(Json::Null, |d| Json::String(format_datetime(&d)))
             }
-            (FieldKind::Json, Lite::Integer(i)) => Json::from(i),
-            (FieldKind::Json, Lite::Real(f)) => Json::from(f),
-            (FieldKind::Json, v) => match writer::lite_text(v)? {
-                Some(text) => serde_json::from_str(&text).map_err(|_| bad("JSON value"))?,
-                None => Json::Null,
-            },
-            _ => return Err(bad(&format!("value of {}", f.key))),
+            (FieldKind::Json, Lite::Text(text)) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("stored JSON of {}: {e}", f.key)))?,
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "a stored value of {}.{} is not of its kind",
+                    c.key, f.key
+                )));
+            }
         };
         data.insert(f.key.clone(), v);
     }

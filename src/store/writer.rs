@@ -222,7 +222,8 @@ impl Writer {
     }
 }
 
-/// The writer's connection, set up as the pool's are (see `Store::connect`).
+/// A connection of our own to the file (the writer's, the checkpointer's,
+/// each reader's), set up as the pool's are (see `Store::connect`).
 pub(super) fn open(file: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         file,
@@ -235,7 +236,8 @@ pub(super) fn open(file: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "case_sensitive_like", "ON")?;
     // Checkpoints are the checkpointer's, off the writes' path (see below).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Two statements per collection for each of create, update and delete.
+    // The writer's few statements per collection; a reader's one per shape
+    // of filter and order in use (others are prepared again when evicted).
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
@@ -455,18 +457,13 @@ pub(super) fn rows_of(
     Ok(out)
 }
 
-/// A value as text, as sqlx reads text (SQLite turns numbers into text).
+/// A value as text: only text (or NULL), as sqlx decodes a `String`.
 pub(super) fn lite_text(value: Lite) -> Result<Option<String>, StoreError> {
-    Ok(match value {
-        Lite::Null => None,
-        Lite::Text(t) => Some(t),
-        Lite::Integer(i) => Some(i.to_string()),
-        Lite::Real(f) => Some(f.to_string()),
-        Lite::Blob(b) => Some(
-            String::from_utf8(b)
-                .map_err(|_| StoreError::Corrupt("a blob where text was".into()))?,
-        ),
-    })
+    match value {
+        Lite::Null => Ok(None),
+        Lite::Text(t) => Ok(Some(t)),
+        _ => Err(StoreError::Corrupt("a stored value is not text".into())),
+    }
 }
 
 /// A value as a time, read the way sqlx reads one (RFC 3339 and SQLite's own
