@@ -36,6 +36,8 @@ struct Inner {
     rooms: Arc<Rooms>,
     /// Where realtime connections and dispatchers run.
     deliveries: Arc<Deliveries>,
+    /// Parsed documents, by their text.
+    documents: crate::graphql::documents::Documents,
 }
 
 impl AppState {
@@ -44,6 +46,11 @@ impl AppState {
     }
     pub fn schema(&self) -> &Schema {
         &self.0.schema
+    }
+
+    /// Parsed documents, by their text (see `graphql::documents`).
+    pub fn documents(&self) -> &crate::graphql::documents::Documents {
+        &self.0.documents
     }
     pub fn store(&self) -> &Store {
         &self.0.store
@@ -120,6 +127,7 @@ impl AppState {
             fanout,
             rooms: parts.rooms,
             deliveries,
+            documents: Default::default(),
         }))
     }
 }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod crud;
+pub mod documents;
 mod errors;
 pub mod guard;
 mod input;

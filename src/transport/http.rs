@@ -341,10 +341,11 @@ async fn execute(
     }
     request.extensions =
         serde_json::from_value(Json::Object(params.extensions)).unwrap_or_default();
-    let op = match request.parsed_query() {
+    let op = match app.documents().parse(&query) {
         Ok(doc) => {
+            request.set_parsed_query(ExecutableDocument::clone(&doc));
             if let Err(message) =
-                guard::checked(doc, params.operation_name.as_deref(), app.limits())
+                guard::checked(&doc, params.operation_name.as_deref(), app.limits())
             {
                 app.metrics()
                     .observe(OpKind::invalid, false, started.elapsed());
@@ -352,7 +353,7 @@ async fn execute(
                 set_code(&mut e, "GRAPHQL_VALIDATION_FAILED");
                 return respond(media, request_error(vec![e]), true);
             }
-            selected_operation(doc, params.operation_name.as_deref())
+            selected_operation(&doc, params.operation_name.as_deref())
         }
         Err(e) => {
             app.metrics()
