@@ -476,19 +476,13 @@ impl Store {
             return w
                 .write(move |conn| {
                     let Some(before) = row_on(conn, &c, &scope.as_scope(), &id)? else {
-                        return Ok(Staged {
-                            value: None,
-                            logged: None,
-                        });
+                        return Ok(Staged::nothing());
                     };
                     authorize(&before)?;
                     let (q, after) = update_row(&c, &scope.account_id, &id, patch, &before, limit)?;
                     writer::execute(conn, &q)?;
                     let (change, bytes) = log_on(conn, &c, Action::Update, after, Some(before))?;
-                    Ok(Staged {
-                        value: Some(change.clone()),
-                        logged: Some((change, bytes)),
-                    })
+                    Ok(Staged::changed(change, bytes))
                 })
                 .await;
         }
@@ -519,19 +513,13 @@ impl Store {
             return w
                 .write(move |conn| {
                     let Some(before) = row_on(conn, &c, &scope.as_scope(), &id)? else {
-                        return Ok(Staged {
-                            value: None,
-                            logged: None,
-                        });
+                        return Ok(Staged::nothing());
                     };
                     authorize(&before)?;
                     writer::execute(conn, &delete_row(&c, &scope.account_id, &id))?;
                     let (change, bytes) =
                         log_on(conn, &c, Action::Delete, before.clone(), Some(before))?;
-                    Ok(Staged {
-                        value: Some(change.clone()),
-                        logged: Some((change, bytes)),
-                    })
+                    Ok(Staged::changed(change, bytes))
                 })
                 .await;
         }

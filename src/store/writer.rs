@@ -134,6 +134,24 @@ pub(super) struct Staged<T> {
     pub logged: Option<(Change, usize)>,
 }
 
+impl Staged<Option<Change>> {
+    /// A write that found nothing to change: no row, no event.
+    pub fn nothing() -> Self {
+        Staged {
+            value: None,
+            logged: None,
+        }
+    }
+
+    /// A write that logged `change` (taking `bytes` of the follower's memory).
+    pub fn changed(change: Change, bytes: usize) -> Self {
+        Staged {
+            value: Some(change.clone()),
+            logged: Some((change, bytes)),
+        }
+    }
+}
+
 /// The handle on the writer thread; cheap to share.
 pub(super) struct Writer {
     jobs: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,

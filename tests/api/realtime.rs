@@ -993,8 +993,27 @@ async fn groups_go_with_their_last_member() {
     a.subscribe("old", resuming, json!({ "a": "0" })).await;
     a.send(json!({ "type": "complete", "id": "old" })).await;
     b.subscribe("old", resuming, json!({ "a": "0" })).await;
-    create_post(&s, json!({ "title": "now" })).await;
-    a.next_payload("live").await;
+    // Subscriptions start asynchronously (graphql-ws has no acknowledgement
+    // of one), and a write may be published first: write until `a` hears
+    // one live (frames of its completed replay may come before).
+    let mut heard = false;
+    for _ in 0..20 {
+        create_post(&s, json!({ "title": "now" })).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Some(frame) = a
+            .next_within(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            if matches!(&frame, Frame::Json(v) if v["id"] == "live") {
+                heard = true;
+                break;
+            }
+        }
+        if heard {
+            break;
+        }
+    }
+    assert!(heard, "the live subscription hears a write");
     let renderings = s.state.fanout().clone();
     assert!(
         eventually(Duration::from_secs(5), || renderings.len() == 2).await,
