@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use async_graphql::parser::types::ExecutableDocument;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -122,17 +123,22 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     let refused = refuse(&app, &req);
     let mut request = request(&req, ctx);
     // A document that does not parse is a request error of its own kind.
-    let refused = refused.or_else(|| match request.parsed_query() {
+    // Parsed once per text (see `graphql::documents`).
+    let refused = refused.or_else(|| match app.documents().parse(&req.query) {
         Err(e) => Some(coded(e, "GRAPHQL_PARSE_FAILED", &req.query)),
-        Ok(doc) => guard::checked(doc, req.operation_name.as_deref(), app.limits())
-            .err()
-            .map(|m| {
-                coded(
-                    async_graphql::ServerError::new(m, None),
-                    "GRAPHQL_VALIDATION_FAILED",
-                    &req.query,
-                )
-            }),
+        Ok(doc) => {
+            let verdict = guard::checked(&doc, req.operation_name.as_deref(), app.limits())
+                .err()
+                .map(|m| {
+                    coded(
+                        async_graphql::ServerError::new(m, None),
+                        "GRAPHQL_VALIDATION_FAILED",
+                        &req.query,
+                    )
+                });
+            request.set_parsed_query(ExecutableDocument::clone(&doc));
+            verdict
+        }
     });
     // Nothing runs (and nothing recursive sees the document) once refused.
     let responses = match refused {
