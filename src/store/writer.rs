@@ -337,11 +337,12 @@ fn run(
             tracing::error!(error = %why, "a batch of SQLite writes failed to commit");
         } else {
             let logged: Vec<_> = steps.iter_mut().filter_map(|s| s.logged.take()).collect();
+            // A batch that changed nothing (every write refused) wakes nobody.
             if !logged.is_empty() {
                 metrics.commits.inc();
                 metrics.writes.inc_by(logged.len() as u64);
+                outbox.committed(logged.into_iter());
             }
-            outbox.committed(logged.into_iter());
             commits += 1;
             if commits >= CHECKPOINT_EVERY {
                 commits = 0;
