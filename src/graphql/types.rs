@@ -164,9 +164,10 @@ pub fn register_shared(builder: SchemaBuilder) -> SchemaBuilder {
 fn user_type() -> Object {
     let field = |name: &'static str, ty: TypeRef, doc: &'static str, get: fn(&User) -> Value| {
         Field::new(name, ty, move |ctx| {
-            FieldFuture::new(
-                async move { Ok(Some(get(ctx.parent_value.try_downcast_ref::<User>()?))) },
-            )
+            match ctx.parent_value.try_downcast_ref::<User>() {
+                Ok(user) => FieldFuture::from_value(Some(get(user))),
+                Err(e) => FieldFuture::new(async move { Err::<Option<Value>, _>(e) }),
+            }
         })
         .description(doc)
     };
@@ -198,6 +199,23 @@ fn user_type() -> Object {
         ))
 }
 
+/// A stored JSON value as a GraphQL value, without a round trip through serde.
+fn json_value(j: &serde_json::Value) -> Value {
+    use serde_json::Value as Json;
+    match j {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => Value::Number(n.clone()),
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::List(items.iter().map(json_value).collect()),
+        Json::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (async_graphql::Name::new(k), json_value(v)))
+                .collect(),
+        ),
+    }
+}
+
 fn row_field(
     name: &str,
     ty: TypeRef,
@@ -207,8 +225,10 @@ fn row_field(
     Field::new(name, ty, move |ctx| {
         // Null is "no value" (None): dynamic scalars would run their validator on a
         // Some(Null) and reject it.
-        let v = ctx.parent_value.try_downcast_ref::<Row>().map(&get);
-        FieldFuture::new(async move { Ok(Some(v?).filter(|v| *v != Value::Null)) })
+        match ctx.parent_value.try_downcast_ref::<Row>() {
+            Ok(row) => FieldFuture::from_value(Some(get(row)).filter(|v| *v != Value::Null)),
+            Err(e) => FieldFuture::new(async move { Err::<Option<Value>, _>(e) }),
+        }
     })
     .description(doc)
 }
@@ -305,12 +325,7 @@ pub fn register_collection(
         };
         let key = f.key.clone();
         obj = obj.field(row_field(&f.gql_name, out_ty, &f.description, move |r| {
-            r.data
-                .get(&key)
-                .cloned()
-                .map(Value::from_json)
-                .and_then(Result::ok)
-                .unwrap_or(Value::Null)
+            r.data.get(&key).map_or(Value::Null, json_value)
         }));
         if let (Some(object_name), Some(target)) = (&f.object_name, &f.target) {
             obj = obj.field(ref_object_field(catalog, object_name, &f.key, target));
