@@ -267,6 +267,7 @@ fn finish(
     req: &OpRequest,
     first: bool,
 ) -> Result<String, Vec<Json>> {
+    crate::graphql::take_paths(&mut response.errors);
     let request_error = first
         && !response.errors.is_empty()
         && response.data == async_graphql::Value::Null

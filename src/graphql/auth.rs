@@ -2,11 +2,9 @@
 //! (which reflects the token's claims: they are authoritative for a request).
 
 use async_graphql::Value;
-use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
-};
+use async_graphql::dynamic::{Field, FieldValue, InputValue, Object, ResolverContext, TypeRef};
 
-use super::errors::{ApiError, resolve};
+use super::errors::{ApiError, ready, resolve};
 use super::request_ctx;
 use crate::auth::{Session, SessionError};
 use crate::store::User;
@@ -35,9 +33,10 @@ fn arg(ctx: &ResolverContext<'_>, name: &str) -> Result<String, ApiError> {
 pub fn session_type() -> Object {
     let field = |name: &'static str, ty: TypeRef, doc: &'static str, get: fn(&Session) -> Value| {
         Field::new(name, ty, move |ctx| {
-            FieldFuture::new(async move {
-                Ok(Some(get(ctx.parent_value.try_downcast_ref::<Session>()?)))
-            })
+            ready(
+                ctx.path_node,
+                ctx.parent_value.try_downcast_ref::<Session>().map(get),
+            )
         })
         .description(doc)
     };
@@ -65,10 +64,12 @@ pub fn session_type() -> Object {
         ))
         .field(
             Field::new("user", TypeRef::named_nn("User"), |ctx| {
-                FieldFuture::new(async move {
-                    let s = ctx.parent_value.try_downcast_ref::<Session>()?;
-                    Ok(Some(FieldValue::owned_any(s.user.clone())))
-                })
+                ready(
+                    ctx.path_node,
+                    ctx.parent_value
+                        .try_downcast_ref::<Session>()
+                        .map(|s| FieldValue::owned_any(s.user.clone())),
+                )
             })
             .description("Who signed in."),
         )
@@ -77,7 +78,7 @@ pub fn session_type() -> Object {
 /// The auth mutations.
 pub fn mutation_fields() -> Vec<Field> {
     let sign_up = Field::new("signUp", TypeRef::named_nn("Session"), |ctx| {
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let new_account = match ctx.args.get("newAccount").filter(|v| !v.is_null()) {
                 Some(v) => Some(v.string()?.to_string()),
@@ -92,7 +93,7 @@ pub fn mutation_fields() -> Vec<Field> {
     .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)).description("At least 8 characters."))
     .argument(InputValue::new("newAccount", TypeRef::named(TypeRef::STRING)).description("Slug of a new account: lowercase letters, digits, dashes."));
     let sign_in = Field::new("signIn", TypeRef::named_nn("Session"), |ctx| {
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let s = rc.auth.sign_in(&rc.store, &arg(&ctx, "email")?, &arg(&ctx, "password")?, rc.client_ip).await?;
             Ok(Some(FieldValue::owned_any(s)))
@@ -102,7 +103,7 @@ pub fn mutation_fields() -> Vec<Field> {
     .argument(InputValue::new("email", TypeRef::named_nn(TypeRef::STRING)).description("The email address signed up with."))
     .argument(InputValue::new("password", TypeRef::named_nn(TypeRef::STRING)).description("The user's password."));
     let refresh = Field::new("refreshSession", TypeRef::named_nn("Session"), |ctx| {
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let s = rc.auth.refresh(&rc.store, &arg(&ctx, "refreshToken")?).await?;
             Ok(Some(FieldValue::owned_any(s)))
@@ -111,7 +112,7 @@ pub fn mutation_fields() -> Vec<Field> {
     .description("Exchanges a refresh token for a new access token and a new refresh token (the old one stops working). Presenting an already-used refresh token revokes the whole session.")
     .argument(InputValue::new("refreshToken", TypeRef::named_nn(TypeRef::STRING)).description("The `refreshToken` of the latest Session."));
     let sign_out = Field::new("signOut", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let done = rc.auth.sign_out(&rc.store, &arg(&ctx, "refreshToken")?).await?;
             Ok(Some(FieldValue::value(done)))
@@ -125,7 +126,7 @@ pub fn mutation_fields() -> Vec<Field> {
 /// `me`: the signed-in viewer as its token describes it, or null when anonymous.
 pub fn me_field() -> Field {
     Field::new("me", TypeRef::named("User"), |ctx| {
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let v = &rc.viewer;
             Ok(v.user_id.as_ref().map(|id| {

@@ -95,7 +95,7 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
             TypeRef::named_nn_list_nn(&n.type_name),
             move |ctx| {
                 let c = coll.clone();
-                resolve(async move {
+                resolve(ctx.path_node, async move {
                     let rc = request_ctx(&ctx)?;
                     let filter = where_arg(&c, &ctx)?;
                     let order = parse_order(&c, ctx.args.get("orderBy"))?;
@@ -143,7 +143,7 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
         let coll = coll.clone();
         Field::new(&n.single, TypeRef::named(&n.type_name), move |ctx| {
             let c = coll.clone();
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
                 let mut owned = String::new();
@@ -167,7 +167,7 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
         let coll = coll.clone();
         Field::new(&n.count, TypeRef::named_nn(TypeRef::INT), move |ctx| {
             let c = coll.clone();
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let rc = request_ctx(&ctx)?;
                 let filter = where_arg(&c, &ctx)?;
                 let mut owned = String::new();
@@ -253,7 +253,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
         let (coll, catalog) = (coll.clone(), catalog.clone());
         Field::new(&n.create, TypeRef::named_nn(&n.type_name), move |ctx| {
             let (c, catalog) = (coll.clone(), catalog.clone());
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let rc = request_ctx(&ctx)?;
                 may_create(&rc.viewer, c.create)
                     .map_err(|d| ApiError::denied(d, &format!("create rows in {}", c.key)))?;
@@ -285,7 +285,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
         let (coll, catalog) = (coll.clone(), catalog.clone());
         Field::new(&n.update, TypeRef::named_nn(&n.type_name), move |ctx| {
             let (c, catalog) = (coll.clone(), catalog.clone());
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
                 let mut owned = String::new();
@@ -329,7 +329,7 @@ pub fn mutation_fields(catalog: &Arc<Catalog>, c: &Collection) -> Vec<Field> {
         let coll = coll.clone();
         Field::new(&n.delete, TypeRef::named_nn(&n.type_name), move |ctx| {
             let c = coll.clone();
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let rc = request_ctx(&ctx)?;
                 let id = id_arg(&ctx)?;
                 let (store, viewer) = (rc.store.clone(), rc.viewer.clone());

@@ -31,7 +31,7 @@ use crate::realtime::rooms::{Peers, Rooms};
 use crate::store::Store;
 
 pub use crate::realtime::{Live, Pinned};
-pub use errors::{ApiError, coded_errors, give_codes, set_code};
+pub use errors::{ApiError, coded_errors, give_codes, set_code, take_paths};
 pub use response::complete;
 
 /// Limits applied to every operation.
@@ -215,7 +215,6 @@ pub fn build_schema(
         .register(mutation)
         .data(limits)
         .data(rooms)
-        .extension(response::ErrorPaths)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

@@ -2,56 +2,15 @@
 //! resolver error without a `path` and drops the failed field from `data` instead
 //! of nulling it (and never propagates null past a non-null field). Clients such
 //! as Apollo rely on both, so:
-//! - [`ErrorPaths`], an extension, gives every resolver error its path;
+//! - [`take_paths`](super::errors::take_paths) gives every resolver error its
+//!   path (which [`resolve`](super::errors::resolve) and its kin record);
 //! - [`complete`] then writes `null` where each error happened, or at the nearest
 //!   nullable ancestor when the field is non-null (`data: null` at the root).
-
-use std::sync::Arc;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
-};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Selection, SelectionSet,
 };
 use async_graphql::registry::Registry;
-use async_graphql::{PathSegment, ServerResult, Value};
-
-/// Adds the field's path to resolver errors that have none.
-pub struct ErrorPaths;
-
-impl ExtensionFactory for ErrorPaths {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorPaths)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for ErrorPaths {
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let path_node = info.path_node;
-        next.run(ctx, info).await.map_err(|mut e| {
-            if e.path.is_empty() {
-                // Field names never start with a digit, so a numeric segment is an index.
-                e.path = path_node
-                    .to_string_vec()
-                    .into_iter()
-                    .map(|s| {
-                        s.parse::<usize>()
-                            .map(PathSegment::Index)
-                            .unwrap_or(PathSegment::Field(s))
-                    })
-                    .collect();
-            }
-            e
-        })
-    }
-}
+use async_graphql::{PathSegment, Value};
 
 /// For one path segment: is the value there allowed to be null?
 fn nullability(

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, SubscriptionField,
+    Field, FieldValue, InputValue, Object, ResolverContext, SubscriptionField,
     SubscriptionFieldFuture, TypeRef,
 };
 use futures_util::StreamExt;
 
-use super::errors::{ApiError, resolve};
+use super::errors::{ApiError, ready, resolve};
 use super::types::{DATETIME, JSON};
 use super::{Feed, Pinned, request_ctx};
 use crate::access::may_use_room;
@@ -73,9 +73,10 @@ pub fn types() -> Vec<Object> {
     let member_field =
         |name: &'static str, ty: TypeRef, doc: &'static str, get: fn(&Member) -> Value| {
             Field::new(name, ty, move |ctx| {
-                FieldFuture::new(async move {
-                    Ok(Some(get(ctx.parent_value.try_downcast_ref::<Member>()?)))
-                })
+                ready(
+                    ctx.path_node,
+                    ctx.parent_value.try_downcast_ref::<Member>().map(get),
+                )
             })
             .description(doc)
         };
@@ -87,11 +88,12 @@ pub fn types() -> Vec<Object> {
     let event_field =
         |name: &'static str, ty: TypeRef, doc: &'static str, get: fn(&RoomEvent) -> Value| {
             Field::new(name, ty, move |ctx| {
-                FieldFuture::new(async move {
-                    Ok(Some(get(ctx
-                        .parent_value
-                        .try_downcast_ref::<Arc<RoomEvent>>()?)))
-                })
+                ready(
+                    ctx.path_node,
+                    ctx.parent_value
+                        .try_downcast_ref::<Arc<RoomEvent>>()
+                        .map(|e| get(e)),
+                )
             })
             .description(doc)
         };
@@ -104,10 +106,12 @@ pub fn types() -> Vec<Object> {
         }))
         .field(
             Field::new("from", TypeRef::named_nn("RoomMember"), |ctx| {
-                FieldFuture::new(async move {
-                    let e = ctx.parent_value.try_downcast_ref::<Arc<RoomEvent>>()?;
-                    Ok(Some(member_value(&e.from)))
-                })
+                ready(
+                    ctx.path_node,
+                    ctx.parent_value
+                        .try_downcast_ref::<Arc<RoomEvent>>()
+                        .map(|e| member_value(&e.from)),
+                )
             })
             .description("Who sent it (for presence: who joined or left; for `sync`: you)."),
         )
@@ -123,7 +127,7 @@ pub fn members_field(catalog: &Arc<Catalog>) -> Field {
         TypeRef::named_nn_list_nn("RoomMember"),
         move |ctx| {
             let catalog = catalog.clone();
-            resolve(async move {
+            resolve(ctx.path_node, async move {
                 let name = room_name(&ctx, "room")?;
                 allowed(&catalog, &ctx, &name, false)?;
                 let rc = request_ctx(&ctx)?;
@@ -143,7 +147,7 @@ pub fn send_field(catalog: &Arc<Catalog>) -> Field {
     let catalog = catalog.clone();
     Field::new("sendToRoom", TypeRef::named_nn(TypeRef::BOOLEAN), move |ctx| {
         let catalog = catalog.clone();
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let name = room_name(&ctx, "room")?;
             let rule = allowed(&catalog, &ctx, &name, true)?;
             let rc = request_ctx(&ctx)?;

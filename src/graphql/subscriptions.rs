@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Subscription,
-    SubscriptionField, SubscriptionFieldFuture, TypeRef,
+    Field, FieldValue, InputValue, Object, ResolverContext, Subscription, SubscriptionField,
+    SubscriptionFieldFuture, TypeRef,
 };
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, ready};
 use super::input::parse_where;
 use super::types::DATETIME;
 use super::{Feed, Live, Pinned, request_ctx};
@@ -46,11 +46,12 @@ fn action_value(a: Action) -> Value {
 
 fn change_field(name: &str, ty: TypeRef, doc: &str, get: fn(&Change) -> Value) -> Field {
     Field::new(name, ty, move |ctx| {
-        FieldFuture::new(async move {
-            Ok(Some(get(ctx
-                .parent_value
-                .try_downcast_ref::<Arc<Change>>()?)))
-        })
+        ready(
+            ctx.path_node,
+            ctx.parent_value
+                .try_downcast_ref::<Arc<Change>>()
+                .map(|v| get(v)),
+        )
     })
     .description(doc)
 }
@@ -71,10 +72,12 @@ fn change_type(c: &Collection) -> Object {
         ))
         .field(
             Field::new("record", TypeRef::named(&c.names.type_name), |ctx| {
-                FieldFuture::new(async move {
-                    let ch = ctx.parent_value.try_downcast_ref::<Arc<Change>>()?;
-                    Ok(Some(FieldValue::owned_any(ch.record.clone())))
-                })
+                ready(
+                    ctx.path_node,
+                    ctx.parent_value
+                        .try_downcast_ref::<Arc<Change>>()
+                        .map(|ch| FieldValue::owned_any(ch.record.clone())),
+                )
             })
             .description("The row after the change; for DELETE, the row as it was."),
         );

@@ -8,7 +8,7 @@ use async_graphql::dynamic::{
     TypeRef,
 };
 
-use super::errors::resolve;
+use super::errors::{failed, resolve};
 use crate::access::may_read_row;
 use crate::catalog::{Catalog, Collection, FieldKind};
 use crate::store::{Scope, User};
@@ -166,7 +166,7 @@ fn user_type() -> Object {
         Field::new(name, ty, move |ctx| {
             match ctx.parent_value.try_downcast_ref::<User>() {
                 Ok(user) => FieldFuture::from_value(Some(get(user))),
-                Err(e) => FieldFuture::new(async move { Err::<Option<Value>, _>(e) }),
+                Err(e) => failed(e, ctx.path_node),
             }
         })
         .description(doc)
@@ -227,7 +227,7 @@ fn row_field(
         // Some(Null) and reject it.
         match ctx.parent_value.try_downcast_ref::<Row>() {
             Ok(row) => FieldFuture::from_value(Some(get(row)).filter(|v| *v != Value::Null)),
-            Err(e) => FieldFuture::new(async move { Err::<Option<Value>, _>(e) }),
+            Err(e) => failed(e, ctx.path_node),
         }
     })
     .description(doc)
@@ -385,7 +385,7 @@ fn ref_object_field(catalog: &Catalog, name: &str, key: &str, target: &str) -> F
     Field::new(name, TypeRef::named(&ty), move |ctx| {
         let key = key.clone();
         let target_coll = target_coll.clone();
-        resolve(async move {
+        resolve(ctx.path_node, async move {
             let rc = super::request_ctx(&ctx)?;
             let row = ctx.parent_value.try_downcast_ref::<Row>()?;
             let Some(id) = row.data.get(&key).and_then(|v| v.as_str()) else {

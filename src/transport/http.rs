@@ -406,6 +406,7 @@ fn finish(
     schema: &Schema,
     operation_name: Option<&str>,
 ) -> (Json, bool) {
+    crate::graphql::take_paths(&mut response.errors);
     let is_request_error = !response.errors.is_empty()
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty());
