@@ -107,13 +107,21 @@ fn details(r: &Value) -> String {
             r["failed"],
             num(r, &["latency_ms", "p99"])
         ),
-        "crud" | "writes" => format!(
-            "{} requests, {} errors, p50/p99 {:.1}/{:.1} ms",
-            r["requests"],
-            r["errors"],
-            num(r, &["latency_ms", "p50"]),
-            num(r, &["latency_ms", "p99"])
-        ),
+        "crud" | "writes" => {
+            format!(
+                "{} requests, {} errors, p50/p99 {:.1}/{:.1} ms",
+                r["requests"],
+                r["errors"],
+                num(r, &["latency_ms", "p50"]),
+                num(r, &["latency_ms", "p99"])
+            ) + &match r["commits_per_s"].as_f64() {
+                Some(c) if c > 0.0 => format!(
+                    " · {c:.0} commits/s ({:.1} writes a commit)",
+                    num(r, &["writes_per_s"]) / c
+                ),
+                _ => String::new(),
+            }
+        }
         "signup-flood" => {
             let what = r["measure"].as_str().unwrap_or("?");
             let errors: u64 = r["signups"]["other_errors"]

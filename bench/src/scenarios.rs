@@ -456,6 +456,7 @@ pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::
 pub async fn writes(target: &Target, concurrency: usize, seconds: u64) -> anyhow::Result<Value> {
     let http = http_client();
     let tok = token(&target.secret, "writes");
+    let commits_before = commits(&http, target).await;
     let stop = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -493,9 +494,32 @@ pub async fn writes(target: &Target, concurrency: usize, seconds: u64) -> anyhow
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // Commits per second beside writes per second (livegate's /metrics; a peer has none).
+    let commits_per_s = match (commits_before, commits(&http, target).await) {
+        (Some(a), Some(b)) => json!(b.saturating_sub(a) as f64 / elapsed),
+        _ => Value::Null,
+    };
     Ok(json!({
         "target": target.name, "scenario": "writes", "instances": target.subscribe_urls.len() + 1,
         "concurrency": concurrency, "seconds": elapsed,
         "requests": all.len(), "errors": errors, "writes_per_s": all.len() as f64 / elapsed, "latency_ms": ms(&all),
+        "commits_per_s": commits_per_s,
     }))
+}
+
+/// `livegate_write_commits_total` summed over every instance of `target`, or
+/// None where an instance has no such metric (the peers).
+async fn commits(http: &reqwest::Client, target: &Target) -> Option<u64> {
+    let mut total = 0;
+    for url in std::iter::once(&target.url).chain(&target.subscribe_urls) {
+        let metrics = url.trim_end_matches("/graphql").to_string() + "/metrics";
+        let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("livegate_write_commits_total "))?
+            .trim()
+            .parse::<f64>()
+            .ok()? as u64;
+    }
+    Some(total)
 }
