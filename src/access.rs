@@ -55,7 +55,7 @@ impl Viewer {
         }
     }
 
-    fn is_admin(&self) -> bool {
+    pub fn is_admin(&self) -> bool {
         self.user_id.is_some() && self.role == Role::Admin
     }
 }

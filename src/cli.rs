@@ -336,6 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             max_connections_per_ip: args.max_connections_per_ip,
         },
+        trigger_env: Vec::new(),
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

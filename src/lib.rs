@@ -12,6 +12,7 @@
 //! | 6 | [`app`] | the core state (`AppState`) and one GraphQL operation run for a streaming transport |
 //! | 5 | [`graphql`] | the dynamic schema built from the catalog, and its resolvers |
 //! | 4 | [`realtime`] | change feeds (replay, then live, filtered by access), the fan-out engine (groups rendering once, dispatchers, catching up from a cursor), rooms with presence (across instances on PostgreSQL) |
+//! | 4 | [`triggers`] | webhook triggers: deliveries from the event log, signed (Standard Webhooks), retried, one attempt per instance at a time |
 //! | 4 | [`auth`] | JWT verify/mint, passwords, sessions, credentials → viewer |
 //! | 3 | [`store`] | sea-orm/sea-query: migrations, table reconciliation, CRUD + event log; the log follower that publishes committed events (any instance's) in order |
 //! | 2 | [`access`] | the one access policy: pure functions of viewer, level and owner |
@@ -32,4 +33,5 @@ pub mod schema_diff;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod triggers;
 pub mod values;

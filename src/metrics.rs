@@ -81,6 +81,46 @@ pub struct WriteMetrics {
     pub commits: Counter,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerOutcomeLabels {
+    trigger: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: String,
+}
+
+/// Webhook triggers: attempts by outcome, and each queue's age.
+#[derive(Clone, Default)]
+pub struct TriggerMetrics {
+    attempts: Family<TriggerOutcomeLabels, Counter>,
+    queue_age: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl TriggerMetrics {
+    /// Counts an attempt of `trigger` that ended as `outcome` (`delivered`,
+    /// `retried` or `failed`).
+    pub fn attempt(&self, trigger: &str, outcome: &str) {
+        self.attempts
+            .get_or_create(&TriggerOutcomeLabels {
+                trigger: trigger.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets how long `trigger`'s oldest pending delivery has waited.
+    pub fn queue_age(&self, trigger: &str, seconds: f64) {
+        self.queue_age
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.to_string(),
+            })
+            .set(seconds);
+    }
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -100,6 +140,8 @@ pub struct Metrics {
     /// Collection writes and their commits.
     pub writes: WriteMetrics,
     refusals: Family<ReasonLabels, Counter>,
+    /// Webhook triggers.
+    pub triggers: TriggerMetrics,
 }
 
 impl Default for Metrics {
@@ -187,7 +229,19 @@ impl Default for Metrics {
             "Realtime connections refused at a connection cap, by reason (total, per_address)",
             refusals.clone(),
         );
+        let triggers = TriggerMetrics::default();
+        registry.register(
+            "trigger_attempts",
+            "Webhook attempts of triggers, by trigger and outcome (delivered, retried, failed)",
+            triggers.attempts.clone(),
+        );
+        registry.register(
+            "trigger_queue_age_seconds",
+            "How long each trigger's oldest pending delivery has waited",
+            triggers.queue_age.clone(),
+        );
         Metrics {
+            triggers,
             hashing,
             writes,
             registry,

@@ -21,6 +21,7 @@ use crate::realtime::rooms::Rooms;
 use crate::store::Store;
 use crate::transport::ws::WsConfig;
 use crate::transport::{Gateway, feed, http, playground, sse};
+use crate::triggers::Armed;
 
 /// Everything `serve` needs, from flags and environment.
 #[derive(Debug, Clone)]
@@ -37,11 +38,28 @@ pub struct Config {
     pub auth: AuthConfig,
     /// WebSocket transport settings.
     pub ws: WsConfig,
+    /// Variables trigger settings (`url_env`, `secret_env`) are read from
+    /// before the process environment (an embedding program's, or a test's).
+    pub trigger_env: Vec<(String, String)>,
 }
 
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
 pub async fn prepare(config: &Config) -> anyhow::Result<Gateway> {
+    Ok(prepare_with_triggers(config).await?.0)
+}
+
+/// [`prepare`], and the app file's triggers armed with their URLs and secrets.
+async fn prepare_with_triggers(config: &Config) -> anyhow::Result<(Gateway, Vec<Armed>)> {
     let catalog = Catalog::load(&config.app)?;
+    // Before anything connects: a missing secret is an app-file error.
+    let armed = crate::triggers::arm(&config.app.display().to_string(), &catalog, |name| {
+        config
+            .trigger_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    })?;
     let metrics = Metrics::default();
     let store = Store::connect(&config.database_url, catalog.clone())
         .await?
@@ -82,8 +100,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Gateway> {
         rooms,
         max_buffer_bytes: config.ws.max_buffer_bytes,
     });
+    app.store().start_triggers().await?;
     // One `WsConfig` for the engine's hold limit and the connections' queues.
-    Ok(Gateway::new(app, config.ws))
+    Ok((Gateway::new(app, config.ws), armed))
 }
 
 /// Every graphql-sse request on `/graphql/stream`, and `PUT`/`DELETE` on `/graphql`.
@@ -182,7 +201,7 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let state = prepare(&config).await?;
+    let (state, armed) = prepare_with_triggers(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -198,6 +217,7 @@ pub async fn start(
     let store = state.store().clone();
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();
+    let trigger_metrics = state.metrics().triggers.clone();
     let router = app(state);
     let task = tokio::spawn(async move {
         // Rate-limit state for keys that went quiet is dropped once a minute, so a
@@ -215,6 +235,7 @@ pub async fn start(
         let follower = tokio::spawn(store.clone().follow());
         let room_reader = tokio::spawn(rooms.clone().follow_rooms());
         let lease = tokio::spawn(rooms.clone().keep_lease());
+        let triggers = crate::triggers::start(store.clone(), armed, trigger_metrics);
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -241,6 +262,9 @@ pub async fn start(
         follower.abort();
         room_reader.abort();
         lease.abort();
+        for t in &triggers {
+            t.abort();
+        }
         // Its members leave their rooms now, not when the lease lapses.
         rooms.end_lease().await;
         store.close().await.ok();

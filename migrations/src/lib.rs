@@ -10,6 +10,7 @@ mod m20261122_000001_system_tables;
 mod m20261122_000002_sessions;
 mod m20261122_000003_meta;
 mod m20261202_000004_rooms;
+mod m20261207_000005_triggers;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_sessions::Migration),
             Box::new(m20261122_000003_meta::Migration),
             Box::new(m20261202_000004_rooms::Migration),
+            Box::new(m20261207_000005_triggers::Migration),
         ]
     }
 

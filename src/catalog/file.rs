@@ -21,6 +21,32 @@ pub struct AppFile {
     /// Room defaults and per-pattern rules.
     #[serde(default)]
     pub rooms: RoomsFile,
+    /// Webhooks called for the changes of collections, by name.
+    #[serde(default)]
+    pub triggers: IndexMap<String, TriggerFile>,
+}
+
+/// `[triggers.<name>]`: a webhook called for every matching change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerFile {
+    /// Collection keys, or `["*"]` for every collection.
+    pub collections: Vec<String>,
+    /// `create`, `update`, `delete`; all three when left out.
+    pub actions: Option<Vec<String>>,
+    /// Where to POST; exactly one of `url` and `url_env`.
+    pub url: Option<String>,
+    /// The environment variable that holds the URL.
+    pub url_env: Option<String>,
+    /// The environment variable that holds the signing secret (`whsec_...`).
+    pub secret_env: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// How long one attempt may take, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Attempts before a delivery is `FAILED`.
+    pub max_attempts: Option<u32>,
 }
 
 /// `[realtime]`.

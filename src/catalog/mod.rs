@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-pub use validate::CatalogError;
+pub use validate::{CatalogError, check_webhook_url};
 
 /// Who may do something: the levels of API.md §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,12 +214,55 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// Where a trigger's URL comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerUrl {
+    /// Written in the app file (checked to be an http or https URL).
+    Literal(String),
+    /// Read from this environment variable at start-up.
+    Env(String),
+}
+
+/// `[triggers.<name>]`, validated (environment variables are read at start-up,
+/// by `crate::triggers`, so that `livegate schema` needs none of them).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub name: String,
+    /// Collection keys; `None` for every collection (`["*"]`).
+    pub collections: Option<Vec<String>>,
+    /// Which actions, as stored in the log (`create`, `update`, `delete`).
+    pub actions: Vec<String>,
+    pub url: TriggerUrl,
+    pub secret_env: String,
+    /// Extra headers (names checked, lower-case).
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Trigger {
+    /// Whether a change of `collection` by `action` calls this trigger.
+    pub fn matches(&self, collection: &str, action: &str) -> bool {
+        self.collections
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|k| k == collection))
+            && self.actions.iter().any(|a| a == action)
+    }
+}
+
+/// Default of `timeout_ms`.
+pub const TRIGGER_TIMEOUT_MS: u64 = 5_000;
+/// Default of `max_attempts`.
+pub const TRIGGER_MAX_ATTEMPTS: u32 = 8;
+
 /// The validated app: immutable, shared behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub realtime: Realtime,
     pub collections: IndexMap<String, Collection>,
     pub rooms: Rooms,
+    /// Webhook triggers by name, in declaration order.
+    pub triggers: IndexMap<String, Trigger>,
 }
 
 impl Catalog {

@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
 
-use super::file::{AppFile, CollectionFile, FieldFile, FieldKindFile, RoomRuleFile};
+use super::file::{AppFile, CollectionFile, FieldFile, FieldKindFile, RoomRuleFile, TriggerFile};
 use super::names::{camel, is_key, is_type_name, lower_first, shouty, type_name_for};
 use super::{
-    Catalog, Collection, Field, FieldKind, Hints, Level, Names, Realtime, RoomRule, Rooms, USERS,
+    Catalog, Collection, Field, FieldKind, Hints, Level, Names, Realtime, RoomRule, Rooms,
+    TRIGGER_MAX_ATTEMPTS, TRIGGER_TIMEOUT_MS, Trigger, TriggerUrl, USERS,
 };
 
 /// A bad app file: which file, where in it, and what was expected.
@@ -64,6 +65,8 @@ const BUILTIN_TYPES: &[&str] = &[
     "Role",
     "RoomMember",
     "RoomEvent",
+    "TriggerDelivery",
+    "DeliveryStatus",
     "StringFilter",
     "IntFilter",
     "FloatFilter",
@@ -83,6 +86,8 @@ const BUILTIN_ROOT_FIELDS: &[&str] = &[
     "sendToRoom",
     "changes",
     "room",
+    "triggerDeliveries",
+    "redeliver",
 ];
 
 struct Ctx<'a> {
@@ -110,11 +115,183 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Catalog, CatalogError> {
         collections.insert(key.clone(), collection(&cx, &raw, key, coll)?);
     }
     check_unique_names(&cx, &collections)?;
+    let mut triggers = IndexMap::new();
+    for (name, t) in &raw.triggers {
+        triggers.insert(name.clone(), trigger(&cx, &collections, name, t)?);
+    }
     Ok(Catalog {
         realtime,
         collections,
         rooms,
+        triggers,
     })
+}
+
+/// Headers a trigger may not set: the request's own and the signature's.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Whether `name` can be an environment variable's name.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn trigger(
+    cx: &Ctx,
+    collections: &IndexMap<String, Collection>,
+    name: &str,
+    t: &TriggerFile,
+) -> Result<Trigger, CatalogError> {
+    let at = |key: &str| format!("triggers.{name}.{key}");
+    if !is_key(name) {
+        return Err(cx.err(
+            format!("triggers.{name}"),
+            "a trigger name must be lower snake_case (letters, digits, underscores; a letter first)",
+        ));
+    }
+    let wanted = if t.collections.is_empty() {
+        return Err(cx.err(
+            at("collections"),
+            "name at least one collection, or \"*\" for all of them",
+        ));
+    } else if t.collections.iter().any(|c| c == "*") {
+        if t.collections.len() > 1 {
+            return Err(cx.err(
+                at("collections"),
+                "\"*\" already means every collection: give it alone",
+            ));
+        }
+        None
+    } else {
+        for c in &t.collections {
+            if !collections.contains_key(c) {
+                return Err(cx.err(
+                    at("collections"),
+                    format!(
+                        "no collection \"{c}\" in this app file (declared: {})",
+                        collections.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Some(t.collections.clone())
+    };
+    let mut actions = Vec::new();
+    match &t.actions {
+        None => actions.extend(["create", "update", "delete"].map(String::from)),
+        Some(list) if list.is_empty() => {
+            return Err(cx.err(
+                at("actions"),
+                "name at least one action (create, update, delete), or leave the key out for all three",
+            ));
+        }
+        Some(list) => {
+            for a in list {
+                if !["create", "update", "delete"].contains(&a.as_str()) {
+                    return Err(cx.err(
+                        at("actions"),
+                        format!("unknown action \"{a}\", expected create, update or delete"),
+                    ));
+                }
+                if !actions.contains(a) {
+                    actions.push(a.clone());
+                }
+            }
+        }
+    }
+    let url = match (&t.url, &t.url_env) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(cx.err(
+                format!("triggers.{name}"),
+                "give exactly one of `url` and `url_env`",
+            ));
+        }
+        (Some(u), None) => {
+            check_webhook_url(u, false).map_err(|m| cx.err(at("url"), m))?;
+            TriggerUrl::Literal(u.clone())
+        }
+        (None, Some(var)) => {
+            if !is_env_name(var) {
+                return Err(cx.err(
+                    at("url_env"),
+                    format!("\"{var}\" is not an environment variable's name"),
+                ));
+            }
+            TriggerUrl::Env(var.clone())
+        }
+    };
+    if !is_env_name(&t.secret_env) {
+        return Err(cx.err(
+            at("secret_env"),
+            format!("\"{}\" is not an environment variable's name", t.secret_env),
+        ));
+    }
+    let mut headers = Vec::new();
+    for (h, v) in &t.headers {
+        let lower = h.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(cx.err(at("headers"), format!("\"{h}\" is not a header name")));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(cx.err(
+                at("headers"),
+                format!("\"{h}\" is set by livegate itself and cannot be overridden"),
+            ));
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(cx.err(
+                at(&format!("headers.{h}")),
+                "not a valid header value (visible ASCII only)",
+            ));
+        }
+        headers.push((lower, v.clone()));
+    }
+    let timeout_ms = t.timeout_ms.unwrap_or(TRIGGER_TIMEOUT_MS);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(cx.err(at("timeout_ms"), "must be between 1 and 60000 (a minute)"));
+    }
+    let max_attempts = t.max_attempts.unwrap_or(TRIGGER_MAX_ATTEMPTS);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(cx.err(at("max_attempts"), "must be between 1 and 100"));
+    }
+    Ok(Trigger {
+        name: name.to_string(),
+        collections: wanted,
+        actions,
+        url,
+        secret_env: t.secret_env.clone(),
+        headers,
+        timeout_ms,
+        max_attempts,
+    })
+}
+
+/// Why `url` cannot be a webhook's address, if it cannot. Credentials are
+/// refused in a URL written in the app file (which lives in a repository), not
+/// in one from the environment.
+pub fn check_webhook_url(url: &str, credentials_allowed: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "\"{url}\" is not an http:// or https:// URL with a host"
+        ));
+    }
+    if !credentials_allowed && (!parsed.username().is_empty() || parsed.password().is_some()) {
+        return Err(
+            "put credentials in `headers` (or the URL in `url_env`), not in the URL".into(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_shape(file: &str, text: &str) -> Result<AppFile, CatalogError> {

@@ -14,6 +14,7 @@ mod input;
 mod response;
 mod rooms;
 mod subscriptions;
+mod triggers;
 mod types;
 
 use std::net::IpAddr;
@@ -194,13 +195,18 @@ pub fn build_schema(
         builder = builder.register(t);
     }
     builder = types::register_shared(builder).register(auth::session_type());
+    let (delivery_status, delivery) = triggers::types();
+    builder = builder.register(delivery_status).register(delivery);
     query = query
         .field(auth::me_field())
-        .field(rooms::members_field(catalog));
+        .field(rooms::members_field(catalog))
+        .field(triggers::deliveries_field());
     for f in auth::mutation_fields() {
         mutation = mutation.field(f);
     }
-    mutation = mutation.field(rooms::send_field(catalog));
+    mutation = mutation
+        .field(rooms::send_field(catalog))
+        .field(triggers::redeliver_field());
     for c in catalog.collections.values() {
         builder = types::register_collection(builder, catalog, c);
         for f in crud::query_fields(catalog, c, limits) {

@@ -378,6 +378,11 @@ impl Store {
         else {
             return Ok(0);
         };
+        // Never past an event a trigger has still to look at.
+        let upto = match self.trigger_floor(&txn).await? {
+            Some(floor) => Ord::min(upto, floor),
+            None => upto,
+        };
         let greatest = if self.backend() == DbBackend::Postgres {
             "GREATEST(livegate_meta.value, excluded.value)"
         } else {

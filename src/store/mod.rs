@@ -9,6 +9,7 @@
 //! table and column names come only from the [`Catalog`], never from a request.
 
 mod accounts;
+mod deliveries;
 mod events;
 mod filter;
 mod follow;
@@ -29,6 +30,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use crate::catalog::Catalog;
 
 pub use accounts::{Account, DEFAULT_ACCOUNT, User};
+pub use deliveries::{Claimed, Delivery, DeliveryStatus, Outcome, now_ms, webhook_body};
 pub use events::{ANY_SESSION, BUS_CAPACITY, LogBounds, Outbox, REVOCATIONS_BUFFER};
 pub use filter::{CmpOp, Filter, LikeKind, Order};
 pub use follow::POLL;

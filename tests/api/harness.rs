@@ -155,6 +155,36 @@ impl Server {
         auth: AuthConfig,
         ws: WsConfig,
     ) -> anyhow::Result<Server> {
+        Server::start_env(db, app, limits, auth, ws, Vec::new()).await
+    }
+
+    /// Starts a server for app text `toml` whose triggers read their
+    /// variables from `env` (then the process environment).
+    pub async fn start_with_trigger_env(
+        db: &Db,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        let app = db.app_file("app.toml", toml);
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ws = WsConfig {
+            init_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        };
+        Server::start_env(db, app, Limits::default(), Server::test_auth(db), ws, env).await
+    }
+
+    async fn start_env(
+        db: &Db,
+        app: PathBuf,
+        limits: Limits,
+        auth: AuthConfig,
+        ws: WsConfig,
+        trigger_env: Vec<(String, String)>,
+    ) -> anyhow::Result<Server> {
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             app,
@@ -162,6 +192,7 @@ impl Server {
             limits,
             auth,
             ws,
+            trigger_env,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let running = start(config, async {

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("schema_diff", 2),
     ("store", 3),
     ("realtime", 4),
+    ("triggers", 4),
     ("auth", 4),
     ("graphql", 5),
     ("app", 6),

@@ -23,5 +23,6 @@ mod rooms;
 mod sign_up;
 mod sse;
 mod sseclient;
+mod triggers;
 mod validation;
 mod wsclient;

@@ -1,0 +1,495 @@
+//! Trigger deliveries in the database. Each trigger has a progress row (the
+//! newest event seq it has looked at); moving it and inserting the deliveries
+//! of the events it passed over happen in one transaction, so an event is
+//! enqueued once and never skipped, whichever instance does it and whenever it
+//! dies. Progress only goes up to the follower's published seq, the gap-free
+//! prefix of the log (see `store::follow`), never past an event that may still
+//! commit.
+//!
+//! An attempt first *claims* its delivery: the attempt is counted and a lease
+//! taken (`leased_until_ms`) in one statement, with `FOR UPDATE SKIP LOCKED`
+//! on PostgreSQL, so with several instances each attempt is made by one of
+//! them. Its outcome is written only if the delivery still holds that attempt
+//! (an instance that stalled past its lease finds it taken over). An instance
+//! that dies mid-attempt leaves the lease to run out; the next instance then
+//! makes the next attempt: at least once.
+
+use sea_orm::sea_query::{
+    Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order as SqlOrder, Query,
+};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait};
+use serde_json::Value as Json;
+
+use super::events::read_event;
+use super::rows::Change;
+use super::{Store, StoreError};
+use crate::catalog::Trigger;
+use crate::values::new_id;
+
+/// Events of the log one enqueueing transaction looks at.
+const ENQUEUE_BATCH: u64 = 500;
+
+/// A delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "PENDING",
+            DeliveryStatus::Delivered => "DELIVERED",
+            DeliveryStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(DeliveryStatus::Pending),
+            "DELIVERED" => Some(DeliveryStatus::Delivered),
+            "FAILED" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One delivery as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub trigger: String,
+    pub seq: i64,
+    pub account_id: String,
+    pub collection: String,
+    pub action: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    /// When the next attempt is due (PENDING only).
+    pub next_attempt_ms: i64,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub seq: i64,
+    pub body: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Delivered { status: i32 },
+    /// Another try at `at_ms`.
+    Retry {
+        at_ms: i64,
+        status: Option<i32>,
+        error: String,
+    },
+    /// No attempts left.
+    Failed { status: Option<i32>, error: String },
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn delivery_from(r: &QueryResult) -> Result<Delivery, StoreError> {
+    let status: String = r.try_get("", "status")?;
+    Ok(Delivery {
+        id: r.try_get("", "id")?,
+        trigger: r.try_get("", "trigger")?,
+        seq: r.try_get("", "seq")?,
+        account_id: r.try_get("", "account_id")?,
+        collection: r.try_get("", "collection")?,
+        action: r.try_get("", "action")?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status}")))?,
+        attempts: r.try_get("", "attempts")?,
+        next_attempt_ms: r.try_get("", "next_attempt_ms")?,
+        last_status: r.try_get("", "last_status")?,
+        last_error: r.try_get("", "last_error")?,
+        created_ms: r.try_get("", "created_ms")?,
+        updated_ms: r.try_get("", "updated_ms")?,
+    })
+}
+
+const DELIVERY_COLUMNS: [&str; 13] = [
+    "id",
+    "trigger",
+    "seq",
+    "account_id",
+    "collection",
+    "action",
+    "status",
+    "attempts",
+    "next_attempt_ms",
+    "last_status",
+    "last_error",
+    "created_ms",
+    "updated_ms",
+];
+
+impl Store {
+    /// Gives every trigger without one a progress row at the newest published
+    /// event: a new trigger calls for changes from now on, not for history.
+    /// Call after [`Store::start_following`].
+    pub async fn start_triggers(&self) -> Result<(), StoreError> {
+        let names: Vec<String> = self.catalog.triggers.keys().cloned().collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let at = self.published_seq();
+        let _turn = self.write_turn().await;
+        for name in names {
+            let q = Query::insert()
+                .into_table("livegate_trigger_progress")
+                .columns(["trigger", "seq"])
+                .values_panic([name.into(), at.into()])
+                .on_conflict(OnConflict::column("trigger").do_nothing().to_owned())
+                .to_owned();
+            self.db.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `trigger` through the log towards the published seq, inserting
+    /// a delivery (with its body, from `body`) for each event it matches.
+    /// Returns the deliveries added and whether there is more to look at.
+    pub async fn enqueue_deliveries(
+        &self,
+        trigger: &Trigger,
+        body: impl Fn(&Change) -> String,
+    ) -> Result<(usize, bool), StoreError> {
+        let upto = self.published_seq();
+        let _turn = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let mut progress = Query::select()
+            .column("seq")
+            .from("livegate_trigger_progress")
+            .and_where(Expr::col("trigger").eq(trigger.name.as_str()))
+            .to_owned();
+        // Instances enqueueing the same trigger take turns.
+        progress.lock(LockType::Update);
+        let Some(from) = txn
+            .query_one(&progress)
+            .await?
+            .map(|r| r.try_get::<i64>("", "seq"))
+            .transpose()?
+        else {
+            return Ok((0, false));
+        };
+        if from >= upto {
+            return Ok((0, false));
+        }
+        let events = Query::select()
+            .columns(["seq", "collection", "action", "at", "record", "previous"])
+            .from("livegate_events")
+            .and_where(Expr::col("seq").gt(from))
+            .and_where(Expr::col("seq").lte(upto))
+            .order_by("seq", SqlOrder::Asc)
+            .limit(ENQUEUE_BATCH)
+            .to_owned();
+        let rows = txn.query_all(&events).await?;
+        let full = rows.len() as u64 == ENQUEUE_BATCH;
+        let mut through = upto;
+        let mut added = 0;
+        let now = now_ms();
+        for r in &rows {
+            let change = read_event(r)?;
+            through = change.seq;
+            if !trigger.matches(&change.collection, change.action.as_str()) {
+                continue;
+            }
+            let insert = Query::insert()
+                .into_table("livegate_deliveries")
+                .columns([
+                    "id",
+                    "trigger",
+                    "seq",
+                    "account_id",
+                    "collection",
+                    "action",
+                    "body",
+                    "status",
+                    "attempts",
+                    "next_attempt_ms",
+                    "created_ms",
+                    "updated_ms",
+                ])
+                .values_panic([
+                    new_id().into(),
+                    trigger.name.as_str().into(),
+                    change.seq.into(),
+                    change.record.account_id.as_str().into(),
+                    change.collection.as_str().into(),
+                    change.action.as_str().into(),
+                    body(&change).into(),
+                    DeliveryStatus::Pending.as_str().into(),
+                    0i32.into(),
+                    now.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .on_conflict(
+                    OnConflict::columns(["trigger", "seq"])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .to_owned();
+            added += txn.execute(&insert).await?.rows_affected() as usize;
+        }
+        if !full {
+            through = upto;
+        }
+        let advance = Query::update()
+            .table("livegate_trigger_progress")
+            .value("seq", through)
+            .and_where(Expr::col("trigger").eq(trigger.name.as_str()))
+            .to_owned();
+        txn.execute(&advance).await?;
+        txn.commit().await?;
+        Ok((added, full))
+    }
+
+    /// Claims up to `n` due deliveries of `trigger` for an attempt each, leased
+    /// for `lease_ms` (see module docs).
+    pub async fn claim_deliveries(
+        &self,
+        trigger: &str,
+        n: u64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ms();
+        let mut due = Query::select()
+            .column("id")
+            .from("livegate_deliveries")
+            .and_where(Expr::col("trigger").eq(trigger))
+            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
+            .and_where(Expr::col("next_attempt_ms").lte(now))
+            .and_where(
+                Expr::col("leased_until_ms")
+                    .is_null()
+                    .or(Expr::col("leased_until_ms").lt(now)),
+            )
+            .order_by("next_attempt_ms", SqlOrder::Asc)
+            .order_by("seq", SqlOrder::Asc)
+            .limit(n)
+            .to_owned();
+        // SQLite has no row locks (nor needs them: one instance, writes in turn).
+        due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let claim = Query::update()
+            .table("livegate_deliveries")
+            .value("attempts", Expr::col("attempts").add(1))
+            .value("leased_until_ms", now + lease_ms)
+            .value("updated_ms", now)
+            .and_where(Expr::col("id").in_subquery(due))
+            .returning(Query::returning().columns(["id", "seq", "body", "attempts"]))
+            .to_owned();
+        let _turn = self.write_turn().await;
+        let rows = self.db.query_all(&claim).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get("", "id")?,
+                    seq: r.try_get("", "seq")?,
+                    body: r.try_get("", "body")?,
+                    attempt: r.try_get("", "attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|c| c.seq);
+        Ok(claimed)
+    }
+
+    /// Writes how an attempt ended, if the delivery still holds that attempt;
+    /// says whether it did.
+    pub async fn finish_delivery(
+        &self,
+        id: &str,
+        attempt: i32,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut q = Query::update();
+        q.table("livegate_deliveries")
+            .value("leased_until_ms", Expr::val(None::<i64>))
+            .value("updated_ms", now)
+            .and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col("attempts").eq(attempt))
+            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()));
+        match outcome {
+            Outcome::Delivered { status } => {
+                q.value("status", DeliveryStatus::Delivered.as_str())
+                    .value("last_status", *status)
+                    .value("last_error", Expr::val(None::<String>));
+            }
+            Outcome::Retry {
+                at_ms,
+                status,
+                error,
+            } => {
+                q.value("next_attempt_ms", *at_ms)
+                    .value("last_status", *status)
+                    .value("last_error", error.as_str());
+            }
+            Outcome::Failed { status, error } => {
+                q.value("status", DeliveryStatus::Failed.as_str())
+                    .value("last_status", *status)
+                    .value("last_error", error.as_str());
+            }
+        }
+        let _turn = self.write_turn().await;
+        Ok(self.db.execute(&q).await?.rows_affected() == 1)
+    }
+
+    /// When `trigger`'s next pending delivery is due, and when its oldest
+    /// pending delivery was enqueued (for the queue's age); `None` when none
+    /// is pending.
+    pub async fn pending_deliveries(
+        &self,
+        trigger: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let q = Query::select()
+            .expr_as(Expr::col("next_attempt_ms").min(), "due")
+            .expr_as(Expr::col("created_ms").min(), "oldest")
+            .from("livegate_deliveries")
+            .and_where(Expr::col("trigger").eq(trigger))
+            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
+            .to_owned();
+        let Some(r) = self.db.query_one(&q).await? else {
+            return Ok(None);
+        };
+        let due: Option<i64> = r.try_get("", "due")?;
+        let oldest: Option<i64> = r.try_get("", "oldest")?;
+        Ok(due.zip(oldest))
+    }
+
+    /// An account's deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        account_id: &str,
+        trigger: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: u64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut q = Query::select();
+        q.columns(DELIVERY_COLUMNS)
+            .from("livegate_deliveries")
+            .and_where(Expr::col("account_id").eq(account_id))
+            .order_by("id", SqlOrder::Desc)
+            .limit(limit);
+        if let Some(t) = trigger {
+            q.and_where(Expr::col("trigger").eq(t));
+        }
+        if let Some(s) = status {
+            q.and_where(Expr::col("status").eq(s.as_str()));
+        }
+        self.db
+            .query_all(&q)
+            .await?
+            .iter()
+            .map(delivery_from)
+            .collect()
+    }
+
+    /// Makes one of an account's deliveries PENDING again, due now, with every
+    /// attempt back; says whether there was such a delivery.
+    pub async fn redeliver(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let q = Query::update()
+            .table("livegate_deliveries")
+            .value("status", DeliveryStatus::Pending.as_str())
+            .value("attempts", 0i32)
+            .value("next_attempt_ms", now)
+            .value("leased_until_ms", Expr::val(None::<i64>))
+            .value("updated_ms", now)
+            .and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col("account_id").eq(account_id))
+            .to_owned();
+        let _turn = self.write_turn().await;
+        Ok(self.db.execute(&q).await?.rows_affected() == 1)
+    }
+
+    /// The lowest progress of the declared triggers: the log must keep every
+    /// event after it (see [`Store::prune_events`]).
+    pub(super) async fn trigger_floor(
+        &self,
+        conn: &impl ConnectionTrait,
+    ) -> Result<Option<i64>, StoreError> {
+        let names: Vec<String> = self.catalog.triggers.keys().cloned().collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let q = Query::select()
+            .expr_as(Expr::col("seq").min(), "floor")
+            .from("livegate_trigger_progress")
+            .and_where(Expr::col("trigger").is_in(names))
+            .to_owned();
+        Ok(conn
+            .query_one(&q)
+            .await?
+            .map(|r| r.try_get::<Option<i64>>("", "floor"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Whether this store runs on PostgreSQL (several instances may share it).
+    pub fn is_postgres(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+}
+
+/// A change as a webhook body (API.md §9): `record` and `previous` as the
+/// GraphQL API shows rows (`ownerId`, `createdAt`, fields by their GraphQL
+/// names).
+pub fn webhook_body(trigger: &str, catalog: &crate::catalog::Catalog, change: &Change) -> String {
+    let row = |r: &crate::values::Row| {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), Json::String(r.id.clone()));
+        m.insert(
+            "ownerId".into(),
+            r.owner_id.clone().map_or(Json::Null, Json::String),
+        );
+        m.insert("accountId".into(), Json::String(r.account_id.clone()));
+        m.insert(
+            "createdAt".into(),
+            Json::String(crate::values::format_datetime(&r.created_at)),
+        );
+        m.insert(
+            "updatedAt".into(),
+            Json::String(crate::values::format_datetime(&r.updated_at)),
+        );
+        let coll = catalog.collection(&change.collection);
+        for (key, value) in &r.data {
+            let name = coll
+                .and_then(|c| c.field(key))
+                .map_or_else(|| key.clone(), |f| f.gql_name.clone());
+            m.insert(name, value.clone());
+        }
+        Json::Object(m)
+    };
+    serde_json::json!({
+        "trigger": trigger,
+        "collection": change.collection,
+        "action": change.action.as_str(),
+        "account": change.record.account_id,
+        "at": crate::values::format_datetime(&change.at),
+        "cursor": change.seq.to_string(),
+        "record": row(&change.record),
+        "previous": change.previous.as_ref().map(row),
+    })
+    .to_string()
+}

@@ -1,0 +1,315 @@
+//! Webhook triggers (API.md §9): every change a trigger matches becomes a
+//! delivery in the database (`store::deliveries`), which this module POSTs,
+//! signed per the Standard Webhooks spec, until the endpoint answers 2xx or
+//! the attempts run out.
+//!
+//! Each trigger runs on a task of its own with at most [`CONCURRENCY`]
+//! attempts in flight, each bounded by the trigger's `timeout_ms`: a slow or
+//! dead endpoint holds up its own trigger's queue and nothing else (no write,
+//! no subscriber, no other trigger). Retries back off exponentially from 1 s,
+//! at most 5 minutes apart. Attempts are made in no particular order across a
+//! trigger's deliveries; a receiver orders by `cursor` if it must.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::catalog::{Catalog, CatalogError, Trigger, TriggerUrl, check_webhook_url};
+use crate::metrics::TriggerMetrics;
+use crate::store::{Claimed, Outcome, Store, now_ms, webhook_body};
+
+/// Attempts of one trigger in flight at once.
+pub const CONCURRENCY: usize = 8;
+
+/// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Added to an attempt's timeout for its lease: past both, another instance
+/// may take the delivery over.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The longest a trigger goes without looking at the log and its queue.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The shortest signing key accepted, in bytes (the spec asks for 24 to 64).
+const MIN_SECRET_BYTES: usize = 16;
+
+/// A trigger ready to call: its URL and signing key read from the environment.
+pub struct Armed {
+    pub trigger: Trigger,
+    url: String,
+    signer: standardwebhooks::Webhook,
+    client: reqwest::Client,
+}
+
+/// Reads every trigger's URL and secret from the environment (`var` looks one
+/// up); a variable that is missing or unusable is an error naming its key.
+pub fn arm(
+    file: &str,
+    catalog: &Catalog,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Armed>, CatalogError> {
+    let err = |path: String, message: String| CatalogError {
+        file: file.to_string(),
+        path,
+        message,
+        line: None,
+    };
+    let mut armed = Vec::new();
+    for t in catalog.triggers.values() {
+        let at = |key: &str| format!("triggers.{}.{key}", t.name);
+        let url = match &t.url {
+            TriggerUrl::Literal(u) => u.clone(),
+            TriggerUrl::Env(name) => {
+                let u = var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    err(
+                        at("url_env"),
+                        format!("the environment variable {name} is not set"),
+                    )
+                })?;
+                // The message never repeats the URL: it may hold credentials.
+                check_webhook_url(&u, true).map_err(|_| {
+                    err(
+                        at("url_env"),
+                        format!(
+                            "the environment variable {name} does not hold an http:// or https:// URL with a host"
+                        ),
+                    )
+                })?;
+                u
+            }
+        };
+        let name = &t.secret_env;
+        let secret = var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            err(
+                at("secret_env"),
+                format!("the environment variable {name} is not set"),
+            )
+        })?;
+        let usable = secret
+            .strip_prefix("whsec_")
+            .and_then(|b64| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64).ok()
+            })
+            .is_some_and(|key| key.len() >= MIN_SECRET_BYTES);
+        let signer = standardwebhooks::Webhook::new(&secret)
+            .ok()
+            .filter(|_| usable)
+            .ok_or_else(|| {
+                err(
+                    at("secret_env"),
+                    format!(
+                        "the environment variable {name} must hold a Standard Webhooks secret: \
+                         whsec_ followed by at least {MIN_SECRET_BYTES} bytes in base64 \
+                         (e.g. from `openssl rand -base64 32`)"
+                    ),
+                )
+            })?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(t.timeout_ms))
+            .user_agent(concat!("livegate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| err(at("url"), format!("cannot make an HTTP client: {e}")))?;
+        armed.push(Armed {
+            trigger: t.clone(),
+            url,
+            signer,
+            client,
+        });
+    }
+    Ok(armed)
+}
+
+/// The delay before the attempt after attempt number `attempt` (1-based).
+fn backoff(attempt: i32) -> Duration {
+    let doublings = attempt.saturating_sub(1).clamp(0, 16) as u32;
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// Runs every armed trigger until the returned tasks are aborted.
+pub fn start(
+    store: Store,
+    armed: Vec<Armed>,
+    metrics: TriggerMetrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    armed
+        .into_iter()
+        .map(|a| tokio::spawn(run(store.clone(), Arc::new(a), metrics.clone())))
+        .collect()
+}
+
+/// One trigger: enqueue what the log has for it, claim what is due, attempt
+/// it, wait for a matching change, a finished attempt or the next due time.
+async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
+    let name = armed.trigger.name.clone();
+    let mut bus = store.subscribe();
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let finished = Arc::new(Notify::new());
+    let lease_ms =
+        (Duration::from_millis(armed.trigger.timeout_ms) + LEASE_MARGIN).as_millis() as i64;
+    loop {
+        loop {
+            let body = |c: &crate::store::Change| webhook_body(&name, store.catalog(), c);
+            match store.enqueue_deliveries(&armed.trigger, body).await {
+                Ok((_, true)) => continue,
+                Ok((_, false)) => break,
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, "could not enqueue deliveries");
+                    break;
+                }
+            }
+        }
+        let free = slots.available_permits();
+        if free > 0 {
+            match store.claim_deliveries(&name, free as u64, lease_ms).await {
+                Ok(claimed) => {
+                    for c in claimed {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (store, armed, metrics, finished) = (
+                            store.clone(),
+                            armed.clone(),
+                            metrics.clone(),
+                            finished.clone(),
+                        );
+                        tokio::spawn(async move {
+                            attempt(&store, &armed, &metrics, c).await;
+                            drop(slot);
+                            finished.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(trigger = %name, error = %e, "could not claim deliveries"),
+            }
+        }
+        let mut wait = POLL;
+        match store.pending_deliveries(&name).await {
+            Ok(Some((due, oldest))) => {
+                let now = now_ms();
+                metrics.queue_age(&name, (now - oldest).max(0) as f64 / 1000.0);
+                if slots.available_permits() > 0 {
+                    wait = wait.min(Duration::from_millis((due - now).max(10) as u64));
+                }
+            }
+            Ok(None) => metrics.queue_age(&name, 0.0),
+            Err(e) => tracing::warn!(trigger = %name, error = %e, "could not read the queue"),
+        }
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = finished.notified() => break,
+                heard = bus.recv() => match heard {
+                    Ok(change) if armed.trigger.matches(&change.collection, change.action.as_str()) => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        // The store is closing: poll until the task is aborted.
+                        (&mut sleep).await;
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// One attempt of a claimed delivery, and its outcome written back.
+async fn attempt(store: &Store, armed: &Armed, metrics: &TriggerMetrics, c: Claimed) {
+    let t = &armed.trigger;
+    // Stable across attempts (and instances): receivers drop duplicates by it.
+    let id = format!("evt_{}_{}", c.seq, t.name);
+    let timestamp = chrono::Utc::now().timestamp();
+    let answer = match armed.signer.sign(&id, timestamp, c.body.as_bytes()) {
+        Ok(signature) => {
+            let mut req = armed
+                .client
+                .post(&armed.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
+                .header(
+                    standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+                    timestamp.to_string(),
+                )
+                .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature);
+            for (h, v) in &t.headers {
+                req = req.header(h, v);
+            }
+            match req.body(c.body.clone()).send().await {
+                Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16()),
+                Ok(resp) => Err((
+                    Some(resp.status().as_u16()),
+                    format!("the endpoint answered {}", resp.status()),
+                )),
+                Err(e) if e.is_timeout() => {
+                    Err((None, format!("no answer within {} ms", t.timeout_ms)))
+                }
+                // Without the URL: it may hold credentials.
+                Err(e) => Err((None, format!("request failed: {}", e.without_url()))),
+            }
+        }
+        Err(e) => Err((None, format!("cannot sign: {e}"))),
+    };
+    let (outcome, label) = match answer {
+        Ok(status) => (
+            Outcome::Delivered {
+                status: i32::from(status),
+            },
+            "delivered",
+        ),
+        Err((status, error)) if c.attempt >= t.max_attempts as i32 => (
+            Outcome::Failed {
+                status: status.map(i32::from),
+                error,
+            },
+            "failed",
+        ),
+        Err((status, error)) => (
+            Outcome::Retry {
+                at_ms: now_ms() + backoff(c.attempt).as_millis() as i64,
+                status: status.map(i32::from),
+                error,
+            },
+            "retried",
+        ),
+    };
+    metrics.attempt(&t.name, label);
+    match store.finish_delivery(&c.id, c.attempt, &outcome).await {
+        Ok(true) => {
+            if let Outcome::Failed { error, .. } = &outcome {
+                tracing::warn!(trigger = %t.name, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
+            }
+        }
+        Ok(false) => {
+            tracing::info!(trigger = %t.name, delivery = %c.id, "a delivery changed hands during its attempt (lease ran out, or redelivered)");
+        }
+        Err(e) => {
+            // The lease runs out and the attempt is made again: at least once.
+            tracing::warn!(trigger = %t.name, delivery = %c.id, error = %e, "could not record an attempt");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_second_up_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), MAX_BACKOFF);
+        assert_eq!(backoff(1000), MAX_BACKOFF);
+        assert_eq!(backoff(0), Duration::from_secs(1));
+    }
+}
