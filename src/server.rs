@@ -349,6 +349,13 @@ async fn housekeeping(state: AppState) {
             Ok(n) => tracing::info!(pruned = n, "pruned the event log"),
             Err(e) => tracing::warn!(error = %e, "could not prune the event log"),
         }
+        // Delivered and failed webhook deliveries are kept as long as the log.
+        let before_ms = (chrono::Utc::now() - history).timestamp_millis();
+        match state.store().prune_deliveries(before_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned finished trigger deliveries"),
+            Err(e) => tracing::warn!(error = %e, "could not prune trigger deliveries"),
+        }
         if count.is_finished() {
             return;
         }

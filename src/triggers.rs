@@ -13,8 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
-
 use crate::catalog::{Catalog, CatalogError, Trigger, TriggerUrl, check_webhook_url};
 use crate::metrics::TriggerMetrics;
 use crate::store::{Claimed, Outcome, Store, now_ms, webhook_body};
@@ -27,8 +25,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Added to an attempt's timeout for its lease: past both, another instance
-/// may take the delivery over.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// may take the delivery over. The HTTP client gives up at the timeout, so
+/// this covers writing the outcome, and clock skew between instances (leases
+/// are compared with each instance's clock: keep them in sync, e.g. NTP).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The longest a trigger goes without looking at the log and its queue.
 const POLL: Duration = Duration::from_secs(1);
@@ -146,44 +146,47 @@ pub fn start(
 
 /// One trigger: enqueue what the log has for it, claim what is due, attempt
 /// it, wait for a matching change, a finished attempt or the next due time.
+/// Its attempts run in a `JoinSet`: when the trigger's task is aborted (the
+/// server stops), they stop with it, and their leases run out (or, on SQLite,
+/// are cleared at the next start).
 async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
     let name = armed.trigger.name.clone();
     let mut bus = store.subscribe();
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    let finished = Arc::new(Notify::new());
+    let mut attempts = tokio::task::JoinSet::new();
     let lease_ms =
         (Duration::from_millis(armed.trigger.timeout_ms) + LEASE_MARGIN).as_millis() as i64;
+    // The log is looked at only when it has news; the queue is claimed from
+    // only when something was added or is due (another instance's additions
+    // show in `due`, read each turn).
+    let mut looked_through = 0i64;
+    let mut due: Option<i64> = Some(0);
     loop {
-        loop {
+        while attempts.try_join_next().is_some() {}
+        let mut added = 0;
+        while store.published_seq() > looked_through {
             let body = |c: &crate::store::Change| webhook_body(&name, store.catalog(), c);
             match store.enqueue_deliveries(&armed.trigger, body).await {
-                Ok((_, true)) => continue,
-                Ok((_, false)) => break,
+                Ok((n, more, through)) => {
+                    added += n;
+                    looked_through = looked_through.max(through);
+                    if !more {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(trigger = %name, error = %e, "could not enqueue deliveries");
                     break;
                 }
             }
         }
-        let free = slots.available_permits();
-        if free > 0 {
+        let free = CONCURRENCY.saturating_sub(attempts.len());
+        if free > 0 && (added > 0 || due.is_some_and(|d| d <= now_ms())) {
             match store.claim_deliveries(&name, free as u64, lease_ms).await {
                 Ok(claimed) => {
                     for c in claimed {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            break;
-                        };
-                        let (store, armed, metrics, finished) = (
-                            store.clone(),
-                            armed.clone(),
-                            metrics.clone(),
-                            finished.clone(),
-                        );
-                        tokio::spawn(async move {
-                            attempt(&store, &armed, &metrics, c).await;
-                            drop(slot);
-                            finished.notify_one();
-                        });
+                        let (store, armed, metrics) =
+                            (store.clone(), armed.clone(), metrics.clone());
+                        attempts.spawn(async move { attempt(&store, &armed, &metrics, c).await });
                     }
                 }
                 Err(e) => tracing::warn!(trigger = %name, error = %e, "could not claim deliveries"),
@@ -191,22 +194,29 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
         }
         let mut wait = POLL;
         match store.pending_deliveries(&name).await {
-            Ok(Some((due, oldest))) => {
+            Ok(Some((next, oldest))) => {
                 let now = now_ms();
                 metrics.queue_age(&name, (now - oldest).max(0) as f64 / 1000.0);
-                if slots.available_permits() > 0 {
-                    wait = wait.min(Duration::from_millis((due - now).max(10) as u64));
+                due = Some(next);
+                if attempts.len() < CONCURRENCY {
+                    wait = wait.min(Duration::from_millis((next - now).max(10) as u64));
                 }
             }
-            Ok(None) => metrics.queue_age(&name, 0.0),
-            Err(e) => tracing::warn!(trigger = %name, error = %e, "could not read the queue"),
+            Ok(None) => {
+                due = None;
+                metrics.queue_age(&name, 0.0);
+            }
+            Err(e) => {
+                due = Some(0);
+                tracing::warn!(trigger = %name, error = %e, "could not read the queue");
+            }
         }
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
-                _ = finished.notified() => break,
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => break,
                 heard = bus.recv() => match heard {
                     Ok(change) if armed.trigger.matches(&change.collection, change.action.as_str()) => break,
                     Ok(_) => {}
@@ -282,7 +292,7 @@ async fn attempt(store: &Store, armed: &Armed, metrics: &TriggerMetrics, c: Clai
         ),
     };
     metrics.attempt(&t.name, label);
-    match store.finish_delivery(&c.id, c.attempt, &outcome).await {
+    match store.finish_delivery(&c, &outcome).await {
         Ok(true) => {
             if let Outcome::Failed { error, .. } = &outcome {
                 tracing::warn!(trigger = %t.name, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");

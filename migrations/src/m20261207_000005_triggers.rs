@@ -46,6 +46,9 @@ impl MigrationTrait for Migration {
                     // the delivery until then (an instance that died mid-attempt
                     // leaves it to the next one after this).
                     .col(ColumnDef::new("leased_until_ms").big_integer().null())
+                    // Which claim holds the lease: an attempt writes its outcome
+                    // only while its claim still holds the delivery.
+                    .col(ColumnDef::new("lease_id").string().null())
                     .col(ColumnDef::new("last_status").integer().null())
                     .col(ColumnDef::new("last_error").text().null())
                     .col(ColumnDef::new("created_ms").big_integer().not_null())

@@ -288,7 +288,7 @@ pub fn check_webhook_url(url: &str, credentials_allowed: bool) -> Result<(), Str
     }
     if !credentials_allowed && (!parsed.username().is_empty() || parsed.password().is_some()) {
         return Err(
-            "put credentials in `headers` (or the URL in `url_env`), not in the URL".into(),
+            "a URL in the app file may not hold credentials: give the whole URL in `url_env` (from the environment)".into(),
         );
     }
     Ok(())

@@ -7,7 +7,7 @@ use async_graphql::dynamic::{Enum, EnumItem, Field, FieldValue, InputValue, Obje
 use super::errors::{ApiError, ready, resolve};
 use super::request_ctx;
 use super::types::DATETIME;
-use crate::store::{Delivery, DeliveryStatus};
+use crate::store::{Delivery, DeliveryStatus, Redelivered};
 use crate::values::format_datetime;
 
 /// Most deliveries one `triggerDeliveries` returns.
@@ -176,16 +176,19 @@ pub fn redeliver_field() -> Field {
                 .try_get("id")
                 .and_then(|v| v.string().map(str::to_string))
                 .map_err(|_| ApiError::bad_field("id", "expected an id"))?;
-            if rc.store.redeliver(&rc.viewer.account_id, &id).await? {
-                Ok(Some(Value::Boolean(true)))
-            } else {
-                Err(ApiError::NotFound(format!(
-                    "no delivery {id} in this account"
-                )))
+            match rc.store.redeliver(&rc.viewer.account_id, &id).await? {
+                Redelivered::Due => Ok(Some(Value::Boolean(true))),
+                Redelivered::NotFound => Err(ApiError::NotFound(format!("no delivery {id} in this account"))),
+                Redelivered::InFlight => Err(ApiError::Conflict(
+                    "an attempt of this delivery is running now; try again once it ended".into(),
+                )),
+                Redelivered::Undeclared(t) => Err(ApiError::bad_input(format!(
+                    "trigger {t} is no longer in the app file: nothing would send this delivery"
+                ))),
             }
         })
     })
-    .description("Admins: makes a delivery PENDING again, due now, with all its attempts back.")
+    .description("Admins: makes a delivery PENDING again, due now, with all its attempts back (CONFLICT while an attempt of it is running).")
     .argument(
         InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The delivery's id."),
     )

@@ -83,6 +83,21 @@ pub struct Claimed {
     pub body: String,
     /// This attempt's number (1 for the first).
     pub attempt: i32,
+    /// The claim's id: the outcome is written only while it holds the delivery.
+    pub lease_id: String,
+}
+
+/// What `redeliver` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivered {
+    /// PENDING again, due now.
+    Due,
+    /// No such delivery in the account.
+    NotFound,
+    /// An attempt of it is running now.
+    InFlight,
+    /// Its trigger is no longer in the app file.
+    Undeclared(String),
 }
 
 /// How an attempt ended.
@@ -145,13 +160,41 @@ impl Store {
     /// Gives every trigger without one a progress row at the newest published
     /// event: a new trigger calls for changes from now on, not for history.
     /// Call after [`Store::start_following`].
+    ///
+    /// A trigger no longer in the app file loses its progress (declared again,
+    /// it starts from then, not from where it stopped) and its pending
+    /// deliveries become FAILED, saying why. On SQLite, which one process
+    /// serves, leases left by an earlier run are cleared: nobody holds them.
     pub async fn start_triggers(&self) -> Result<(), StoreError> {
         let names: Vec<String> = self.catalog.triggers.keys().cloned().collect();
-        if names.is_empty() {
-            return Ok(());
-        }
         let at = self.published_seq();
+        let now = now_ms();
         let _turn = self.write_turn().await;
+        let stale = Query::delete()
+            .from_table("livegate_trigger_progress")
+            .and_where(Expr::col("trigger").is_not_in(names.clone()))
+            .to_owned();
+        self.db.execute(&stale).await?;
+        let orphans = Query::update()
+            .table("livegate_deliveries")
+            .value("status", DeliveryStatus::Failed.as_str())
+            .value("last_error", "the trigger is no longer in the app file")
+            .value("leased_until_ms", Expr::val(None::<i64>))
+            .value("lease_id", Expr::val(None::<String>))
+            .value("updated_ms", now)
+            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
+            .and_where(Expr::col("trigger").is_not_in(names.clone()))
+            .to_owned();
+        self.db.execute(&orphans).await?;
+        if self.backend() != DbBackend::Postgres {
+            let leases = Query::update()
+                .table("livegate_deliveries")
+                .value("leased_until_ms", Expr::val(None::<i64>))
+                .value("lease_id", Expr::val(None::<String>))
+                .and_where(Expr::col("leased_until_ms").is_not_null())
+                .to_owned();
+            self.db.execute(&leases).await?;
+        }
         for name in names {
             let q = Query::insert()
                 .into_table("livegate_trigger_progress")
@@ -166,12 +209,14 @@ impl Store {
 
     /// Moves `trigger` through the log towards the published seq, inserting
     /// a delivery (with its body, from `body`) for each event it matches.
-    /// Returns the deliveries added and whether there is more to look at.
+    /// Returns the deliveries added, whether there is more to look at, and
+    /// the seq the trigger's progress is now at (or past, if another instance
+    /// moved it).
     pub async fn enqueue_deliveries(
         &self,
         trigger: &Trigger,
         body: impl Fn(&Change) -> String,
-    ) -> Result<(usize, bool), StoreError> {
+    ) -> Result<(usize, bool, i64), StoreError> {
         let upto = self.published_seq();
         let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
@@ -188,10 +233,10 @@ impl Store {
             .map(|r| r.try_get::<i64>("", "seq"))
             .transpose()?
         else {
-            return Ok((0, false));
+            return Ok((0, false, upto));
         };
         if from >= upto {
-            return Ok((0, false));
+            return Ok((0, false, upto));
         }
         let events = Query::select()
             .columns(["seq", "collection", "action", "at", "record", "previous"])
@@ -260,7 +305,7 @@ impl Store {
             .to_owned();
         txn.execute(&advance).await?;
         txn.commit().await?;
-        Ok((added, full))
+        Ok((added, full, through))
     }
 
     /// Claims up to `n` due deliveries of `trigger` for an attempt each, leased
@@ -289,10 +334,12 @@ impl Store {
             .to_owned();
         // SQLite has no row locks (nor needs them: one instance, writes in turn).
         due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let lease_id = new_id();
         let claim = Query::update()
             .table("livegate_deliveries")
             .value("attempts", Expr::col("attempts").add(1))
             .value("leased_until_ms", now + lease_ms)
+            .value("lease_id", lease_id.as_str())
             .value("updated_ms", now)
             .and_where(Expr::col("id").in_subquery(due))
             .returning(Query::returning().columns(["id", "seq", "body", "attempts"]))
@@ -307,6 +354,7 @@ impl Store {
                     seq: r.try_get("", "seq")?,
                     body: r.try_get("", "body")?,
                     attempt: r.try_get("", "attempts")?,
+                    lease_id: lease_id.clone(),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -314,21 +362,22 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Writes how an attempt ended, if the delivery still holds that attempt;
-    /// says whether it did.
+    /// Writes how an attempt ended, if its claim still holds the delivery (a
+    /// lease that ran out may have passed it to another attempt); says
+    /// whether it did.
     pub async fn finish_delivery(
         &self,
-        id: &str,
-        attempt: i32,
+        claimed: &Claimed,
         outcome: &Outcome,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut q = Query::update();
         q.table("livegate_deliveries")
             .value("leased_until_ms", Expr::val(None::<i64>))
+            .value("lease_id", Expr::val(None::<String>))
             .value("updated_ms", now)
-            .and_where(Expr::col("id").eq(id))
-            .and_where(Expr::col("attempts").eq(attempt))
+            .and_where(Expr::col("id").eq(claimed.id.as_str()))
+            .and_where(Expr::col("lease_id").eq(claimed.lease_id.as_str()))
             .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()));
         match outcome {
             Outcome::Delivered { status } => {
@@ -362,8 +411,13 @@ impl Store {
         &self,
         trigger: &str,
     ) -> Result<Option<(i64, i64)>, StoreError> {
+        // A delivery being attempted is due again only when its lease ends.
+        let due = Expr::cust(
+            "MIN(CASE WHEN leased_until_ms IS NOT NULL AND leased_until_ms > next_attempt_ms \
+             THEN leased_until_ms ELSE next_attempt_ms END)",
+        );
         let q = Query::select()
-            .expr_as(Expr::col("next_attempt_ms").min(), "due")
+            .expr_as(due, "due")
             .expr_as(Expr::col("created_ms").min(), "oldest")
             .from("livegate_deliveries")
             .and_where(Expr::col("trigger").eq(trigger))
@@ -406,37 +460,72 @@ impl Store {
     }
 
     /// Makes one of an account's deliveries PENDING again, due now, with every
-    /// attempt back; says whether there was such a delivery.
-    pub async fn redeliver(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+    /// attempt back. Not while an attempt of it is running (that attempt's
+    /// outcome would be lost, and the endpoint called twice at once), nor for
+    /// a trigger no longer declared (nothing would send it).
+    pub async fn redeliver(&self, account_id: &str, id: &str) -> Result<Redelivered, StoreError> {
         let now = now_ms();
+        let declared: Vec<String> = self.catalog.triggers.keys().cloned().collect();
         let q = Query::update()
             .table("livegate_deliveries")
             .value("status", DeliveryStatus::Pending.as_str())
             .value("attempts", 0i32)
             .value("next_attempt_ms", now)
-            .value("leased_until_ms", Expr::val(None::<i64>))
             .value("updated_ms", now)
             .and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("account_id").eq(account_id))
+            .and_where(Expr::col("trigger").is_in(declared.clone()))
+            .and_where(
+                Expr::col("leased_until_ms")
+                    .is_null()
+                    .or(Expr::col("leased_until_ms").lt(now)),
+            )
             .to_owned();
-        let _turn = self.write_turn().await;
-        Ok(self.db.execute(&q).await?.rows_affected() == 1)
+        let turn = self.write_turn().await;
+        if self.db.execute(&q).await?.rows_affected() == 1 {
+            return Ok(Redelivered::Due);
+        }
+        drop(turn);
+        // Why not: look again.
+        let found = Query::select()
+            .columns(["trigger", "leased_until_ms"])
+            .from("livegate_deliveries")
+            .and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col("account_id").eq(account_id))
+            .to_owned();
+        let Some(r) = self.db.query_one(&found).await? else {
+            return Ok(Redelivered::NotFound);
+        };
+        let trigger: String = r.try_get("", "trigger")?;
+        if !declared.contains(&trigger) {
+            return Ok(Redelivered::Undeclared(trigger));
+        }
+        Ok(Redelivered::InFlight)
     }
 
-    /// The lowest progress of the declared triggers: the log must keep every
-    /// event after it (see [`Store::prune_events`]).
+    /// Deletes DELIVERED and FAILED deliveries last changed before `before`
+    /// (their history is kept as long as the event log's); returns how many.
+    pub async fn prune_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let q = Query::delete()
+            .from_table("livegate_deliveries")
+            .and_where(Expr::col("status").ne(DeliveryStatus::Pending.as_str()))
+            .and_where(Expr::col("updated_ms").lt(before_ms))
+            .to_owned();
+        let _turn = self.write_turn().await;
+        Ok(self.db.execute(&q).await?.rows_affected())
+    }
+
+    /// The lowest progress of any trigger: the log must keep every event after
+    /// it (see [`Store::prune_events`]).
     pub(super) async fn trigger_floor(
         &self,
         conn: &impl ConnectionTrait,
     ) -> Result<Option<i64>, StoreError> {
-        let names: Vec<String> = self.catalog.triggers.keys().cloned().collect();
-        if names.is_empty() {
-            return Ok(None);
-        }
+        // Every trigger's, declared here or not: another instance (a rolling
+        // deploy) may declare one this one does not.
         let q = Query::select()
             .expr_as(Expr::col("seq").min(), "floor")
             .from("livegate_trigger_progress")
-            .and_where(Expr::col("trigger").is_in(names))
             .to_owned();
         Ok(conn
             .query_one(&q)

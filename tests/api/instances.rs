@@ -577,6 +577,16 @@ fn spawn_instance(db: &Db) -> (std::process::Child, String) {
 
 /// A `livegate serve` process on `db` for app text `app`; its base URL.
 fn spawn_instance_of(db: &Db, app: &str) -> (std::process::Child, String) {
+    spawn_with_env(db, app, &[])
+}
+
+/// A `livegate serve` process on `db` for app text `app` with `env` set; its
+/// base URL.
+pub(crate) fn spawn_with_env(
+    db: &Db,
+    app: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--app"])
@@ -585,6 +595,7 @@ fn spawn_instance_of(db: &Db, app: &str) -> (std::process::Child, String) {
         .arg(db.dir.path().join("data"))
         .env("LIVEGATE_JWT_SECRET", crate::harness::TEST_SECRET)
         .env("LIVEGATE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -604,7 +615,7 @@ fn spawn_instance_of(db: &Db, app: &str) -> (std::process::Child, String) {
 }
 
 /// An admin token of the default account, from `livegate token`.
-fn cli_token(db: &Db) -> String {
+pub(crate) fn cli_token(db: &Db) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_livegate"))
         .args([
             "token",

@@ -375,6 +375,8 @@ async fn failed_after_max_attempts_then_redelivered() {
         body["errors"][0]["extensions"]["code"], "NOT_FOUND",
         "{body}"
     );
+    // Longer than the trigger's poll: a replay would have been made by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.count(), 2, "nothing was replayed");
 
     rx.set(Plan::Always(204));
@@ -535,7 +537,12 @@ async fn app_file_errors_name_their_key() {
             Err(e) => format!("{e:#}"),
         };
         assert!(err.contains(expected), "{expected:?} not in {err:?}");
-        assert!(!err.contains(&secret()), "the secret is never echoed");
+        for (_, value) in &env {
+            assert!(
+                !err.contains(value),
+                "a variable's value is never echoed: {err}"
+            );
+        }
     }
 }
 
@@ -586,4 +593,104 @@ async fn each_event_is_delivered_once_by_every_instance_together() {
     if let Some(b) = b {
         b.stop().await;
     }
+}
+
+#[tokio::test]
+async fn redeliver_waits_for_a_running_attempt_and_a_removed_trigger_fails_its_queue() {
+    let db = Db::fresh().await;
+    let rx = Receiver::start(Plan::Hang).await;
+    let s = start(&db, &trigger("post_hook", &rx.url, "timeout_ms = 3000")).await;
+    create_post(&s, json!({ "title": "in flight" })).await;
+    assert!(
+        rx.wait_for(1, Duration::from_secs(10)).await,
+        "an attempt started"
+    );
+    let pending = deliveries(&s, Some("PENDING")).await;
+    assert_eq!(pending.len(), 1);
+    let id = pending[0]["id"].clone();
+    let body = s
+        .gql(
+            "mutation($id: ID!) { redeliver(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{body}"
+    );
+    assert_eq!(rx.count(), 1, "no second call while the first runs");
+    s.stop().await;
+
+    // The trigger leaves the app file: its queue fails, saying why, and
+    // cannot be replayed (nothing would send it).
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let failed = deliveries(&s, Some("FAILED")).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        failed[0]["lastError"],
+        "the trigger is no longer in the app file"
+    );
+    let body = s
+        .gql(
+            "mutation($id: ID!) { redeliver(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    s.stop().await;
+}
+
+/// `kill -9` while an attempt hangs: the next instance (on SQLite the same
+/// file restarted, where nobody can hold the lease; on PostgreSQL after the
+/// lease runs out) makes the attempt again, and it succeeds once.
+#[tokio::test]
+async fn kill_9_during_an_attempt_loses_nothing() {
+    let db = Db::fresh().await;
+    let rx = Receiver::start(Plan::Hang).await;
+    let app = app_with(&trigger("post_hook", &rx.url, "timeout_ms = 2000"));
+    let secret = secret();
+    let env = [("HOOK_SECRET", secret.as_str())];
+    let (mut victim, base) = crate::instances::spawn_with_env(&db, &app, &env);
+    let token = crate::instances::cli_token(&db);
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({ "query": "mutation { createPost(input: { title: \"killed mid-call\" }) { id } }" }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    assert!(created["data"]["createPost"]["id"].is_string(), "{created}");
+    assert!(
+        rx.wait_for(1, Duration::from_secs(10)).await,
+        "an attempt started"
+    );
+    victim.kill().expect("kill -9");
+    victim.wait().ok();
+    rx.set(Plan::Always(200));
+    let (mut next, _) = crate::instances::spawn_with_env(&db, &app, &env);
+    let delivered = async {
+        loop {
+            if rx.successes() >= 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(20), delivered)
+        .await
+        .is_ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    next.kill().ok();
+    next.wait().ok();
+    assert!(ok, "delivered after the kill ({} calls)", rx.count());
+    assert_eq!(rx.successes(), 1, "once");
+    let ids = rx.ids();
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    assert_eq!(rx.bodies()[1]["record"]["title"], "killed mid-call");
 }
