@@ -5,6 +5,7 @@
 mod abuse;
 mod client;
 mod flood;
+mod hooks;
 mod report;
 mod scenarios;
 mod stamped;
@@ -55,6 +56,11 @@ pub struct Target {
     /// `--url` alone.
     #[arg(long, value_delimiter = ',')]
     pub subscribe_urls: Vec<String>,
+    /// Receive the server's webhook trigger calls on 127.0.0.1:PORT (the
+    /// server's trigger must point there): the result gains `webhooks`, the
+    /// calls, their rate and their delay after the change's commit.
+    #[arg(long)]
+    pub webhook_port: Option<u16>,
 }
 
 impl Target {
@@ -186,7 +192,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let webhook_port = match &cli.command {
+        Command::Fanout { target, .. }
+        | Command::Writes { target, .. }
+        | Command::Crud { target, .. } => target.webhook_port,
+        _ => None,
+    };
+    let receiver = match webhook_port {
+        Some(port) => Some(hooks::Receiver::start(port).await?),
+        None => None,
+    };
+    let mut result = match cli.command {
         Command::Fanout {
             target,
             subscribers,
@@ -251,6 +267,9 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if let Some(r) = receiver {
+        result["webhooks"] = r.settle(std::time::Duration::from_secs(120)).await;
+    }
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }

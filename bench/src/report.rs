@@ -77,6 +77,21 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
     }
 }
 
+/// What the webhook receiver saw, if the run had one (`--webhook-port`).
+fn webhooks(r: &Value) -> String {
+    let w = &r["webhooks"];
+    if w.is_null() {
+        return String::new();
+    }
+    format!(
+        " · trigger: {} calls, {:.0}/s, {:.1}/{:.1} ms p50/p99 after the commit",
+        w["calls"],
+        num(r, &["webhooks", "calls_per_s"]),
+        num(r, &["webhooks", "delay_ms", "p50"]),
+        num(r, &["webhooks", "delay_ms", "p99"])
+    )
+}
+
 fn details(r: &Value) -> String {
     match r["scenario"].as_str().unwrap_or_default() {
         "fanout" | "latency" => {
@@ -225,7 +240,7 @@ pub fn markdown(files: &[PathBuf]) -> anyhow::Result<String> {
             out.push_str(&format!(
                 "| {s} | {} | {value:.1} {unit} | {ratio} | {} |\n",
                 r["target"].as_str().unwrap_or("?"),
-                details(r)
+                details(r) + &webhooks(r)
             ));
         }
     }
