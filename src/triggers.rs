@@ -294,8 +294,17 @@ async fn attempt(store: &Store, armed: &Armed, metrics: &TriggerMetrics, c: Clai
     metrics.attempt(&t.name, label);
     match store.finish_delivery(&c, &outcome).await {
         Ok(true) => {
-            if let Outcome::Failed { error, .. } = &outcome {
+            if let Outcome::Failed { error, status } = &outcome {
                 tracing::warn!(trigger = %t.name, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
+                store.emit(
+                    &c.account_id,
+                    "trigger.failed",
+                    None,
+                    serde_json::json!({
+                        "trigger": t.name, "delivery": c.id, "cursor": c.seq.to_string(),
+                        "attempts": c.attempt, "lastStatusCode": status, "lastError": error,
+                    }),
+                );
             }
         }
         Ok(false) => {

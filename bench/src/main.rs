@@ -122,6 +122,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Lists and gets only (after one seed write), at a concurrency: requests/s
+    /// and latency.
+    Reads {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Creates only, at a concurrency, spread over `--url` and `--subscribe-urls`
     /// (several instances): writes/s and latency.
     Writes {
@@ -225,7 +235,12 @@ async fn main() -> anyhow::Result<()> {
             target,
             concurrency,
             seconds,
-        } => scenarios::crud(&target, concurrency, seconds).await?,
+        } => scenarios::crud(&target, concurrency, seconds, true).await?,
+        Command::Reads {
+            target,
+            concurrency,
+            seconds,
+        } => scenarios::crud(&target, concurrency, seconds, false).await?,
         Command::Writes {
             target,
             concurrency,

@@ -61,6 +61,12 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
                 false,
             )
         }
+        "reads" => (
+            format!("reads c={}", r["concurrency"]),
+            num(r, &["requests_per_s"]),
+            "req/s",
+            true,
+        ),
         "crud" => (
             format!("crud c={}", r["concurrency"]),
             num(r, &["requests_per_s"]),
@@ -122,7 +128,7 @@ fn details(r: &Value) -> String {
             r["failed"],
             num(r, &["latency_ms", "p99"])
         ),
-        "crud" | "writes" => {
+        "crud" | "reads" | "writes" => {
             format!(
                 "{} requests, {} errors, p50/p99 {:.1}/{:.1} ms",
                 r["requests"],

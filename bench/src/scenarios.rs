@@ -376,7 +376,13 @@ pub async fn connect(
     }))
 }
 
-pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::Result<Value> {
+/// Mixed create/list/get (`writes`), or list/get only, at a concurrency.
+pub async fn crud(
+    target: &Target,
+    concurrency: usize,
+    seconds: u64,
+    writes: bool,
+) -> anyhow::Result<Value> {
     let http = http_client();
     let tok = token(&target.secret, "crud");
     let (seed, _) = gql(&http, target, &tok, CREATE, json!({ "t": "seed" })).await?;
@@ -395,7 +401,7 @@ pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::
             let mut i = w;
             while Instant::now() < stop {
                 let r = match i % 3 {
-                    0 => {
+                    0 if writes => {
                         gql(
                             &http,
                             &target,
@@ -405,7 +411,7 @@ pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::
                         )
                         .await
                     }
-                    1 => {
+                    0 | 1 => {
                         gql(
                             &http,
                             &target,
@@ -446,7 +452,7 @@ pub async fn crud(target: &Target, concurrency: usize, seconds: u64) -> anyhow::
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(json!({
-        "target": target.name, "scenario": "crud", "concurrency": concurrency, "seconds": elapsed,
+        "target": target.name, "scenario": if writes { "crud" } else { "reads" }, "concurrency": concurrency, "seconds": elapsed,
         "requests": all.len(), "errors": errors, "requests_per_s": all.len() as f64 / elapsed, "latency_ms": ms(&all),
     }))
 }

@@ -51,6 +51,7 @@ pub fn target() -> &'static Target {
                 ..AuthConfig::default()
             },
             ws: WsConfig::default(),
+            trigger_env: Vec::new(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

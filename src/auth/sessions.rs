@@ -310,6 +310,7 @@ impl SignIn {
         if found.used {
             self.revoke(store, &found.session_id).await?;
             tracing::warn!(session = %found.session_id, "refresh token reuse detected; session revoked");
+            tell(store, "auth.refresh_reuse", &found).await;
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
             ));
@@ -333,6 +334,7 @@ impl SignIn {
             .await?
         {
             self.revoke(store, &found.session_id).await?;
+            tell(store, "auth.refresh_reuse", &found).await;
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
             ));
@@ -357,9 +359,25 @@ impl SignIn {
         match store.refresh_token(&token_hash(refresh_token)).await? {
             Some(found) => {
                 self.revoke(store, &found.session_id).await?;
+                tell(store, "auth.sign_out", &found).await;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Emits system event `kind` for the session of `found` (its user's account),
+/// with the session's id: never the token.
+async fn tell(store: &Store, kind: &str, found: &crate::store::RefreshToken) {
+    match store.user_by_id(&found.user_id).await {
+        Ok(Some(user)) => store.emit(
+            &user.account_id,
+            kind,
+            Some(&user.id),
+            serde_json::json!({ "email": user.email, "session": found.session_id }),
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not emit a system event"),
     }
 }

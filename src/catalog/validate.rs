@@ -67,6 +67,7 @@ const BUILTIN_TYPES: &[&str] = &[
     "RoomEvent",
     "TriggerDelivery",
     "DeliveryStatus",
+    "SystemEvent",
     "StringFilter",
     "IntFilter",
     "FloatFilter",
@@ -88,6 +89,7 @@ const BUILTIN_ROOT_FIELDS: &[&str] = &[
     "room",
     "triggerDeliveries",
     "redeliver",
+    "systemEvents",
 ];
 
 struct Ctx<'a> {

@@ -85,6 +85,7 @@ pub fn mutation_fields() -> Vec<Field> {
                 None => None,
             };
             let s = rc.auth.sign_up(&rc.store, &arg(&ctx, "email")?, &arg(&ctx, "password")?, new_account.as_deref(), rc.client_ip).await?;
+            rc.store.emit(&s.user.account_id, "auth.sign_up", Some(&s.user.id), serde_json::json!({ "email": s.user.email, "newAccount": new_account.is_some() }));
             Ok(Some(FieldValue::owned_any(s)))
         })
     })
@@ -96,6 +97,7 @@ pub fn mutation_fields() -> Vec<Field> {
         resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
             let s = rc.auth.sign_in(&rc.store, &arg(&ctx, "email")?, &arg(&ctx, "password")?, rc.client_ip).await?;
+            rc.store.emit(&s.user.account_id, "auth.sign_in", Some(&s.user.id), serde_json::json!({ "email": s.user.email }));
             Ok(Some(FieldValue::owned_any(s)))
         })
     })

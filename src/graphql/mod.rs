@@ -14,6 +14,7 @@ mod input;
 mod response;
 mod rooms;
 mod subscriptions;
+mod system;
 mod triggers;
 mod types;
 
@@ -190,7 +191,12 @@ pub fn build_schema(
     let mut mutation = Object::new("Mutation").description("Create, update and delete rows.");
     let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"));
     let (subscription, change_types) = subscriptions::build(catalog);
-    builder = builder.register(subscription.field(rooms::subscription_field(catalog)));
+    builder = builder.register(
+        subscription
+            .field(rooms::subscription_field(catalog))
+            .field(system::subscription_field()),
+    );
+    builder = builder.register(system::event_type());
     for t in change_types.into_iter().chain(rooms::types()) {
         builder = builder.register(t);
     }

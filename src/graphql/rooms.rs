@@ -229,9 +229,17 @@ pub fn subscription_field(catalog: &Arc<Catalog>) -> SubscriptionField {
                 rc.overflow.clone(),
                 rc.peers.clone(),
             );
-            // The membership lives as long as the stream does.
+            let left = rc.store.emit_span(
+                &rc.viewer.account_id,
+                rc.viewer.user_id.as_deref(),
+                "room.join",
+                "room.leave",
+                serde_json::json!({ "room": name }),
+            );
+            // The membership lives as long as the stream does (and its end
+            // is told as `room.leave`).
             let events = events.map(move |event| {
-                let _held = &membership;
+                let _held = (&membership, &left);
                 event
             });
             // On a streaming transport, each event is rendered once for every

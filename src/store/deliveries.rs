@@ -85,6 +85,7 @@ pub struct Claimed {
     pub attempt: i32,
     /// The claim's id: the outcome is written only while it holds the delivery.
     pub lease_id: String,
+    pub account_id: String,
 }
 
 /// What `redeliver` did.
@@ -342,7 +343,7 @@ impl Store {
             .value("lease_id", lease_id.as_str())
             .value("updated_ms", now)
             .and_where(Expr::col("id").in_subquery(due))
-            .returning(Query::returning().columns(["id", "seq", "body", "attempts"]))
+            .returning(Query::returning().columns(["id", "seq", "body", "attempts", "account_id"]))
             .to_owned();
         let _turn = self.write_turn().await;
         let rows = self.db.query_all(&claim).await?;
@@ -355,6 +356,7 @@ impl Store {
                     body: r.try_get("", "body")?,
                     attempt: r.try_get("", "attempts")?,
                     lease_id: lease_id.clone(),
+                    account_id: r.try_get("", "account_id")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

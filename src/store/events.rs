@@ -116,6 +116,8 @@ pub struct Outbox {
     pub(super) rooms_stale: AtomicBool,
     /// Wakes this instance's room reader.
     pub(super) room_wake: Notify,
+    /// System events (see `store::system`).
+    pub(super) system: super::system::SystemBus,
 }
 
 impl Outbox {
@@ -144,6 +146,7 @@ impl Outbox {
             room_wakes: std::sync::Mutex::default(),
             rooms_stale: AtomicBool::new(false),
             room_wake: Notify::new(),
+            system: Default::default(),
         }
     }
 

@@ -140,6 +140,7 @@ impl Store {
             Some(Helpers(vec![
                 tokio::spawn(self.clone().listen()),
                 tokio::spawn(self.clone().announce()),
+                tokio::spawn(self.clone().announce_system_events()),
             ]))
         } else {
             // One process serves the file and revokes in it: all is heard.
@@ -359,8 +360,13 @@ impl Store {
         loop {
             let connected = async {
                 let mut l = PgListener::connect_with(&pool).await?;
-                l.listen_all([CHANNEL, REVOCATIONS, super::rooms::ROOMS])
-                    .await?;
+                l.listen_all([
+                    CHANNEL,
+                    REVOCATIONS,
+                    super::rooms::ROOMS,
+                    super::system::SYSTEM,
+                ])
+                .await?;
                 Ok::<_, sea_orm::sqlx::Error>(l)
             }
             .await;
@@ -383,6 +389,9 @@ impl Store {
                         match listener.try_recv().await {
                             Ok(Some(n)) if n.channel() == REVOCATIONS => {
                                 self.outbox.tell_revoked(n.payload().to_string());
+                            }
+                            Ok(Some(n)) if n.channel() == super::system::SYSTEM => {
+                                self.outbox.system.heard(n.payload());
                             }
                             Ok(Some(n)) if n.channel() == super::rooms::ROOMS => {
                                 match serde_json::from_str::<(String, String)>(n.payload()) {

@@ -17,6 +17,7 @@ mod readers;
 mod rooms;
 mod rows;
 mod sessions;
+mod system;
 mod tables;
 mod writer;
 
@@ -39,6 +40,7 @@ pub use follow::POLL;
 pub use rooms::{ROOM_EVENTS_KEPT, RoomKey, RoomRow};
 pub use rows::{Action, Change, Scope};
 pub use sessions::RefreshToken;
+pub use system::{EmitOnDrop, SYSTEM_BUFFER, SystemEvent};
 pub use tables::ReconcileError;
 
 /// A store failure. Database detail stays in the log; clients see only the kind.

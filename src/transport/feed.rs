@@ -119,6 +119,7 @@ pub async fn realtime(
         }
     }
     let overflow = Arc::new(Overflow::default());
+    let told = super::sse::told(&app, &viewer, "eventsource");
     let changes = feed(
         app.store().clone(),
         app.catalog().clone(),
@@ -147,5 +148,12 @@ pub async fn realtime(
             });
             std::future::ready(event)
         });
-    sse_response(&app, slot, identity, overflow, "eventsource", events)
+    sse_response(
+        &app,
+        slot,
+        identity,
+        overflow,
+        ("eventsource", told),
+        events,
+    )
 }

@@ -23,6 +23,7 @@ mod rooms;
 mod sign_up;
 mod sse;
 mod sseclient;
+mod system_events;
 mod triggers;
 mod validation;
 mod wsclient;

@@ -317,6 +317,8 @@ async fn failed_after_max_attempts_then_redelivered() {
     let db = Db::fresh().await;
     let rx = Receiver::start(Plan::Always(503)).await;
     let s = start(&db, &trigger("post_hook", &rx.url, "max_attempts = 2")).await;
+    let mut admin =
+        crate::system_events::watching(&s, &s.token, Some(vec!["trigger.failed"])).await;
     create_post(&s, json!({ "title": "doomed" })).await;
     let failed = wait_status(&s, "FAILED", 1, Duration::from_secs(10)).await;
     assert_eq!(failed.len(), 1, "FAILED after two attempts");
@@ -328,6 +330,12 @@ async fn failed_after_max_attempts_then_redelivered() {
         "{d}"
     );
     assert_eq!(rx.count(), 2);
+    // Admins hear of it.
+    let e = crate::system_events::next_event(&mut admin).await;
+    assert_eq!(e["kind"], "trigger.failed", "{e}");
+    assert_eq!(e["detail"]["trigger"], "post_hook");
+    assert_eq!(e["detail"]["delivery"], d["id"]);
+    assert_eq!(e["detail"]["lastStatusCode"], 503);
     let metrics = s.metrics().await;
     assert!(
         metrics.contains(

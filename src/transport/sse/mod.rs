@@ -40,7 +40,7 @@ use crate::realtime::{Overflow, parse_cursor};
 use crate::transport::Gateway;
 use crate::transport::slots::Slot;
 
-pub use stream::sse_response;
+pub use stream::{sse_response, told};
 
 /// The header that carries a single-connection stream's token.
 pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
@@ -294,6 +294,7 @@ async fn distinct(
         app.ws_config().max_buffer_bytes,
         app.metrics().deliveries.clone(),
     ));
+    let told = stream::told(&app, &viewer, "graphql-sse");
     let origin = Origin {
         viewer,
         client_ip: Some(peer.ip()),
@@ -307,7 +308,14 @@ async fn distinct(
     };
     let op = start(&app, op_request(params), origin);
     let events = stream::distinct_events(app.clone(), op, out);
-    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
+    sse_response(
+        &app,
+        slot,
+        identity,
+        overflow,
+        ("graphql-sse", told),
+        events,
+    )
 }
 
 /// The `next` event of an operation (`id` is the single-connection operation id).

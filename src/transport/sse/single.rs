@@ -227,7 +227,15 @@ pub async fn connect(
         Err(refusal) => return refusal.into_response(),
     };
     let events = multiplexed(app.clone(), token, receiver);
-    sse_response(&app, slot, identity, overflow, "graphql-sse", events)
+    let told = super::stream::told(&app, &viewer, "graphql-sse");
+    sse_response(
+        &app,
+        slot,
+        identity,
+        overflow,
+        ("graphql-sse", told),
+        events,
+    )
 }
 
 /// Releases the reservation when its stream ends, however it ends.

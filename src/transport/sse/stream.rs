@@ -25,7 +25,7 @@ use super::{complete_event, failed_event, next_event};
 use crate::app::operation::OpEvent;
 use crate::auth::Identity;
 use crate::realtime::Overflow;
-use crate::store::ANY_SESSION;
+use crate::store::{ANY_SESSION, EmitOnDrop};
 use crate::transport::Gateway;
 use crate::transport::expiry_instant;
 use crate::transport::slots::Slot;
@@ -46,14 +46,26 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Tells `realtime.connect` for a stream of `viewer`'s now, and
+/// `realtime.disconnect` when the returned guard (held by the stream) drops.
+pub fn told(app: &Gateway, viewer: &crate::access::Viewer, protocol: &'static str) -> EmitOnDrop {
+    app.store().emit_span(
+        &viewer.account_id,
+        viewer.user_id.as_deref(),
+        "realtime.connect",
+        "realtime.disconnect",
+        serde_json::json!({ "protocol": protocol }),
+    )
+}
+
 /// `events` as an SSE response that ends on expiry, sign-out, overflow or
-/// shutdown.
+/// shutdown; `told` ends with it.
 pub fn sse_response<S>(
     app: &Gateway,
     slot: Slot,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
-    protocol: &'static str,
+    (protocol, told): (&'static str, EmitOnDrop),
     events: S,
 ) -> Response
 where
@@ -61,6 +73,10 @@ where
 {
     let beat = Duration::from_secs(app.catalog().realtime.heartbeat_seconds.into());
     let stream = guarded(app.clone(), slot, identity, overflow, protocol, events);
+    let stream = stream.map(move |e| {
+        let _held = &told;
+        e
+    });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(beat).text(""))
         .into_response();

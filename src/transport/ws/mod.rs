@@ -195,6 +195,8 @@ struct Connection {
     ops: StreamMap<Arc<str>, BoxStream<'static, OpEvent>>,
     url_creds: Result<Credentials, AuthError>,
     viewer: Option<Viewer>,
+    /// Tells `realtime.disconnect` when dropped, once the connection was accepted.
+    told: Option<crate::store::EmitOnDrop>,
     identity: Option<Identity>,
     overflow: Arc<Overflow>,
     /// Its room memberships: `sendToRoom` over this socket speaks as them.
@@ -233,6 +235,7 @@ impl Connection {
             ops: StreamMap::new(),
             url_creds,
             viewer: None,
+            told: None,
             identity: None,
             overflow,
             peers: Arc::default(),
@@ -499,6 +502,14 @@ impl Connection {
                     .refused("sign in to open a realtime connection")
             }
             Ok((viewer, identity)) => {
+                // `realtime.disconnect` when the connection (this) is dropped.
+                self.told = Some(self.app.store().emit_span(
+                    &viewer.account_id,
+                    viewer.user_id.as_deref(),
+                    "realtime.connect",
+                    "realtime.disconnect",
+                    serde_json::json!({ "protocol": self.machine.proto().name() }),
+                ));
                 self.viewer = Some(viewer);
                 self.identity = identity;
                 self.machine.accepted()
