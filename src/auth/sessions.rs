@@ -158,10 +158,10 @@ impl SignIn {
         }
     }
 
-    async fn revoke(&self, store: &Store, session_id: &str) -> Result<(), SessionError> {
+    /// Revokes a session; says whether this call did (not: it was already).
+    async fn revoke(&self, store: &Store, session_id: &str) -> Result<bool, SessionError> {
         // The store tells every instance's live connections.
-        store.revoke_session(session_id).await?;
-        Ok(())
+        Ok(store.revoke_session(session_id).await?)
     }
 
     /// Forgets rate-limit state of keys that have been quiet (call now and then).
@@ -308,9 +308,11 @@ impl SignIn {
             return Err(refused("this session was signed out"));
         }
         if found.used {
-            self.revoke(store, &found.session_id).await?;
+            // Told once: presenting the used token again and again is one event.
+            if self.revoke(store, &found.session_id).await? {
+                tell(store, "auth.refresh_reuse", &found).await;
+            }
             tracing::warn!(session = %found.session_id, "refresh token reuse detected; session revoked");
-            tell(store, "auth.refresh_reuse", &found).await;
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
             ));
@@ -333,8 +335,9 @@ impl SignIn {
             )
             .await?
         {
-            self.revoke(store, &found.session_id).await?;
-            tell(store, "auth.refresh_reuse", &found).await;
+            if self.revoke(store, &found.session_id).await? {
+                tell(store, "auth.refresh_reuse", &found).await;
+            }
             return Err(refused(
                 "this refresh token was already used; the session has been revoked, sign in again",
             ));
@@ -358,8 +361,11 @@ impl SignIn {
     pub async fn sign_out(&self, store: &Store, refresh_token: &str) -> Result<bool, SessionError> {
         match store.refresh_token(&token_hash(refresh_token)).await? {
             Some(found) => {
-                self.revoke(store, &found.session_id).await?;
-                tell(store, "auth.sign_out", &found).await;
+                // Signing out a session already signed out again and again
+                // is not an event each time.
+                if self.revoke(store, &found.session_id).await? {
+                    tell(store, "auth.sign_out", &found).await;
+                }
                 Ok(true)
             }
             None => Ok(false),

@@ -93,10 +93,11 @@ pub fn subscription_field() -> SubscriptionField {
                 None => None,
             };
             let account = rc.viewer.account_id.clone();
-            let mut events = rc.store.system_events();
+            let mut events = rc.store.system_events(&account);
             let stream = async_stream::stream! {
                 loop {
                     match events.recv().await {
+                        // Its account's bus; the check stays, cheap and final.
                         Ok(e) if e.account_id == account
                             && kinds.as_ref().is_none_or(|k| k.contains(&e.kind)) =>
                         {

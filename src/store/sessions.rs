@@ -177,7 +177,8 @@ impl Store {
     /// Revokes session `id` and with it every refresh token of its family,
     /// then tells the live connections of every instance (see
     /// [`Store::revocations`]).
-    pub async fn revoke_session(&self, id: &str) -> Result<(), StoreError> {
+    /// Says whether it revoked it (false: it was revoked already).
+    pub async fn revoke_session(&self, id: &str) -> Result<bool, StoreError> {
         let q = Query::update()
             .table("livegate_sessions")
             .value("revoked_at", now())
@@ -193,7 +194,7 @@ impl Store {
         if revoked > 0 {
             self.announce_revocation(id).await;
         }
-        Ok(())
+        Ok(revoked > 0)
     }
 
     /// Whether session `id` is revoked (`None`: no such session). Asked on

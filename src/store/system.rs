@@ -9,10 +9,11 @@
 //! socket's open and close, interleave them with the cursors data
 //! subscriptions resume from, and keep them for `history_hours`. An admin
 //! watches them live (a trigger, from the log, is the durable path for data).
-//! So: a bounded in-memory broadcast per instance, and on PostgreSQL a
-//! `NOTIFY` to the other instances, sent in batches by one task (at most one
-//! notification in flight, whatever the rate of events), so that an admin
-//! connected to any instance hears every instance's events. A subscriber that
+//! So: a bounded in-memory broadcast per watched account per instance, and on
+//! PostgreSQL a `NOTIFY` to the other instances, sent in batches by one task
+//! (one notification in flight, at most 20 a second, what does not fit
+//! dropped and logged), so that an admin connected to any instance hears every
+//! instance's events. A subscriber that
 //! falls more than [`SYSTEM_BUFFER`] events behind is told so and ends; events
 //! emitted while the `LISTEN` connection is down are not replayed.
 
@@ -57,7 +58,11 @@ pub struct SystemEvent {
 
 /// The system-event side of the outbox.
 pub(super) struct SystemBus {
-    pub(super) tx: broadcast::Sender<Arc<SystemEvent>>,
+    /// A broadcast per account with a subscriber on this instance: one noisy
+    /// account cannot push another's admins behind, and an account nobody
+    /// watches costs a map lookup.
+    by_account:
+        std::sync::Mutex<std::collections::HashMap<String, broadcast::Sender<Arc<SystemEvent>>>>,
     /// This instance, as `origin`.
     pub(super) instance: String,
     /// Events to tell the other instances (PostgreSQL).
@@ -69,7 +74,7 @@ pub(super) struct SystemBus {
 impl Default for SystemBus {
     fn default() -> Self {
         SystemBus {
-            tx: broadcast::channel(SYSTEM_BUFFER).0,
+            by_account: std::sync::Mutex::default(),
             instance: crate::values::new_id(),
             outgoing: std::sync::Mutex::default(),
             wake: tokio::sync::Notify::new(),
@@ -87,9 +92,27 @@ impl SystemBus {
         };
         for e in events {
             if e.origin != self.instance {
-                let _ = self.tx.send(Arc::new(e));
+                self.deliver(Arc::new(e));
             }
         }
+    }
+
+    /// To this instance's subscribers of the event's account, if any.
+    fn deliver(&self, e: Arc<SystemEvent>) {
+        let mut map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(&e.account_id)
+            && tx.send(e.clone()).is_err()
+        {
+            // Its last subscriber went.
+            map.remove(&e.account_id);
+        }
+    }
+
+    fn subscribe(&self, account_id: &str) -> broadcast::Receiver<Arc<SystemEvent>> {
+        let mut map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(account_id.to_string())
+            .or_insert_with(|| broadcast::channel(SYSTEM_BUFFER).0)
+            .subscribe()
     }
 }
 
@@ -157,14 +180,13 @@ impl Store {
                 bus.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // No receivers is fine: no admin is watching.
-        let _ = bus.tx.send(Arc::new(event));
+        bus.deliver(Arc::new(event));
     }
 
-    /// Every system event from now on (this instance's, and on PostgreSQL
-    /// every other instance's).
-    pub fn system_events(&self) -> broadcast::Receiver<Arc<SystemEvent>> {
-        self.outbox.system.tx.subscribe()
+    /// Every system event of `account_id` from now on (this instance's, and
+    /// on PostgreSQL every other instance's).
+    pub fn system_events(&self, account_id: &str) -> broadcast::Receiver<Arc<SystemEvent>> {
+        self.outbox.system.subscribe(account_id)
     }
 
     /// Tells the other instances of this one's system events (PostgreSQL), in
@@ -199,7 +221,18 @@ impl Store {
             if !chunk.is_empty() {
                 payloads.push(format!("[{}]", chunk.join(",")));
             }
+            let dropped = bus.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "system events were not told to the other instances (more than they take)"
+                );
+            }
             for p in payloads {
+                // At most 20 notifications a second from this instance: a
+                // flood of connections must not crowd PostgreSQL's
+                // notification queue (revocations and wake-ups share it).
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let stmt = Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT pg_notify($1, $2)",

@@ -318,7 +318,7 @@ async fn failed_after_max_attempts_then_redelivered() {
     let rx = Receiver::start(Plan::Always(503)).await;
     let s = start(&db, &trigger("post_hook", &rx.url, "max_attempts = 2")).await;
     let mut admin =
-        crate::system_events::watching(&s, &s.token, Some(vec!["trigger.failed"])).await;
+        crate::system_events::watching(&s, &s.token, "default", Some(vec!["trigger.failed"])).await;
     create_post(&s, json!({ "title": "doomed" })).await;
     let failed = wait_status(&s, "FAILED", 1, Duration::from_secs(10)).await;
     assert_eq!(failed.len(), 1, "FAILED after two attempts");
