@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, CatalogError, Trigger, TriggerUrl, check_webhook_url};
 use crate::metrics::TriggerMetrics;
-use crate::store::{Claimed, Outcome, Store, now_ms, webhook_body};
+use crate::store::{Change, Claimed, Outcome, Store, now_ms};
+use serde_json::Value as Json;
 
 /// Attempts of one trigger in flight at once.
 pub const CONCURRENCY: usize = 8;
@@ -160,11 +161,15 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
     // show in `due`, read each turn).
     let mut looked_through = 0i64;
     let mut due: Option<i64> = Some(0);
+    // Attempts that ended since the last turn, their outcomes not yet written.
+    let mut done: Vec<(Claimed, Outcome)> = Vec::new();
     loop {
-        while attempts.try_join_next().is_some() {}
+        while let Some(ended) = attempts.try_join_next() {
+            done.extend(ended.ok());
+        }
         let mut added = 0;
         while store.published_seq() > looked_through {
-            let body = |c: &crate::store::Change| webhook_body(&name, store.catalog(), c);
+            let body = |c: &Change| webhook_body(&name, store.catalog(), c);
             match store.enqueue_deliveries(&armed.trigger, body).await {
                 Ok((n, more, through)) => {
                     added += n;
@@ -180,31 +185,47 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
             }
         }
         let free = CONCURRENCY.saturating_sub(attempts.len());
-        if free > 0 && (added > 0 || due.is_some_and(|d| d <= now_ms())) {
-            match store.claim_deliveries(&name, free as u64, lease_ms).await {
-                Ok(claimed) => {
-                    for c in claimed {
-                        let (store, armed, metrics) =
-                            (store.clone(), armed.clone(), metrics.clone());
-                        attempts.spawn(async move { attempt(&store, &armed, &metrics, c).await });
-                    }
+        let claim = if free > 0 && (added > 0 || due.is_some_and(|d| d <= now_ms())) {
+            free as u64
+        } else {
+            0
+        };
+        // The outcomes and the next claim are one write.
+        let ended = std::mem::take(&mut done);
+        match store
+            .settle_deliveries(&ended, &name, claim, lease_ms)
+            .await
+        {
+            Ok((written, claimed)) => {
+                for ((c, outcome), written) in ended.into_iter().zip(written) {
+                    settled(&store, &name, c, outcome, Ok(written));
                 }
-                Err(e) => tracing::warn!(trigger = %name, error = %e, "could not claim deliveries"),
+                for c in claimed {
+                    let (armed, metrics) = (armed.clone(), metrics.clone());
+                    attempts.spawn(async move { attempt(&armed, &metrics, c).await });
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for (c, outcome) in ended {
+                    settled(&store, &name, c, outcome, Err(&e));
+                }
             }
         }
         let mut wait = POLL;
         match store.pending_deliveries(&name).await {
-            Ok(Some((next, oldest))) => {
+            Ok((next, oldest)) => {
                 let now = now_ms();
-                metrics.queue_age(&name, (now - oldest).max(0) as f64 / 1000.0);
-                due = Some(next);
-                if attempts.len() < CONCURRENCY {
+                let age = oldest.map_or(0, |o| (now - o).max(0));
+                metrics.queue_age(&name, age as f64 / 1000.0);
+                // Deliveries being attempted here end in `attempts`; one
+                // leased elsewhere is looked at again within `POLL`.
+                due = next;
+                if let Some(next) = next
+                    && attempts.len() < CONCURRENCY
+                {
                     wait = wait.min(Duration::from_millis((next - now).max(10) as u64));
                 }
-            }
-            Ok(None) => {
-                due = None;
-                metrics.queue_age(&name, 0.0);
             }
             Err(e) => {
                 due = Some(0);
@@ -216,7 +237,10 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => break,
+                Some(ended) = attempts.join_next(), if !attempts.is_empty() => {
+                    done.extend(ended.ok());
+                    break;
+                }
                 heard = bus.recv() => match heard {
                     Ok(change) if armed.trigger.matches(&change.collection, change.action.as_str()) => break,
                     Ok(_) => {}
@@ -232,8 +256,8 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
     }
 }
 
-/// One attempt of a claimed delivery, and its outcome written back.
-async fn attempt(store: &Store, armed: &Armed, metrics: &TriggerMetrics, c: Claimed) {
+/// One attempt of a claimed delivery, and how it ended.
+async fn attempt(armed: &Armed, metrics: &TriggerMetrics, c: Claimed) -> (Claimed, Outcome) {
     let t = &armed.trigger;
     // Stable across attempts (and instances): receivers drop duplicates by it.
     let id = format!("evt_{}_{}", c.seq, t.name);
@@ -292,29 +316,83 @@ async fn attempt(store: &Store, armed: &Armed, metrics: &TriggerMetrics, c: Clai
         ),
     };
     metrics.attempt(&t.name, label);
-    match store.finish_delivery(&c, &outcome).await {
+    (c, outcome)
+}
+
+/// What follows an attempt's outcome being written (`Ok(true)`), found
+/// stale (`Ok(false)`: the delivery changed hands) or not written.
+fn settled(
+    store: &Store,
+    trigger: &str,
+    c: Claimed,
+    outcome: Outcome,
+    written: Result<bool, &str>,
+) {
+    match written {
         Ok(true) => {
             if let Outcome::Failed { error, status } = &outcome {
-                tracing::warn!(trigger = %t.name, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
+                tracing::warn!(trigger, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
                 store.emit(
                     &c.account_id,
                     "trigger.failed",
                     None,
                     serde_json::json!({
-                        "trigger": t.name, "delivery": c.id, "cursor": c.seq.to_string(),
+                        "trigger": trigger, "delivery": c.id, "cursor": c.seq.to_string(),
                         "attempts": c.attempt, "lastStatusCode": status, "lastError": error,
                     }),
                 );
             }
         }
         Ok(false) => {
-            tracing::info!(trigger = %t.name, delivery = %c.id, "a delivery changed hands during its attempt (lease ran out, or redelivered)");
+            tracing::info!(trigger, delivery = %c.id, "a delivery changed hands during its attempt (lease ran out, or redelivered)");
         }
-        Err(e) => {
+        Err(error) => {
             // The lease runs out and the attempt is made again: at least once.
-            tracing::warn!(trigger = %t.name, delivery = %c.id, error = %e, "could not record an attempt");
+            tracing::warn!(trigger, delivery = %c.id, %error, "could not record an attempt");
         }
     }
+}
+
+/// A change as a webhook body (API.md §9): `record` and `previous` as the
+/// GraphQL API shows rows (`ownerId`, `createdAt`, fields by their GraphQL
+/// names).
+fn webhook_body(trigger: &str, catalog: &crate::catalog::Catalog, change: &Change) -> String {
+    let row = |r: &crate::values::Row| {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), Json::String(r.id.clone()));
+        m.insert(
+            "ownerId".into(),
+            r.owner_id.clone().map_or(Json::Null, Json::String),
+        );
+        m.insert("accountId".into(), Json::String(r.account_id.clone()));
+        m.insert(
+            "createdAt".into(),
+            Json::String(crate::values::format_datetime(&r.created_at)),
+        );
+        m.insert(
+            "updatedAt".into(),
+            Json::String(crate::values::format_datetime(&r.updated_at)),
+        );
+        let coll = catalog.collection(&change.collection);
+        for (key, value) in &r.data {
+            let name = coll
+                .and_then(|c| c.field(key))
+                .map_or_else(|| key.clone(), |f| f.gql_name.clone());
+            m.insert(name, value.clone());
+        }
+        Json::Object(m)
+    };
+    serde_json::json!({
+        "trigger": trigger,
+        "collection": change.collection,
+        "action": change.action.as_str(),
+        "account": change.record.account_id,
+        "at": crate::values::format_datetime(&change.at),
+        "cursor": change.seq.to_string(),
+        "record": row(&change.record),
+        "previous": change.previous.as_ref().map(row),
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod m20261122_000002_sessions;
 mod m20261122_000003_meta;
 mod m20261202_000004_rooms;
 mod m20261207_000005_triggers;
+mod m20261208_000006_delivery_queue;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_meta::Migration),
             Box::new(m20261202_000004_rooms::Migration),
             Box::new(m20261207_000005_triggers::Migration),
+            Box::new(m20261208_000006_delivery_queue::Migration),
         ]
     }
 

@@ -102,7 +102,7 @@ pub fn types() -> Vec<Object> {
         .field(event_field("room", TypeRef::named_nn(TypeRef::STRING), "The room's name.", |e| Value::from(e.room.clone())))
         .field(event_field("kind", TypeRef::named_nn(TypeRef::STRING), "`presence`, or the kind its sender gave.", |e| Value::from(e.kind.clone())))
         .field(event_field("payload", TypeRef::named(JSON), "What the sender sent (for presence: the roster or the member who came or went).", |e| {
-            e.payload.clone().and_then(|p| Value::from_json(p).ok()).unwrap_or(Value::Null)
+            e.payload.as_ref().map_or(Value::Null, super::types::json_value)
         }))
         .field(
             Field::new("from", TypeRef::named_nn("RoomMember"), |ctx| {

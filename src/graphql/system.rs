@@ -51,7 +51,7 @@ pub fn event_type() -> Object {
             e.user_id.clone().map_or(Value::Null, Value::from)
         }))
         .field(field("detail", TypeRef::named(JSON), "What else is known: an email, a session id, a protocol, a room, a trigger's delivery.", |e| {
-            Value::from_json(e.detail.clone()).unwrap_or(Value::Null)
+            super::types::json_value(&e.detail)
         }))
 }
 

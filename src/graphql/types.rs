@@ -200,7 +200,7 @@ fn user_type() -> Object {
 }
 
 /// A stored JSON value as a GraphQL value, without a round trip through serde.
-fn json_value(j: &serde_json::Value) -> Value {
+pub(crate) fn json_value(j: &serde_json::Value) -> Value {
     use serde_json::Value as Json;
     match j {
         Json::Null => Value::Null,

@@ -15,10 +15,9 @@
 //! makes the next attempt: at least once.
 
 use sea_orm::sea_query::{
-    Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order as SqlOrder, Query,
+    Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order as SqlOrder, Query, UpdateStatement,
 };
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionTrait};
-use serde_json::Value as Json;
 
 use super::events::read_event;
 use super::rows::Change;
@@ -309,128 +308,80 @@ impl Store {
         Ok((added, full, through))
     }
 
-    /// Claims up to `n` due deliveries of `trigger` for an attempt each, leased
-    /// for `lease_ms` (see module docs).
-    pub async fn claim_deliveries(
+    /// Writes how attempts ended, each only if its claim still holds the
+    /// delivery (a lease that ran out may have passed it to another attempt),
+    /// and claims up to `n` more due deliveries of `trigger` for an attempt
+    /// each, leased for `lease_ms` (see module docs), all in one transaction: a trigger's
+    /// bookkeeping is one write per turn, not one per attempt. Says, for each
+    /// outcome in turn, whether it was written.
+    pub async fn settle_deliveries(
         &self,
+        done: &[(Claimed, Outcome)],
         trigger: &str,
         n: u64,
         lease_ms: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    ) -> Result<(Vec<bool>, Vec<Claimed>), StoreError> {
+        if done.is_empty() && n == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let now = now_ms();
-        let mut due = Query::select()
-            .column("id")
-            .from("livegate_deliveries")
-            .and_where(Expr::col("trigger").eq(trigger))
-            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
-            .and_where(Expr::col("next_attempt_ms").lte(now))
+        let _turn = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let mut written = Vec::with_capacity(done.len());
+        for (claimed, outcome) in done {
+            let q = finish_query(claimed, outcome, now);
+            written.push(txn.execute(&q).await?.rows_affected() == 1);
+        }
+        let claimed = if n > 0 {
+            let rows = txn
+                .query_all(&claim_query(trigger, n, lease_ms, now, &new_id()))
+                .await?;
+            claimed_from(&rows)?
+        } else {
+            Vec::new()
+        };
+        txn.commit().await?;
+        Ok((written, claimed))
+    }
+
+    /// When `trigger`'s next pending delivery not being attempted is due
+    /// (`None` when every pending one is), and when its oldest pending
+    /// delivery was enqueued (for the queue's age; `None` when none is
+    /// pending). Both are index lookups, however long the queue.
+    pub async fn pending_deliveries(
+        &self,
+        trigger: &str,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let now = now_ms();
+        let pending = || {
+            Query::select()
+                .from("livegate_deliveries")
+                .and_where(Expr::col("trigger").eq(trigger))
+                .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
+                .limit(1)
+                .to_owned()
+        };
+        // Rows leased (being attempted) are skipped: a few, at most the
+        // attempts in flight on every instance.
+        let due = pending()
+            .column("next_attempt_ms")
             .and_where(
                 Expr::col("leased_until_ms")
                     .is_null()
                     .or(Expr::col("leased_until_ms").lt(now)),
             )
             .order_by("next_attempt_ms", SqlOrder::Asc)
+            .to_owned();
+        let oldest = pending()
+            .column("created_ms")
             .order_by("seq", SqlOrder::Asc)
-            .limit(n)
             .to_owned();
-        // SQLite has no row locks (nor needs them: one instance, writes in turn).
-        due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-        let lease_id = new_id();
-        let claim = Query::update()
-            .table("livegate_deliveries")
-            .value("attempts", Expr::col("attempts").add(1))
-            .value("leased_until_ms", now + lease_ms)
-            .value("lease_id", lease_id.as_str())
-            .value("updated_ms", now)
-            .and_where(Expr::col("id").in_subquery(due))
-            .returning(Query::returning().columns(["id", "seq", "body", "attempts", "account_id"]))
-            .to_owned();
-        let _turn = self.write_turn().await;
-        let rows = self.db.query_all(&claim).await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                Ok(Claimed {
-                    id: r.try_get("", "id")?,
-                    seq: r.try_get("", "seq")?,
-                    body: r.try_get("", "body")?,
-                    attempt: r.try_get("", "attempts")?,
-                    lease_id: lease_id.clone(),
-                    account_id: r.try_get("", "account_id")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|c| c.seq);
-        Ok(claimed)
-    }
-
-    /// Writes how an attempt ended, if its claim still holds the delivery (a
-    /// lease that ran out may have passed it to another attempt); says
-    /// whether it did.
-    pub async fn finish_delivery(
-        &self,
-        claimed: &Claimed,
-        outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut q = Query::update();
-        q.table("livegate_deliveries")
-            .value("leased_until_ms", Expr::val(None::<i64>))
-            .value("lease_id", Expr::val(None::<String>))
-            .value("updated_ms", now)
-            .and_where(Expr::col("id").eq(claimed.id.as_str()))
-            .and_where(Expr::col("lease_id").eq(claimed.lease_id.as_str()))
-            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()));
-        match outcome {
-            Outcome::Delivered { status } => {
-                q.value("status", DeliveryStatus::Delivered.as_str())
-                    .value("last_status", *status)
-                    .value("last_error", Expr::val(None::<String>));
-            }
-            Outcome::Retry {
-                at_ms,
-                status,
-                error,
-            } => {
-                q.value("next_attempt_ms", *at_ms)
-                    .value("last_status", *status)
-                    .value("last_error", error.as_str());
-            }
-            Outcome::Failed { status, error } => {
-                q.value("status", DeliveryStatus::Failed.as_str())
-                    .value("last_status", *status)
-                    .value("last_error", error.as_str());
-            }
-        }
-        let _turn = self.write_turn().await;
-        Ok(self.db.execute(&q).await?.rows_affected() == 1)
-    }
-
-    /// When `trigger`'s next pending delivery is due, and when its oldest
-    /// pending delivery was enqueued (for the queue's age); `None` when none
-    /// is pending.
-    pub async fn pending_deliveries(
-        &self,
-        trigger: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        // A delivery being attempted is due again only when its lease ends.
-        let due = Expr::cust(
-            "MIN(CASE WHEN leased_until_ms IS NOT NULL AND leased_until_ms > next_attempt_ms \
-             THEN leased_until_ms ELSE next_attempt_ms END)",
-        );
-        let q = Query::select()
-            .expr_as(due, "due")
-            .expr_as(Expr::col("created_ms").min(), "oldest")
-            .from("livegate_deliveries")
-            .and_where(Expr::col("trigger").eq(trigger))
-            .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
-            .to_owned();
-        let Some(r) = self.db.query_one(&q).await? else {
-            return Ok(None);
+        let one = |r: Option<QueryResult>, col: &str| -> Result<Option<i64>, StoreError> {
+            Ok(r.map(|r| r.try_get::<i64>("", col)).transpose()?)
         };
-        let due: Option<i64> = r.try_get("", "due")?;
-        let oldest: Option<i64> = r.try_get("", "oldest")?;
-        Ok(due.zip(oldest))
+        let due = one(self.db.query_one(&due).await?, "next_attempt_ms")?;
+        let oldest = one(self.db.query_one(&oldest).await?, "created_ms")?;
+        Ok((due, oldest))
     }
 
     /// An account's deliveries, newest first.
@@ -536,51 +487,95 @@ impl Store {
             .transpose()?
             .flatten())
     }
-
-    /// Whether this store runs on PostgreSQL (several instances may share it).
-    pub fn is_postgres(&self) -> bool {
-        self.backend() == DbBackend::Postgres
-    }
 }
 
-/// A change as a webhook body (API.md §9): `record` and `previous` as the
-/// GraphQL API shows rows (`ownerId`, `createdAt`, fields by their GraphQL
-/// names).
-pub fn webhook_body(trigger: &str, catalog: &crate::catalog::Catalog, change: &Change) -> String {
-    let row = |r: &crate::values::Row| {
-        let mut m = serde_json::Map::new();
-        m.insert("id".into(), Json::String(r.id.clone()));
-        m.insert(
-            "ownerId".into(),
-            r.owner_id.clone().map_or(Json::Null, Json::String),
-        );
-        m.insert("accountId".into(), Json::String(r.account_id.clone()));
-        m.insert(
-            "createdAt".into(),
-            Json::String(crate::values::format_datetime(&r.created_at)),
-        );
-        m.insert(
-            "updatedAt".into(),
-            Json::String(crate::values::format_datetime(&r.updated_at)),
-        );
-        let coll = catalog.collection(&change.collection);
-        for (key, value) in &r.data {
-            let name = coll
-                .and_then(|c| c.field(key))
-                .map_or_else(|| key.clone(), |f| f.gql_name.clone());
-            m.insert(name, value.clone());
+/// The claim of up to `n` due deliveries of `trigger`, `lease_id`'s until
+/// `now + lease_ms`.
+fn claim_query(trigger: &str, n: u64, lease_ms: i64, now: i64, lease_id: &str) -> UpdateStatement {
+    let mut due = Query::select()
+        .column("id")
+        .from("livegate_deliveries")
+        .and_where(Expr::col("trigger").eq(trigger))
+        .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()))
+        .and_where(Expr::col("next_attempt_ms").lte(now))
+        .and_where(
+            Expr::col("leased_until_ms")
+                .is_null()
+                .or(Expr::col("leased_until_ms").lt(now)),
+        )
+        .order_by("next_attempt_ms", SqlOrder::Asc)
+        .order_by("seq", SqlOrder::Asc)
+        .limit(n)
+        .to_owned();
+    // SQLite has no row locks (nor needs them: one instance, writes in turn).
+    due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    Query::update()
+        .table("livegate_deliveries")
+        .value("attempts", Expr::col("attempts").add(1))
+        .value("leased_until_ms", now + lease_ms)
+        .value("lease_id", lease_id)
+        .value("updated_ms", now)
+        .and_where(Expr::col("id").in_subquery(due))
+        .returning(Query::returning().columns([
+            "id",
+            "seq",
+            "body",
+            "attempts",
+            "account_id",
+            "lease_id",
+        ]))
+        .to_owned()
+}
+
+/// The deliveries a claim returned, oldest first.
+fn claimed_from(rows: &[QueryResult]) -> Result<Vec<Claimed>, StoreError> {
+    let mut claimed = rows
+        .iter()
+        .map(|r| {
+            Ok(Claimed {
+                id: r.try_get("", "id")?,
+                seq: r.try_get("", "seq")?,
+                body: r.try_get("", "body")?,
+                attempt: r.try_get("", "attempts")?,
+                lease_id: r.try_get("", "lease_id")?,
+                account_id: r.try_get("", "account_id")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_by_key(|c| c.seq);
+    Ok(claimed)
+}
+
+/// How an attempt ended, written only while its claim holds the delivery.
+fn finish_query(claimed: &Claimed, outcome: &Outcome, now: i64) -> UpdateStatement {
+    let mut q = Query::update();
+    q.table("livegate_deliveries")
+        .value("leased_until_ms", Expr::val(None::<i64>))
+        .value("lease_id", Expr::val(None::<String>))
+        .value("updated_ms", now)
+        .and_where(Expr::col("id").eq(claimed.id.as_str()))
+        .and_where(Expr::col("lease_id").eq(claimed.lease_id.as_str()))
+        .and_where(Expr::col("status").eq(DeliveryStatus::Pending.as_str()));
+    match outcome {
+        Outcome::Delivered { status } => {
+            q.value("status", DeliveryStatus::Delivered.as_str())
+                .value("last_status", *status)
+                .value("last_error", Expr::val(None::<String>));
         }
-        Json::Object(m)
-    };
-    serde_json::json!({
-        "trigger": trigger,
-        "collection": change.collection,
-        "action": change.action.as_str(),
-        "account": change.record.account_id,
-        "at": crate::values::format_datetime(&change.at),
-        "cursor": change.seq.to_string(),
-        "record": row(&change.record),
-        "previous": change.previous.as_ref().map(row),
-    })
-    .to_string()
+        Outcome::Retry {
+            at_ms,
+            status,
+            error,
+        } => {
+            q.value("next_attempt_ms", *at_ms)
+                .value("last_status", *status)
+                .value("last_error", error.as_str());
+        }
+        Outcome::Failed { status, error } => {
+            q.value("status", DeliveryStatus::Failed.as_str())
+                .value("last_status", *status)
+                .value("last_error", error.as_str());
+        }
+    }
+    q
 }

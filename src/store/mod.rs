@@ -31,9 +31,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use crate::catalog::Catalog;
 
 pub use accounts::{Account, DEFAULT_ACCOUNT, User};
-pub use deliveries::{
-    Claimed, Delivery, DeliveryStatus, Outcome, Redelivered, now_ms, webhook_body,
-};
+pub use deliveries::{Claimed, Delivery, DeliveryStatus, Outcome, Redelivered, now_ms};
 pub use events::{ANY_SESSION, BUS_CAPACITY, LogBounds, Outbox, REVOCATIONS_BUFFER};
 pub use filter::{CmpOp, Filter, LikeKind, Order};
 pub use follow::POLL;
