@@ -142,6 +142,8 @@ pub struct Metrics {
     refusals: Family<ReasonLabels, Counter>,
     /// Webhook triggers.
     pub triggers: TriggerMetrics,
+    /// Live queries.
+    pub live: crate::app::live::LiveMetrics,
 }
 
 impl Default for Metrics {
@@ -240,7 +242,19 @@ impl Default for Metrics {
             "How long each trigger's oldest pending delivery has waited",
             triggers.queue_age.clone(),
         );
+        let live = crate::app::live::LiveMetrics::default();
+        registry.register(
+            "live_query_runs",
+            "Runs of live queries (one per cohort: identical live queries run once), first runs included",
+            live.runs.clone(),
+        );
+        registry.register(
+            "live_query_cohorts",
+            "Live query cohorts running (identical live queries of viewers who see the same rows)",
+            live.cohorts.clone(),
+        );
         Metrics {
+            live,
             triggers,
             hashing,
             writes,

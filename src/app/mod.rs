@@ -3,6 +3,7 @@
 //! GraphQL operation runs for a streaming transport ([`operation`]). Transports
 //! (`crate::transport`) depend on this; nothing here knows a protocol.
 
+pub mod live;
 pub mod operation;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ struct Inner {
     deliveries: Arc<Deliveries>,
     /// Parsed documents, by their text.
     documents: crate::graphql::documents::Documents,
+    /// Live queries and their cohorts.
+    live: Arc<live::LiveQueries>,
 }
 
 impl AppState {
@@ -69,6 +72,10 @@ impl AppState {
     /// Groups of equivalent subscriptions sharing rendered events.
     pub fn fanout(&self) -> &Arc<Fanout> {
         &self.0.fanout
+    }
+    /// Live queries and their cohorts.
+    pub fn live(&self) -> &Arc<live::LiveQueries> {
+        &self.0.live
     }
     /// Live rooms and their members.
     pub fn rooms(&self) -> &Arc<Rooms> {
@@ -116,7 +123,12 @@ impl AppState {
             deliveries.clone(),
             parts.max_buffer_bytes,
         ));
+        let live = Arc::new(live::LiveQueries::new(
+            parts.store.clone(),
+            parts.metrics.live.clone(),
+        ));
         AppState(Arc::new(Inner {
+            live,
             catalog: parts.catalog,
             schema: parts.schema,
             store: parts.store,

@@ -19,7 +19,9 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value as Json};
 
 use super::AppState;
+use super::live::{Run, Runner, Snapshot};
 use crate::access::Viewer;
+use crate::graphql::live::{self as graphql_live, Live, Reads};
 use crate::graphql::{Handoff, Pinned, RequestCtx, coded_errors, guard};
 use crate::realtime::fanout::{Direct, GroupKey, Render};
 use crate::realtime::rooms::Peers;
@@ -122,6 +124,9 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
     ctx.peers = origin.peers.clone();
     let refused = refuse(&app, &req);
     let mut request = request(&req, ctx);
+    // What `@live` asks for, if the operation is a live query.
+    let mut live = None;
+    let mut asked_live = None;
     // A document that does not parse is a request error of its own kind.
     // Parsed once per text (see `graphql::documents`).
     let refused = refused.or_else(|| match app.documents().parse(&req.query) {
@@ -136,10 +141,37 @@ pub fn execute(app: AppState, req: OpRequest, origin: Origin) -> BoxStream<'stat
                         &req.query,
                     )
                 });
-            request.set_parsed_query(ExecutableDocument::clone(&doc));
+            let op = guard::selected(&doc, req.operation_name.as_deref());
+            let verdict = verdict.or_else(|| {
+                match op.map(|op| graphql_live::live_of(&op.node, &req.variables)) {
+                    Some(Err(m)) => Some(coded(
+                        async_graphql::ServerError::new(m, None),
+                        "BAD_USER_INPUT",
+                        &req.query,
+                    )),
+                    Some(Ok(asked)) => {
+                        asked_live = asked;
+                        None
+                    }
+                    None => None,
+                }
+            });
+            // `@live` is ours: the executor never sees it (see `graphql::live`).
+            let doc = if op.is_some_and(|op| graphql_live::has_live(&op.node)) {
+                graphql_live::without_live(&doc)
+            } else {
+                ExecutableDocument::clone(&doc)
+            };
+            if let Some(asked) = asked_live {
+                live = Some((asked, Arc::new(doc.clone())));
+            }
+            request.set_parsed_query(doc);
             verdict
         }
     });
+    if let (None, Some((asked, doc))) = (&refused, live) {
+        return live_query(app, req, origin.viewer, asked, doc);
+    }
     // Nothing runs (and nothing recursive sees the document) once refused.
     let responses = match refused {
         Some(_) => futures_util::stream::empty().boxed(),
@@ -263,10 +295,32 @@ fn request(req: &OpRequest, ctx: RequestCtx) -> async_graphql::Request {
 /// error (the first response, nothing executed) comes back as its errors.
 fn finish(
     app: &AppState,
-    mut response: async_graphql::Response,
+    response: async_graphql::Response,
     req: &OpRequest,
     first: bool,
 ) -> Result<String, Vec<Json>> {
+    let response = outcome(app, response, req, first)?;
+    serde_json::to_string(&Payload {
+        data: &response.data,
+        errors: &response.errors,
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize a result");
+        vec![serde_json::json!({
+            "message": "Internal server error",
+            "extensions": { "code": "INTERNAL" }
+        })]
+    })
+}
+
+/// An executed response with every error coded; a request error (the first
+/// response, nothing executed) comes back as its errors.
+fn outcome(
+    app: &AppState,
+    mut response: async_graphql::Response,
+    req: &OpRequest,
+    first: bool,
+) -> Result<async_graphql::Response, Vec<Json>> {
     crate::graphql::take_paths(&mut response.errors);
     let request_error = first
         && !response.errors.is_empty()
@@ -287,17 +341,85 @@ fn finish(
         let errors = coded_errors(&response.errors, &req.query, false);
         response.errors = serde_json::from_value(Json::Array(errors)).unwrap_or_default();
     }
-    serde_json::to_string(&Payload {
-        data: &response.data,
-        errors: &response.errors,
-    })
-    .map_err(|e| {
-        tracing::error!(error = %e, "cannot serialize a result");
-        vec![serde_json::json!({
-            "message": "Internal server error",
-            "extensions": { "code": "INTERNAL" }
-        })]
-    })
+    Ok(response)
+}
+
+/// A live query (API.md §8) of `viewer`: a member of its cohort (see
+/// [`super::live`]), its results numbered from 1, whole or (with `patch`)
+/// as patches against the last one it sent.
+fn live_query(
+    app: AppState,
+    req: OpRequest,
+    viewer: Viewer,
+    asked: Live,
+    doc: Arc<ExecutableDocument>,
+) -> BoxStream<'static, OpEvent> {
+    let key = GroupKey::new(
+        &req.query,
+        req.operation_name.as_deref(),
+        &req.variables,
+        &viewer,
+        true,
+    );
+    let account_id = viewer.account_id.clone();
+    let live = app.live().clone();
+    let runner = move || -> Runner {
+        let req = Arc::new(OpRequest {
+            extensions: Map::new(),
+            ..req
+        });
+        Box::new(move || {
+            let (app, req, viewer, doc) = (app.clone(), req.clone(), viewer.clone(), doc.clone());
+            Box::pin(async move {
+                let reads = Arc::new(Reads::default());
+                let mut ctx =
+                    RequestCtx::new(app.store().clone(), viewer, app.auth().clone(), None);
+                ctx.reads = Some(reads.clone());
+                let mut request = request(&req, ctx);
+                request.set_parsed_query(ExecutableDocument::clone(&doc));
+                let response = outcome(&app, app.schema().execute(request).await, &req, true)?;
+                let data = serde_json::to_value(&response.data).unwrap_or(Json::Null);
+                let errors = (!response.errors.is_empty())
+                    .then(|| serde_json::to_value(&response.errors).unwrap_or(Json::Null));
+                Ok(Run {
+                    data,
+                    errors,
+                    reads: reads.take(),
+                })
+            })
+        })
+    };
+    let mut snapshots = live.join(key, &account_id, asked.throttle, runner);
+    async_stream::stream! {
+        let mut sent = 0u64;
+        let mut had: Option<Arc<Snapshot>> = None;
+        loop {
+            let snapshot = snapshots.borrow_and_update().clone();
+            if let Some(snapshot) = snapshot {
+                match &*snapshot {
+                    Snapshot::Failed(errors) => {
+                        yield OpEvent::Failed(errors.clone());
+                        return;
+                    }
+                    Snapshot::Result(published) => {
+                        sent += 1;
+                        let previous = match (asked.patch, had.as_deref()) {
+                            (true, Some(Snapshot::Result(p))) => Some(p),
+                            _ => None,
+                        };
+                        let payload = published.payload(sent, previous);
+                        had = Some(snapshot.clone());
+                        yield OpEvent::Next { payload: payload.into(), cursor: None };
+                    }
+                }
+            }
+            if snapshots.changed().await.is_err() {
+                break;
+            }
+        }
+        yield OpEvent::End;
+    }
+    .boxed()
 }
 
 /// The `payload` of a result: `data`, and `errors` when there are any.

@@ -104,6 +104,7 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
                     let mut owned = String::new();
                     let rows = match read_scope_of(&rc.viewer, &c, &mut owned)? {
                         Some(scope) => {
+                            rc.read(&c.key);
                             rc.store
                                 .list(&c, &scope, filter.as_ref(), &order, limit, offset)
                                 .await?
@@ -148,7 +149,10 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
                 let id = id_arg(&ctx)?;
                 let mut owned = String::new();
                 let found = match read_scope_of(&rc.viewer, &c, &mut owned)? {
-                    Some(scope) => rc.store.get(&c, &scope, &id).await?,
+                    Some(scope) => {
+                        rc.read(&c.key);
+                        rc.store.get(&c, &scope, &id).await?
+                    }
                     None => None,
                 };
                 let row = found.ok_or_else(|| ApiError::row_not_found(&c.names.type_name, &id))?;
@@ -172,7 +176,10 @@ pub fn query_fields(_catalog: &Arc<Catalog>, c: &Collection, limits: Limits) -> 
                 let filter = where_arg(&c, &ctx)?;
                 let mut owned = String::new();
                 let n = match read_scope_of(&rc.viewer, &c, &mut owned)? {
-                    Some(scope) => rc.store.count(&c, &scope, filter.as_ref()).await?,
+                    Some(scope) => {
+                        rc.read(&c.key);
+                        rc.store.count(&c, &scope, filter.as_ref()).await?
+                    }
                     None => 0,
                 };
                 Ok(Some(FieldValue::value(Value::from(

@@ -11,6 +11,7 @@ pub mod documents;
 mod errors;
 pub mod guard;
 mod input;
+pub mod live;
 mod response;
 mod rooms;
 mod subscriptions;
@@ -89,9 +90,18 @@ pub struct RequestCtx {
     /// A cursor the transport resumes from (SSE `Last-Event-ID`): it takes the
     /// place of a subscription's `after` argument.
     pub resume_after: Option<i64>,
+    /// Set when running a live query: the collections it reads are noted here.
+    pub reads: Option<Arc<live::Reads>>,
 }
 
 impl RequestCtx {
+    /// Notes that the request read `collection` (for live queries).
+    pub fn read(&self, collection: &str) {
+        if let Some(reads) = &self.reads {
+            reads.read(collection);
+        }
+    }
+
     /// The context of a plain request (HTTP, or a socket's query or mutation).
     pub fn new(store: Store, viewer: Viewer, auth: Arc<SignIn>, client_ip: Option<IpAddr>) -> Self {
         RequestCtx {
@@ -104,6 +114,7 @@ impl RequestCtx {
             pinned: None,
             resume_after: None,
             peers: None,
+            reads: None,
         }
     }
 }

@@ -398,6 +398,7 @@ fn ref_object_field(catalog: &Catalog, name: &str, key: &str, target: &str) -> F
                         account_id: account,
                         owner_id: None,
                     };
+                    rc.read(&t.key);
                     let found = rc.store.get(&t, &scope, id).await?;
                     Ok(found
                         .filter(|r| may_read_row(&rc.viewer, t.read, r.owner_id.as_deref()))

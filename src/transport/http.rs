@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 use super::accept::{self, Accept};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Lasting, resolve_viewer};
-use crate::graphql::{Limits, RequestCtx, give_codes, guard, set_code};
+use crate::graphql::{Limits, RequestCtx, give_codes, guard, live, set_code};
 use crate::metrics::OpKind;
 use crate::transport::Gateway;
 
@@ -352,6 +352,29 @@ async fn execute(
                 let mut e = ServerError::new(message, None);
                 set_code(&mut e, "GRAPHQL_VALIDATION_FAILED");
                 return respond(media, request_error(vec![e]), true);
+            }
+            // `@live` needs a stream; `@live(if: false)` is a plain query.
+            if let Some(op) = guard::selected(&doc, params.operation_name.as_deref())
+                && live::has_live(&op.node)
+            {
+                let variables = match serde_json::to_value(&request.variables) {
+                    Ok(Json::Object(v)) => v,
+                    _ => serde_json::Map::new(),
+                };
+                let refusal = match live::live_of(&op.node, &variables) {
+                    Err(m) => Some(m),
+                    Ok(Some(_)) => Some(
+                        "a live query (@live) needs a stream: send it over graphql-ws or GraphQL over SSE"
+                            .to_string(),
+                    ),
+                    Ok(None) => None,
+                };
+                if let Some(message) = refusal {
+                    app.metrics()
+                        .observe(OpKind::invalid, false, started.elapsed());
+                    return bad_request(media, StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message);
+                }
+                request.set_parsed_query(live::without_live(&doc));
             }
             selected_operation(&doc, params.operation_name.as_deref())
         }

@@ -15,6 +15,7 @@ mod http;
 mod instances;
 mod layers;
 mod limits;
+mod live;
 mod oracle;
 mod playground;
 mod realtime;

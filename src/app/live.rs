@@ -1,0 +1,351 @@
+//! Live queries (API.md §8): a query kept up to date for as long as a client
+//! holds it, on one instance, from the changes on its bus (which, on
+//! PostgreSQL, are every instance's: the shared log).
+//!
+//! Live queries with the same document, variables, account and viewer (the
+//! same user and role, or any anonymous viewer: what decides which rows they
+//! see) form one *cohort*. A cohort is one task: it runs the query as its
+//! viewer, notes which collections the run read (lists, single rows, counts,
+//! refs: see `graphql::live::Reads`), and waits for a committed change to one
+//! of them in its account. Then it runs the query again, at most once per
+//! `throttle` and never twice at once (changes that arrive meanwhile make one
+//! more run, however many they are), and publishes the result only when it
+//! differs from the last one. The cost of a change is a lookup by account and
+//! collection and one run per cohort that reads it, whatever the number of
+//! viewers; a change to a collection a cohort does not read costs it nothing.
+//!
+//! A result is published as a [`Snapshot`]: its data serialized once, and a
+//! JSON Patch (RFC 6902) against the previous one computed once. Each member
+//! (one client's live query) watches the cohort's latest snapshot, so a slow
+//! member skips to the newest result instead of queueing them, and numbers
+//! its own results from 1 (a member that joins late gets the current result
+//! as its first); a member that skipped one gets a patch against the result
+//! it last had.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value as Json;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use crate::realtime::fanout::GroupKey;
+use crate::store::Store;
+
+/// One run of a live query: its result, or the errors of a request that
+/// cannot run (it fails the same way every time: its members are told and
+/// the cohort ends).
+pub type RunResult = Result<Run, Vec<Json>>;
+
+/// A live query's result and what it read.
+pub struct Run {
+    /// `data`.
+    pub data: Json,
+    /// `errors`, coded, when there are any.
+    pub errors: Option<Json>,
+    /// The collections read (their app-file keys).
+    pub reads: BTreeSet<String>,
+}
+
+/// Runs a cohort's query (as its viewer).
+pub type Runner = Box<dyn Fn() -> BoxFuture<'static, RunResult> + Send + Sync>;
+
+/// The latest state of a cohort.
+#[derive(Debug)]
+pub enum Snapshot {
+    /// The query cannot run (its request errors).
+    Failed(Vec<Json>),
+    /// A result.
+    Result(Published),
+}
+
+/// A result as a cohort published it.
+#[derive(Debug)]
+pub struct Published {
+    /// The cohort's count of results, from 1.
+    pub revision: u64,
+    /// `data`, for patches against it.
+    pub data: Arc<Json>,
+    /// `data` serialized.
+    pub data_json: Arc<str>,
+    /// `errors` serialized, when there are any.
+    pub errors_json: Option<Arc<str>>,
+    /// The JSON Patch from the previous revision's data to this one's,
+    /// serialized (none for the first).
+    pub patch_json: Option<Arc<str>>,
+}
+
+impl Published {
+    /// The payload of this result as a member's `revision`-th: whole, or as a
+    /// patch against `previous` (what that member had last).
+    pub fn payload(&self, revision: u64, previous: Option<&Published>) -> String {
+        let errors = self
+            .errors_json
+            .as_deref()
+            .map(|e| format!(",\"errors\":{e}"))
+            .unwrap_or_default();
+        let Some(previous) = previous else {
+            return format!(
+                "{{\"data\":{}{errors},\"revision\":{revision}}}",
+                self.data_json
+            );
+        };
+        let patch = match &self.patch_json {
+            Some(p) if previous.revision + 1 == self.revision => p.to_string(),
+            _ => patch_json(&previous.data, &self.data),
+        };
+        format!("{{\"patch\":{patch}{errors},\"revision\":{revision}}}")
+    }
+}
+
+fn patch_json(from: &Json, to: &Json) -> String {
+    serde_json::to_string(&json_patch::diff(from, to)).unwrap_or_else(|_| "[]".into())
+}
+
+/// A cohort as members find it.
+struct Cohort {
+    id: u64,
+    account_id: String,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Raised by a change to a collection the cohort's last run read.
+    dirty: Arc<Notify>,
+}
+
+/// Cohort ids by (account, collection) they read.
+type Readers = HashMap<(String, String), HashMap<u64, Arc<Notify>>>;
+
+/// The live queries of this instance.
+pub struct LiveQueries {
+    store: Store,
+    cohorts: Mutex<HashMap<Arc<GroupKey>, Arc<Cohort>>>,
+    readers: Arc<Mutex<Readers>>,
+    next_id: AtomicU64,
+    /// The task waking cohorts on changes, started with the first cohort.
+    dispatcher: OnceLock<()>,
+    metrics: LiveMetrics,
+}
+
+/// Counters of live queries, for the metrics.
+#[derive(Clone, Default)]
+pub struct LiveMetrics {
+    /// Runs of live queries (first ones included).
+    pub runs: prometheus_client::metrics::counter::Counter,
+    /// Cohorts running.
+    pub cohorts: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl LiveQueries {
+    pub fn new(store: Store, metrics: LiveMetrics) -> LiveQueries {
+        LiveQueries {
+            store,
+            cohorts: Mutex::new(HashMap::new()),
+            readers: Arc::new(Mutex::new(HashMap::new())),
+            next_id: AtomicU64::new(1),
+            dispatcher: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// Joins the cohort of `key` (of `account_id`), starting it with `runner`
+    /// (made only when there is none) and `throttle`: the receiver of its
+    /// snapshots. Dropping the receiver leaves.
+    pub fn join(
+        self: &Arc<Self>,
+        key: GroupKey,
+        account_id: &str,
+        throttle: Duration,
+        runner: impl FnOnce() -> Runner,
+    ) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.dispatcher.get_or_init(|| {
+            tokio::spawn(dispatch(self.store.subscribe(), self.readers.clone()));
+        });
+        let mut cohorts = lock(&self.cohorts);
+        if let Some(c) = cohorts.get(&key) {
+            return c.tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        let cohort = Arc::new(Cohort {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            account_id: account_id.to_owned(),
+            tx,
+            dirty: Arc::new(Notify::new()),
+        });
+        let key = Arc::new(key);
+        cohorts.insert(key.clone(), cohort.clone());
+        self.metrics.cohorts.inc();
+        tokio::spawn(run(self.clone(), key, cohort, runner(), throttle));
+        rx
+    }
+
+    /// Moves cohort `c` in the index from `old` reads to `new` ones.
+    fn index(&self, c: &Cohort, old: &BTreeSet<String>, new: &BTreeSet<String>) {
+        let mut readers = lock(&self.readers);
+        for gone in old.difference(new) {
+            let at = (c.account_id.clone(), gone.clone());
+            if let Some(set) = readers.get_mut(&at) {
+                set.remove(&c.id);
+                if set.is_empty() {
+                    readers.remove(&at);
+                }
+            }
+        }
+        for came in new.difference(old) {
+            readers
+                .entry((c.account_id.clone(), came.clone()))
+                .or_default()
+                .insert(c.id, c.dirty.clone());
+        }
+    }
+
+    /// Ends cohort `c` if no member is left (members join under the same
+    /// lock); says whether it did.
+    fn end_if_unwatched(&self, key: &GroupKey, c: &Cohort, reads: &BTreeSet<String>) -> bool {
+        let mut cohorts = lock(&self.cohorts);
+        if c.tx.receiver_count() > 0 {
+            return false;
+        }
+        cohorts.remove(key);
+        drop(cohorts);
+        self.index(c, reads, &BTreeSet::new());
+        self.metrics.cohorts.dec();
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wakes the cohorts that read what changed (all of them when the bus ran
+/// ahead of this task: it cannot tell what it missed).
+async fn dispatch(
+    mut bus: broadcast::Receiver<Arc<crate::store::Change>>,
+    readers: Arc<Mutex<Readers>>,
+) {
+    loop {
+        match bus.recv().await {
+            Ok(change) => {
+                let readers = lock(&readers);
+                let at = (change.record.account_id.clone(), change.collection.clone());
+                if let Some(set) = readers.get(&at) {
+                    set.values().for_each(|dirty| dirty.notify_one());
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let readers = lock(&readers);
+                readers
+                    .values()
+                    .flat_map(|set| set.values())
+                    .for_each(|dirty| dirty.notify_one());
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A cohort's task: run, publish what changed, wait for a change it read (or
+/// for its last member to leave), at most once per `throttle`.
+async fn run(
+    live: Arc<LiveQueries>,
+    key: Arc<GroupKey>,
+    cohort: Arc<Cohort>,
+    runner: Runner,
+    throttle: Duration,
+) {
+    let mut reads = BTreeSet::new();
+    let mut last: Option<Arc<Snapshot>> = None;
+    let mut revision = 0u64;
+    loop {
+        let started = Instant::now();
+        let seq_before = live.store.published_seq();
+        live.metrics.runs.inc();
+        let result = runner().await;
+        let run = match result {
+            Ok(run) => run,
+            Err(errors) if revision == 0 => {
+                cohort
+                    .tx
+                    .send_replace(Some(Arc::new(Snapshot::Failed(errors))));
+                // Its members end; nobody else may join this cohort.
+                let mut cohorts = lock(&live.cohorts);
+                cohorts.remove(&key);
+                drop(cohorts);
+                live.metrics.cohorts.dec();
+                return;
+            }
+            // A request that ran before fails now (it should not): keep
+            // the last result and try again at the next change.
+            Err(errors) => {
+                tracing::warn!(?errors, "a live query failed to run again");
+                Run {
+                    data: match last.as_deref() {
+                        Some(Snapshot::Result(p)) => (*p.data).clone(),
+                        _ => Json::Null,
+                    },
+                    errors: None,
+                    reads: reads.clone(),
+                }
+            }
+        };
+        if run.reads != reads {
+            live.index(&cohort, &reads, &run.reads);
+            let added = run.reads.difference(&reads).next().is_some();
+            reads = run.reads;
+            // A change to a collection read for the first time that was
+            // published before the index had it woke nobody: run again.
+            if added && live.store.published_seq() > seq_before {
+                cohort.dirty.notify_one();
+            }
+        }
+        let errors_json: Option<Arc<str>> = run.errors.map(|e| e.to_string().into());
+        // Compared as JSON: the executor may order an object's fields
+        // differently from one run to the next.
+        let same = match last.as_deref() {
+            Some(Snapshot::Result(p)) => *p.data == run.data && p.errors_json == errors_json,
+            _ => false,
+        };
+        if !same {
+            let data_json: Arc<str> = run.data.to_string().into();
+            revision += 1;
+            let patch_json = match last.as_deref() {
+                Some(Snapshot::Result(p)) => Some(patch_json(&p.data, &run.data).into()),
+                _ => None,
+            };
+            let snapshot = Arc::new(Snapshot::Result(Published {
+                revision,
+                data: Arc::new(run.data),
+                data_json,
+                errors_json,
+                patch_json,
+            }));
+            last = Some(snapshot.clone());
+            cohort.tx.send_replace(Some(snapshot));
+        }
+        loop {
+            tokio::select! {
+                _ = cohort.dirty.notified() => break,
+                _ = cohort.tx.closed() => {
+                    if live.end_if_unwatched(&key, &cohort, &reads) {
+                        return;
+                    }
+                }
+            }
+        }
+        // Changes during the wait are one run.
+        let throttled = tokio::time::sleep_until(started + throttle);
+        tokio::pin!(throttled);
+        loop {
+            tokio::select! {
+                _ = &mut throttled => break,
+                _ = cohort.tx.closed() => {
+                    if live.end_if_unwatched(&key, &cohort, &reads) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
