@@ -246,5 +246,10 @@ pub fn build_schema(
 /// The SDL of the schema for `catalog`, as committed in `schema/schema.graphql`.
 pub fn sdl(catalog: &Arc<Catalog>) -> Result<String, SchemaError> {
     let schema = build_schema(catalog, Limits::default(), Arc::default())?;
-    Ok(schema.sdl())
+    // `@live` is read by the transports, not the executor (see `live`).
+    Ok(format!(
+        "{}\n\n{}",
+        schema.sdl().trim_end(),
+        live::LIVE_DIRECTIVE_SDL
+    ))
 }

@@ -1399,3 +1399,22 @@ async fn members_joining_and_leaving_at_once_on_two_instances_see_one_roster() {
     }
     stop_both(db, a, b).await;
 }
+
+#[tokio::test]
+async fn a_live_query_on_one_instance_follows_writes_made_through_another() {
+    let Some((db, a, b)) = two_instances().await else {
+        return;
+    };
+    let mut ws = Ws::acked(&b.base, Some(&b.token)).await;
+    ws.subscribe("l", "query @live(patch: true) { postsCount }", json!({}))
+        .await;
+    let first = ws.next_payload("l").await;
+    let count = first["data"]["postsCount"].as_i64().expect("a count");
+    create_post(&a, json!({ "title": "through a" })).await;
+    let second = ws.next_payload("l").await;
+    assert_eq!(
+        second,
+        json!({ "patch": [{ "op": "replace", "path": "/postsCount", "value": count + 1 }], "revision": 2 })
+    );
+    stop_both(db, a, b).await;
+}
