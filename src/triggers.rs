@@ -167,20 +167,20 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
         while let Some(ended) = attempts.try_join_next() {
             done.extend(ended.ok());
         }
+        // One batch of the log per turn: under a stream of writes, the
+        // outcomes of ended attempts wait for no more than that.
         let mut added = 0;
-        while store.published_seq() > looked_through {
+        let mut behind = false;
+        if store.published_seq() > looked_through {
             let body = |c: &Change| webhook_body(&name, store.catalog(), c);
             match store.enqueue_deliveries(&armed.trigger, body).await {
                 Ok((n, more, through)) => {
-                    added += n;
+                    added = n;
                     looked_through = looked_through.max(through);
-                    if !more {
-                        break;
-                    }
+                    behind = more;
                 }
                 Err(e) => {
                     tracing::warn!(trigger = %name, error = %e, "could not enqueue deliveries");
-                    break;
                 }
             }
         }
@@ -198,7 +198,7 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
         {
             Ok((written, claimed)) => {
                 for ((c, outcome), written) in ended.into_iter().zip(written) {
-                    settled(&store, &name, c, outcome, Ok(written));
+                    settled(&store, &name, c, outcome, written);
                 }
                 for c in claimed {
                     let (armed, metrics) = (armed.clone(), metrics.clone());
@@ -206,13 +206,15 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
                 }
             }
             Err(e) => {
-                let e = e.to_string();
-                for (c, outcome) in ended {
-                    settled(&store, &name, c, outcome, Err(&e));
-                }
+                // Kept for the next turn (no claim was made meanwhile, so at
+                // most CONCURRENCY wait): written while its lease holds, the
+                // attempt counts; once it ran out, the delivery is attempted
+                // again (at least once).
+                tracing::warn!(trigger = %name, error = %e, outcomes = ended.len(), "could not record attempts; trying again");
+                done = ended;
             }
         }
-        let mut wait = POLL;
+        let mut wait = if behind { Duration::ZERO } else { POLL };
         match store.pending_deliveries(&name).await {
             Ok((next, oldest)) => {
                 let now = now_ms();
@@ -319,37 +321,24 @@ async fn attempt(armed: &Armed, metrics: &TriggerMetrics, c: Claimed) -> (Claime
     (c, outcome)
 }
 
-/// What follows an attempt's outcome being written (`Ok(true)`), found
-/// stale (`Ok(false)`: the delivery changed hands) or not written.
-fn settled(
-    store: &Store,
-    trigger: &str,
-    c: Claimed,
-    outcome: Outcome,
-    written: Result<bool, &str>,
-) {
-    match written {
-        Ok(true) => {
-            if let Outcome::Failed { error, status } = &outcome {
-                tracing::warn!(trigger, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
-                store.emit(
-                    &c.account_id,
-                    "trigger.failed",
-                    None,
-                    serde_json::json!({
-                        "trigger": trigger, "delivery": c.id, "cursor": c.seq.to_string(),
-                        "attempts": c.attempt, "lastStatusCode": status, "lastError": error,
-                    }),
-                );
-            }
-        }
-        Ok(false) => {
-            tracing::info!(trigger, delivery = %c.id, "a delivery changed hands during its attempt (lease ran out, or redelivered)");
-        }
-        Err(error) => {
-            // The lease runs out and the attempt is made again: at least once.
-            tracing::warn!(trigger, delivery = %c.id, %error, "could not record an attempt");
-        }
+/// What follows an attempt's outcome: written (`true`), or found stale (the
+/// delivery changed hands during the attempt).
+fn settled(store: &Store, trigger: &str, c: Claimed, outcome: Outcome, written: bool) {
+    if !written {
+        tracing::info!(trigger, delivery = %c.id, "a delivery changed hands during its attempt (lease ran out, or redelivered)");
+        return;
+    }
+    if let Outcome::Failed { error, status } = &outcome {
+        tracing::warn!(trigger, delivery = %c.id, attempts = c.attempt, %error, "a delivery failed for good");
+        store.emit(
+            &c.account_id,
+            "trigger.failed",
+            None,
+            serde_json::json!({
+                "trigger": trigger, "delivery": c.id, "cursor": c.seq.to_string(),
+                "attempts": c.attempt, "lastStatusCode": status, "lastError": error,
+            }),
+        );
     }
 }
 

@@ -126,7 +126,13 @@ pub struct LiveQueries {
     /// The task waking cohorts on changes, started with the first cohort.
     dispatcher: OnceLock<()>,
     metrics: LiveMetrics,
+    /// Turns to run a live query, shared by every cohort.
+    turns: tokio::sync::Semaphore,
 }
+
+/// Live queries of this instance running at once (each holds a database
+/// connection while it reads).
+pub const RUNS_AT_ONCE: usize = 8;
 
 /// Counters of live queries, for the metrics.
 #[derive(Clone, Default)]
@@ -146,6 +152,7 @@ impl LiveQueries {
             next_id: AtomicU64::new(1),
             dispatcher: OnceLock::new(),
             metrics,
+            turns: tokio::sync::Semaphore::new(RUNS_AT_ONCE),
         }
     }
 
@@ -199,20 +206,6 @@ impl LiveQueries {
                 .insert(c.id, c.dirty.clone());
         }
     }
-
-    /// Ends cohort `c` if no member is left (members join under the same
-    /// lock); says whether it did.
-    fn end_if_unwatched(&self, key: &GroupKey, c: &Cohort, reads: &BTreeSet<String>) -> bool {
-        let mut cohorts = lock(&self.cohorts);
-        if c.tx.receiver_count() > 0 {
-            return false;
-        }
-        cohorts.remove(key);
-        drop(cohorts);
-        self.index(c, reads, &BTreeSet::new());
-        self.metrics.cohorts.dec();
-        true
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,6 +239,50 @@ async fn dispatch(
     }
 }
 
+/// A cohort's bookkeeping, undone when its task ends however it ends (its
+/// last member left, its query cannot run, or a run panicked): out of the
+/// map (so the next joiner starts afresh; the members it had see their
+/// stream end when the sender goes), out of the index, off the gauge.
+struct Running {
+    live: Arc<LiveQueries>,
+    key: Arc<GroupKey>,
+    cohort: Arc<Cohort>,
+    /// What the last run read.
+    reads: BTreeSet<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut cohorts = lock(&self.live.cohorts);
+        if cohorts
+            .get(&self.key)
+            .is_some_and(|c| c.id == self.cohort.id)
+        {
+            cohorts.remove(&self.key);
+        }
+        drop(cohorts);
+        self.live.index(&self.cohort, &self.reads, &BTreeSet::new());
+        self.live.metrics.cohorts.dec();
+    }
+}
+
+impl Running {
+    /// Whether no member is left; if so the cohort leaves the map at once
+    /// (members join under the same lock, so none can join it after).
+    fn unwatched(&self) -> bool {
+        let mut cohorts = lock(&self.live.cohorts);
+        if self.cohort.tx.receiver_count() > 0 {
+            return false;
+        }
+        cohorts.remove(&self.key);
+        true
+    }
+}
+
+/// How long after a run that hit an internal error (a database that went
+/// away for a moment) it is run again, changes or not.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// A cohort's task: run, publish what changed, wait for a change it read (or
 /// for its last member to leave), at most once per `throttle`.
 async fn run(
@@ -255,45 +292,62 @@ async fn run(
     runner: Runner,
     throttle: Duration,
 ) {
-    let mut reads = BTreeSet::new();
+    let mut me = Running {
+        live: live.clone(),
+        key,
+        cohort: cohort.clone(),
+        reads: BTreeSet::new(),
+    };
     let mut last: Option<Arc<Snapshot>> = None;
     let mut revision = 0u64;
     loop {
         let started = Instant::now();
         let seq_before = live.store.published_seq();
-        live.metrics.runs.inc();
-        let result = runner().await;
+        let result = {
+            // Runs of every cohort share a bounded number of turns: a burst
+            // of changes read by many cohorts queues here, not on the pool.
+            let _turn = live.turns.acquire().await;
+            live.metrics.runs.inc();
+            runner().await
+        };
+        let retry;
         let run = match result {
-            Ok(run) => run,
+            Ok(run) => {
+                retry = run.errors.as_ref().is_some_and(has_internal);
+                run
+            }
             Err(errors) if revision == 0 => {
+                // Its members end; the next joiner starts afresh.
                 cohort
                     .tx
                     .send_replace(Some(Arc::new(Snapshot::Failed(errors))));
-                // Its members end; nobody else may join this cohort.
-                let mut cohorts = lock(&live.cohorts);
-                cohorts.remove(&key);
-                drop(cohorts);
-                live.metrics.cohorts.dec();
                 return;
             }
             // A request that ran before fails now (it should not): keep
-            // the last result and try again at the next change.
+            // the last result and try again.
             Err(errors) => {
                 tracing::warn!(?errors, "a live query failed to run again");
+                retry = true;
                 Run {
                     data: match last.as_deref() {
                         Some(Snapshot::Result(p)) => (*p.data).clone(),
                         _ => Json::Null,
                     },
-                    errors: None,
-                    reads: reads.clone(),
+                    errors: match last.as_deref() {
+                        Some(Snapshot::Result(p)) => p
+                            .errors_json
+                            .as_deref()
+                            .and_then(|e| serde_json::from_str(e).ok()),
+                        _ => None,
+                    },
+                    reads: me.reads.clone(),
                 }
             }
         };
-        if run.reads != reads {
-            live.index(&cohort, &reads, &run.reads);
-            let added = run.reads.difference(&reads).next().is_some();
-            reads = run.reads;
+        if run.reads != me.reads {
+            live.index(&cohort, &me.reads, &run.reads);
+            let added = run.reads.difference(&me.reads).next().is_some();
+            me.reads = run.reads;
             // A change to a collection read for the first time that was
             // published before the index had it woke nobody: run again.
             if added && live.store.published_seq() > seq_before {
@@ -324,11 +378,14 @@ async fn run(
             last = Some(snapshot.clone());
             cohort.tx.send_replace(Some(snapshot));
         }
+        let again = tokio::time::sleep(if retry { RETRY } else { Duration::MAX / 4 });
+        tokio::pin!(again);
         loop {
             tokio::select! {
                 _ = cohort.dirty.notified() => break,
+                _ = &mut again => break,
                 _ = cohort.tx.closed() => {
-                    if live.end_if_unwatched(&key, &cohort, &reads) {
+                    if me.unwatched() {
                         return;
                     }
                 }
@@ -341,11 +398,18 @@ async fn run(
             tokio::select! {
                 _ = &mut throttled => break,
                 _ = cohort.tx.closed() => {
-                    if live.end_if_unwatched(&key, &cohort, &reads) {
+                    if me.unwatched() {
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// Whether coded `errors` hold an internal one.
+fn has_internal(errors: &Json) -> bool {
+    errors
+        .as_array()
+        .is_some_and(|errors| errors.iter().any(|e| e["extensions"]["code"] == "INTERNAL"))
 }

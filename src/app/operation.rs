@@ -389,8 +389,10 @@ fn live_query(
             })
         })
     };
-    let mut snapshots = live.join(key, &account_id, asked.throttle, runner);
     async_stream::stream! {
+        // Joined when first polled: a stream the transport drops unpolled
+        // costs no run.
+        let mut snapshots = live.join(key, &account_id, asked.throttle, runner);
         let mut sent = 0u64;
         let mut had: Option<Arc<Snapshot>> = None;
         loop {

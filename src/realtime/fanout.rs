@@ -115,8 +115,9 @@ pub struct GroupKey {
     operation_name: Option<String>,
     variables: String,
     account_id: String,
-    /// The viewer, when the rendering depends on it.
-    viewer: Option<(Option<String>, Role)>,
+    /// The viewer (user, role, and the email its token carries, which `me`
+    /// shows), when the rendering depends on it.
+    viewer: Option<(Option<String>, Role, Option<String>)>,
 }
 
 impl GroupKey {
@@ -134,7 +135,8 @@ impl GroupKey {
             operation_name: operation_name.map(str::to_owned),
             variables: Json::Object(variables.clone()).to_string(),
             account_id: viewer.account_id.clone(),
-            viewer: viewer_dependent.then(|| (viewer.user_id.clone(), viewer.role)),
+            viewer: viewer_dependent
+                .then(|| (viewer.user_id.clone(), viewer.role, viewer.email.clone())),
         }
     }
 }

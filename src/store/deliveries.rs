@@ -347,7 +347,8 @@ impl Store {
     /// When `trigger`'s next pending delivery not being attempted is due
     /// (`None` when every pending one is), and when its oldest pending
     /// delivery was enqueued (for the queue's age; `None` when none is
-    /// pending). Both are index lookups, however long the queue.
+    /// pending). Both are index lookups (`livegate_deliveries_due` and
+    /// `livegate_deliveries_pending`), however long the queue.
     pub async fn pending_deliveries(
         &self,
         trigger: &str,
@@ -425,6 +426,10 @@ impl Store {
             .value("attempts", 0i32)
             .value("next_attempt_ms", now)
             .value("updated_ms", now)
+            // A late outcome of an attempt whose lease ran out must not
+            // overwrite this.
+            .value("lease_id", Expr::val(None::<String>))
+            .value("leased_until_ms", Expr::val(None::<i64>))
             .and_where(Expr::col("id").eq(id))
             .and_where(Expr::col("account_id").eq(account_id))
             .and_where(Expr::col("trigger").is_in(declared.clone()))

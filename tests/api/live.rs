@@ -389,3 +389,44 @@ async fn over_sse_and_until_the_token_expires() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn anonymous_viewers_share_a_cohort_and_variables_separate_cohorts() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    let query = "query($p: String!) @live { postsCount(where: { title: { startsWith: $p } }) }";
+    let mut sockets = Vec::new();
+    for p in ["a", "a", "a", "b"] {
+        let mut ws = Ws::acked(&s.base, None).await;
+        ws.subscribe("l", query, json!({ "p": p })).await;
+        assert_eq!(
+            ws.next_payload("l").await,
+            json!({ "data": { "postsCount": 0 }, "revision": 1 })
+        );
+        sockets.push(ws);
+    }
+    assert_eq!(metric(&s, "livegate_live_query_cohorts").await, 2.0);
+    assert_eq!(runs_reach(&s, 2.0).await, 2.0);
+    create_post(&s, json!({ "title": "apple" })).await;
+    for ws in &mut sockets[..3] {
+        assert_eq!(ws.next_payload("l").await["data"]["postsCount"], 1);
+    }
+    // "b" ran again (its collection changed) and stayed the same: silent.
+    assert_eq!(runs_reach(&s, 4.0).await, 4.0);
+    sockets[3].silent_for(Duration::from_millis(200)).await;
+    // The last member of a cohort leaving ends it.
+    for ws in sockets.drain(..3) {
+        ws.abort().await;
+    }
+    let mut ended = false;
+    for _ in 0..50 {
+        if metric(&s, "livegate_live_query_cohorts").await == 1.0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ended, "the cohort of the three closed sockets is still running");
+    s.stop().await;
+    db.drop_db().await;
+}
