@@ -1,5 +1,5 @@
-// The chat room, over one graphql-ws WebSocket. The pattern (README, "Rooms and
-// presence"):
+// The chat room, over the demo's graphql-ws socket (shared with the posts). The
+// pattern (README, "Rooms and presence"):
 //
 // - messages are STORED: sending is `createMessage` (the `messages` collection);
 //   history is the `messages` query; live delivery is the `messageChanged`
@@ -13,7 +13,7 @@
 import { useEffect, useReducer, useRef, useState } from 'react';
 
 import { freshAccessToken, request } from '../shared/session.js';
-import { createLiveClient, describeError, execute, subscribe } from './live.js';
+import { describeError, execute, subscribe } from './live.js';
 
 const ROOM = 'demo';
 /** Send at most one typing signal per this long while typing... */
@@ -112,18 +112,14 @@ function Roster({ members, user }) {
   );
 }
 
-export function Chat({ user }) {
+export function Chat({ user, client: live, status }) {
   const [state, dispatch] = useReducer(reducer, initial);
-  const [status, setStatus] = useState('connecting');
   const [error, setError] = useState(null);
   const [text, setText] = useState('');
-  const client = useRef(null);
   const lastTyping = useRef(0);
   const list = useRef(null);
 
   useEffect(() => {
-    const live = createLiveClient({ onStatus: setStatus });
-    client.current = live;
     const failed = (err) => setError(describeError(err));
 
     async function loadHistory() {
@@ -153,9 +149,8 @@ export function Chat({ user }) {
     return () => {
       stopMessages();
       stopRoom();
-      live.dispose();
     };
-  }, []);
+  }, [live]);
 
   // Drop "is typing" once it is TYPING_SHOWN_MS old.
   useEffect(() => {
@@ -175,7 +170,7 @@ export function Chat({ user }) {
     const now = Date.now();
     if (value && now - lastTyping.current > TYPING_EVERY_MS) {
       lastTyping.current = now;
-      execute(client.current, TYPING, { room: ROOM }).catch(() => {}); // best effort (may be RATE_LIMITED)
+      execute(live, TYPING, { room: ROOM }).catch(() => {}); // best effort (may be RATE_LIMITED)
     }
   }
 

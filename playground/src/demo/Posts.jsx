@@ -1,15 +1,15 @@
-// Posts: the list is plain GraphQL over HTTP, kept fresh by the `/realtime`
-// EventSource feed. The feed carries hints ("posts changed"), never rows: on each
-// one the list is fetched again. A new post is not added to the list by hand
-// either: its own change event brings it, as it does for everyone else.
+// Posts: the list is a live query (`query @live`) over the demo's graphql-ws
+// socket. livegate sends the whole list first, then a new one whenever a
+// committed change alters it (it re-runs the query on each change to `posts`,
+// as this user, and sends only a result that differs). A new post is not added
+// to the list by hand either: the live query brings it, as it does for everyone.
 
 import { useEffect, useState } from 'react';
 
-import { realtimeUrl } from '../shared/endpoints.js';
 import { freshAccessToken, request } from '../shared/session.js';
-import { describeError } from './live.js';
+import { describeError, subscribe } from './live.js';
 
-const POSTS = `query DemoPosts {
+const POSTS = `query DemoPosts @live {
   posts(orderBy: [{ field: CREATED_AT, direction: DESC }], limit: 20) {
     id title body createdAt author { email }
   }
@@ -19,81 +19,25 @@ const CREATE_POST = `mutation DemoCreatePost($input: PostCreateInput!) {
   createPost(input: $input) { id }
 }`;
 
-/** How long to wait before reopening a feed the server refused (e.g. an expired token). */
-const REOPEN_MS = 2000;
-
-/** The latest posts, re-fetched whenever the feed says posts changed. */
-function useLivePosts() {
+/** The latest posts, kept up to date by livegate over `client`. */
+function useLivePosts(client) {
   const [posts, setPosts] = useState(null);
-  const [live, setLive] = useState(false);
   const [error, setError] = useState(null);
-
-  useEffect(() => {
-    let stopped = false;
-    let feed = null;
-    let reopen = null;
-
-    // One fetch at a time: changes that arrive meanwhile cause one more fetch.
-    let fetching = false;
-    let again = false;
-    async function refetch() {
-      if (fetching) {
-        again = true;
-        return;
-      }
-      fetching = true;
-      try {
-        do {
-          again = false;
-          const data = await request(POSTS, {}, await freshAccessToken());
-          if (!stopped) {
-            setPosts(data.posts);
-            setError(null);
-          }
-        } while (again && !stopped);
-      } catch (err) {
-        if (!stopped) setError(describeError(err));
-      } finally {
-        fetching = false;
-      }
-    }
-
-    async function listen() {
-      const token = await freshAccessToken();
-      if (stopped) return;
-      // Browsers cannot set headers on an EventSource: the token goes in the URL.
-      const url = new URL(realtimeUrl());
-      url.searchParams.set('collections', 'posts');
-      if (token) url.searchParams.set('access_token', token);
-      feed = new EventSource(url);
-      // Fetch once the feed is open, so no change between the fetch and the feed is
-      // missed; and again after a reconnect.
-      feed.addEventListener('open', () => {
-        setLive(true);
-        refetch();
-      });
-      feed.addEventListener('change', () => refetch()); // data: {"collection":"posts","action":"create"}
-      feed.addEventListener('error', () => {
-        setLive(false);
-        // After a dropped connection the EventSource reconnects by itself (sending
-        // Last-Event-ID, so missed changes are replayed). It gives up only when
-        // refused (401 when the token expired): then reopen it with a fresh token.
-        if (feed.readyState === EventSource.CLOSED) {
-          feed.close();
-          reopen = setTimeout(listen, REOPEN_MS);
-        }
-      });
-    }
-
-    listen();
-    return () => {
-      stopped = true;
-      clearTimeout(reopen);
-      if (feed) feed.close();
-    };
-  }, []);
-
-  return { posts, live, error };
+  useEffect(
+    () =>
+      subscribe(
+        client,
+        POSTS,
+        {},
+        (data) => {
+          setPosts(data.posts);
+          setError(null);
+        },
+        (err) => setError(describeError(err)),
+      ),
+    [client],
+  );
+  return { posts, error };
 }
 
 function NewPost({ user }) {
@@ -136,12 +80,13 @@ function NewPost({ user }) {
   );
 }
 
-export function Posts({ user }) {
-  const { posts, live, error } = useLivePosts();
+export function Posts({ user, client, status }) {
+  const { posts, error } = useLivePosts(client);
+  const live = status === 'connected' && posts !== null;
   return (
     <section className="card posts" aria-labelledby="posts-title">
       <h2 id="posts-title">
-        Posts <span className={live ? 'badge live' : 'badge'}>{live ? 'live (SSE)' : 'connecting…'}</span>
+        Posts <span className={live ? 'badge live' : 'badge'}>{live ? 'live query' : 'connecting…'}</span>
       </h2>
       <NewPost user={user} />
       {error && <p className="error" role="alert">{error}</p>}

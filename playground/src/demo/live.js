@@ -1,5 +1,5 @@
 // The demo's graphql-ws client: one WebSocket on /graphql for the signed-in user,
-// carrying the chat's subscriptions and its `sendToRoom` mutations.
+// carrying the posts' live query and the chat's subscriptions and mutations.
 
 import { createClient } from 'graphql-ws';
 

@@ -1,6 +1,6 @@
 // GraphiQL's fetcher for livegate: queries and mutations over HTTP (POST /graphql),
-// subscriptions over a graphql-ws WebSocket on the same URL, both as the signed-in
-// user unless the headers editor says otherwise.
+// subscriptions and live queries (`query @live`) over a graphql-ws WebSocket on the
+// same URL, all as the signed-in user unless the headers editor says otherwise.
 //
 // Credentials, in order:
 // - an `Authorization` header typed into the headers editor wins (on HTTP it is sent
@@ -24,11 +24,17 @@ function header(headers, name) {
   return undefined;
 }
 
-function isSubscription(params, documentAST) {
+/**
+ * Whether the operation streams: a subscription, or a live query (`query @live`,
+ * kept up to date by livegate: each new result replaces the last in the pane).
+ */
+function isStreaming(params, documentAST) {
   try {
     const doc = documentAST || parse(params.query);
     const op = getOperationAST(doc, params.operationName || undefined);
-    return op != null && op.operation === 'subscription';
+    if (op == null) return false;
+    const live = op.operation === 'query' && (op.directives || []).some((d) => d.name.value === 'live');
+    return op.operation === 'subscription' || live;
   } catch {
     return false; // unparsable: let the server say why, over HTTP
   }
@@ -107,7 +113,7 @@ export function createLivegateFetcher({ httpUrl, wsUrl }) {
 
   return async (params, opts = {}) => {
     const editorHeaders = opts.headers || {};
-    if (isSubscription(params, opts.documentAST)) {
+    if (isStreaming(params, opts.documentAST)) {
       const client = wsClient(editorHeaders);
       return {
         subscribe(sink) {

@@ -1,8 +1,9 @@
 // The demo app (/playground/demo) in a real browser, as two users: two browser
 // contexts (two separate sessions) of Debian's headless Chromium, driven by
 // Playwright. Each signs up through the demo's form; then
-//   - a post written by one appears in the other's list, which re-fetches when the
-//     `/realtime` EventSource feed says posts changed (the demo never polls);
+//   - a post written by one appears in the other's list, a live query
+//     (`query @live`) that livegate keeps up to date (the demo never polls nor
+//     re-fetches);
 //   - both see each other in the chat room's roster (presence over graphql-ws);
 //   - a chat message goes each way (stored with createMessage, delivered live by
 //     messageChanged), and the typing indicator shows the other typing;
@@ -48,18 +49,23 @@ const gone = (locator) => locator.waitFor({ state: 'detached', timeout: STEP_TIM
 
 /**
  * One person: a guarded browser context with the demo open, and what its page
- * asked livegate for (`traffic.eventSources`, `traffic.webSockets`, and how many
- * times it fetched the post list).
+ * asked livegate for (`traffic.eventSources`, `traffic.webSockets`, how many
+ * times it fetched the post list over HTTP and asked for it live over a socket).
  */
 async function person() {
   const { context, watch } = await guardedContext(browser, { viewport: { width: 1280, height: 640 } });
   const page = await context.newPage();
-  const traffic = { eventSources: [], webSockets: [], postFetches: 0 };
+  const traffic = { eventSources: [], webSockets: [], postFetches: 0, liveQueries: 0 };
   page.on('request', (req) => {
     if (req.resourceType() === 'eventsource') traffic.eventSources.push(req.url());
     if (req.method() === 'POST' && (req.postData() || '').includes('query DemoPosts')) traffic.postFetches += 1;
   });
-  page.on('websocket', (ws) => traffic.webSockets.push(ws.url()));
+  page.on('websocket', (ws) => {
+    traffic.webSockets.push(ws.url());
+    ws.on('framesent', ({ payload }) => {
+      if (String(payload).includes('query DemoPosts @live')) traffic.liveQueries += 1;
+    });
+  });
   const response = await page.goto(server.url.replace(/\/graphql$/, '/playground/demo'));
   assert.equal(
     response.status(),
@@ -109,13 +115,12 @@ test('two users: posts appear live, chat, typing and presence', { timeout: 180_0
     for (const member of [ada, ben]) await visible(inRoster(viewer.page, member.email));
   }
 
-  // 3. A post by Ada appears in Ben's list, and one by Ben in Ada's. Ben's page only
-  // re-fetches when its EventSource says posts changed: count its fetches.
+  // 3. A post by Ada appears in Ben's list, and one by Ben in Ada's. The list is a
+  // live query: livegate sends the new list, Ben's page never fetches it.
   await visible(ben.page.locator('.posts .badge.live'));
-  const benFetches = ben.traffic.postFetches;
   await writePost(ada.page, 'Hello from Ada', 'Written in one browser, read in the other.');
   await visible(post(ben.page, 'Hello from Ada'));
-  assert.ok(ben.traffic.postFetches > benFetches, 'Ben’s list was re-fetched after the change event');
+  assert.equal(ben.traffic.postFetches, 0, 'Ben’s list came from the live query, not a fetch');
   await writePost(ben.page, 'Ben was here', 'Same here, the other way round.');
   await visible(post(ada.page, 'Ben was here'));
   await visible(post(ben.page, 'Ben was here'));
@@ -135,13 +140,13 @@ test('two users: posts appear live, chat, typing and presence', { timeout: 180_0
   await shot(ben.page, 'chat-other');
   await gone(typing(ada.page, ben.email));
 
-  // What went over the wire: the posts feed over SSE, the chat over one WebSocket.
+  // What went over the wire: the posts' live query and the chat over one
+  // WebSocket, no EventSource, no fetch of the list.
   for (const { traffic } of [ada, ben]) {
-    assert.ok(
-      traffic.eventSources.some((url) => new URL(url).pathname === '/realtime' && new URL(url).searchParams.get('collections') === 'posts'),
-      `an EventSource on /realtime?collections=posts: ${traffic.eventSources}`,
-    );
+    assert.deepEqual(traffic.eventSources, []);
     assert.deepEqual(traffic.webSockets.map((url) => new URL(url).pathname), ['/graphql']);
+    assert.equal(traffic.postFetches, 0);
+    assert.ok(traffic.liveQueries > 0, 'the list was asked for as a live query over the socket');
   }
 
   // 6. Ben closes the page: he leaves the room, and Ada's roster drops him.

@@ -84,7 +84,7 @@ async function liveSubscriptions() {
   return line ? Number(line.trim().split(/\s+/).pop()) : 0;
 }
 
-test('sign up, query, subscribe, and see a mutation arrive live', { timeout: 180_000 }, async () => {
+test('sign up, query, subscribe, see a mutation arrive live, and a live query update', { timeout: 180_000 }, async () => {
   const { context, watch } = await guardedContext();
   const email = `e2e-${Date.now()}@example.com`;
   const password = 'correct horse battery';
@@ -123,6 +123,18 @@ test('sign up, query, subscribe, and see a mutation arrive live', { timeout: 180
   await page.bringToFront();
   await responseContains(page, '"action": "CREATE"', '"title": "Written in another tab"');
   await page.screenshot({ path: path.join(SCREENSHOTS, 'playground-subscription.png') });
+
+  // 6. A live query: its result in the pane is replaced when a mutation changes it.
+  await open(page, 'query CountNotes @live {\n  notesCount\n}\n');
+  await run(page);
+  await responseContains(page, '"notesCount": 1', '"revision": 1');
+  await second.bringToFront();
+  await open(second, 'mutation AddAnother {\n  createNote(input: { title: "And another" }) { id }\n}\n');
+  await run(second);
+  await responseContains(second, '"createNote"');
+  await page.bringToFront();
+  await responseContains(page, '"notesCount": 2', '"revision": 2');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'playground-live-query.png') });
 
   assertStayedHome(watch);
   await context.close();
