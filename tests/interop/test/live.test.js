@@ -1,7 +1,7 @@
 // Live queries (`query @live`, API.md §8) as real npm clients see them:
 // graphql-ws's client with @n1ru4l/graphql-live-query-patch-json-patch's
 // applyLiveQueryJSONPatch over it, subscriptions-transport-ws (the legacy
-// protocol) and graphql-sse. The patch test is a randomized oracle: rounds of
+// protocol) and graphql-sse (distinct connections and single connection modes). The patch test is a randomized oracle: rounds of
 // random creates, updates and deletes, after each of which the result the
 // patches rebuilt must equal the query's answer over HTTP, exactly (as JSON
 // values: the executor may order an object's keys differently run to run).
@@ -140,7 +140,7 @@ test('patches applied by applyLiveQueryJSONPatch rebuild every result exactly (r
   await reading;
 });
 
-test('a live query over subscriptions-transport-ws and over graphql-sse', { timeout: 60_000 }, async (t) => {
+test('a live query over subscriptions-transport-ws and over graphql-sse, both modes', { timeout: 60_000 }, async (t) => {
   const me = await signUp(server.url);
   const p = `live-legacy-${uniqueSuffix()}-`;
   const query = `query ($p: String!) @live { postsCount(where: { title: { startsWith: $p } }) }`;
@@ -159,12 +159,18 @@ test('a live query over subscriptions-transport-ws and over graphql-sse', { time
   const stop = sse.subscribe({ query, variables: { p } }, { next: (v) => overSse.push(v), error: (e) => overSse.push({ error: String(e) }), complete: () => {} });
   t.after(() => stop());
 
-  const describe = () => `legacy ${JSON.stringify(overLegacy)}, sse ${JSON.stringify(overSse)}`;
-  await until('both first results', () => overLegacy.length > 0 && overSse.length > 0, describe);
-  assert.deepEqual(overLegacy[0], { data: { postsCount: 0 }, revision: 1 });
-  assert.deepEqual(overSse[0], { data: { postsCount: 0 }, revision: 1 });
+  // graphql-sse's single connection mode (one reserved stream, operations POSTed).
+  const single = createSseClient({ url: `${origin}/graphql/stream`, headers: bearer(me.accessToken), retryAttempts: 0, singleConnection: true });
+  t.after(() => single.dispose());
+  const overSingle = [];
+  const stopSingle = single.subscribe({ query, variables: { p } }, { next: (v) => overSingle.push(v), error: (e) => overSingle.push({ error: String(e) }), complete: () => {} });
+  t.after(() => stopSingle());
+
+  const all = [overLegacy, overSse, overSingle];
+  const describe = () => `legacy ${JSON.stringify(overLegacy)}, sse ${JSON.stringify(overSse)}, single ${JSON.stringify(overSingle)}`;
+  await until('every first result', () => all.every((r) => r.length > 0), describe);
+  for (const results of all) assert.deepEqual(results[0], { data: { postsCount: 0 }, revision: 1 }, describe());
   await createPost(server.url, me.accessToken, `${p}one`);
-  await until('both second results', () => overLegacy.length > 1 && overSse.length > 1, describe);
-  assert.deepEqual(overLegacy[1], { data: { postsCount: 1 }, revision: 2 });
-  assert.deepEqual(overSse[1], { data: { postsCount: 1 }, revision: 2 });
+  await until('every second result', () => all.every((r) => r.length > 1), describe);
+  for (const results of all) assert.deepEqual(results[1], { data: { postsCount: 1 }, revision: 2 }, describe());
 });
