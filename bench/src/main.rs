@@ -6,6 +6,7 @@ mod abuse;
 mod client;
 mod flood;
 mod hooks;
+mod live;
 mod report;
 mod scenarios;
 mod stamped;
@@ -92,6 +93,29 @@ enum Command {
         #[arg(long, default_value = "ws")]
         transport: String,
         /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Live queries (livegate only): N clients keeping the newest post up to
+    /// date under paced writes, as `--cohorts` distinct live queries
+    /// (`--mode live`) or by re-running the query on each `changes` hint
+    /// (`--mode refetch`): results/s, latency, CPU, runs per change.
+    Live {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// How many distinct live queries the clients hold (1: all the same).
+        #[arg(long, default_value_t = 1)]
+        cohorts: usize,
+        #[arg(long, default_value_t = 50)]
+        events: usize,
+        /// Writes per second.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// live or refetch.
+        #[arg(long, default_value = "live")]
+        mode: String,
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
@@ -221,6 +245,15 @@ async fn main() -> anyhow::Result<()> {
             transport,
             timeout,
         } => scenarios::fanout(&target, subscribers, events, rate, &transport, timeout).await?,
+        Command::Live {
+            target,
+            subscribers,
+            cohorts,
+            events,
+            rate,
+            mode,
+            timeout,
+        } => live::live(&target, subscribers, cohorts, events, rate, &mode, timeout).await?,
         Command::Idle {
             target,
             connections,

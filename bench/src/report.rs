@@ -79,6 +79,21 @@ fn headline(r: &Value) -> (String, f64, &'static str, bool) {
             "writes/s",
             true,
         ),
+        "live-live" => (
+            format!(
+                "live query {}×{}/s, {} cohort(s) (p99)",
+                r["subscribers"], r["rate"], r["cohorts"]
+            ),
+            num(r, &["latency_ms", "p99"]),
+            "ms p99",
+            false,
+        ),
+        "live-refetch" => (
+            format!("refetch on hint {}×{}/s (p99)", r["subscribers"], r["rate"]),
+            num(r, &["latency_ms", "p99"]),
+            "ms p99",
+            false,
+        ),
         other => (other.to_string(), 0.0, "", true),
     }
 }
@@ -117,6 +132,18 @@ fn details(r: &Value) -> String {
                 None => String::new(),
             }
         }
+        "live-live" | "live-refetch" => format!(
+            "missing {} · {:.0} results/s · latency p50/p99 {:.1}/{:.1} ms · server CPU {:.1} ms a change{}",
+            r["missing"],
+            num(r, &["deliveries_per_s"]),
+            num(r, &["latency_ms", "p50"]),
+            num(r, &["latency_ms", "p99"]),
+            num(r, &["server_cpu_ms_per_change"]),
+            match r["runs_per_change"].as_f64() {
+                Some(runs) if r["scenario"] == "live-live" => format!(" · {runs:.1} runs a change"),
+                _ => String::new(),
+            }
+        ),
         "idle" => format!(
             "RSS {:.0} → {:.0} MiB",
             num(r, &["rss_before_mib"]),

@@ -51,7 +51,7 @@ pub(crate) struct Tally {
     /// Per subscriber (never contended), merged at the end: latency to the frame's
     /// arrival at the subscriber's socket, and to the generator reading it.
     latencies: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Latencies>>>>,
-    last_at: AtomicU64,
+    pub(crate) last_at: AtomicU64,
 }
 
 impl Tally {
@@ -91,7 +91,7 @@ impl Tally {
 /// timestamp) and to the generator reading it.
 pub(crate) struct Latencies {
     pub(crate) arrived: Histogram<u64>,
-    read: Histogram<u64>,
+    pub(crate) read: Histogram<u64>,
 }
 
 impl Latencies {
@@ -115,32 +115,47 @@ fn title_of(frame: &str) -> &str {
 async fn run_subscriber(mut sub: Subscriber, tally: Arc<Tally>) {
     // Made at the first timed event: two histograms are ~300 KB, and an idle
     // subscriber (of 100,000 held) never times one.
-    let mut local: Option<Arc<std::sync::Mutex<Latencies>>> = None;
+    let mut local = None;
     while let Some((frame, arrived)) = sub.next().await {
-        let title = title_of(&frame);
+        tally.record(&frame, arrived, &mut local);
+    }
+}
+
+impl Tally {
+    /// Counts a result frame: a warm-up, or a timed event (its latency from
+    /// the send time in its title); anything else is not counted. `local`
+    /// is the subscriber's own histograms, made at its first timed event.
+    pub(crate) fn record(
+        &self,
+        frame: &str,
+        arrived: u128,
+        local: &mut Option<Arc<std::sync::Mutex<Latencies>>>,
+    ) {
+        let title = title_of(frame);
         if title.starts_with("warmup:") {
-            tally.warm.fetch_add(1, Ordering::SeqCst);
-            continue;
+            self.warm.fetch_add(1, Ordering::SeqCst);
+            return;
         }
-        if let Some(sent) = sent_at(title) {
-            let now = now_nanos();
-            // No kernel timestamp (never seen on Linux): the read time stands in.
-            let arrived = if arrived > 0 { arrived.min(now) } else { now };
-            let micros = |at: u128| (at.saturating_sub(sent) / 1000).max(1) as u64;
-            let local = local.get_or_insert_with(|| {
-                let made = Arc::new(std::sync::Mutex::new(Latencies::new()));
-                if let Ok(mut l) = tally.latencies.lock() {
-                    l.push(made.clone());
-                }
-                made
-            });
-            if let Ok(mut h) = local.lock() {
-                let _ = h.arrived.record(micros(arrived));
-                let _ = h.read.record(micros(now));
+        let Some(sent) = sent_at(title) else {
+            return;
+        };
+        let now = now_nanos();
+        // No kernel timestamp (never seen on Linux): the read time stands in.
+        let arrived = if arrived > 0 { arrived.min(now) } else { now };
+        let micros = |at: u128| (at.saturating_sub(sent) / 1000).max(1) as u64;
+        let local = local.get_or_insert_with(|| {
+            let made = Arc::new(std::sync::Mutex::new(Latencies::new()));
+            if let Ok(mut l) = self.latencies.lock() {
+                l.push(made.clone());
             }
-            tally.received.fetch_add(1, Ordering::Relaxed);
-            tally.last_at.fetch_max(arrived as u64, Ordering::Relaxed);
+            made
+        });
+        if let Ok(mut h) = local.lock() {
+            let _ = h.arrived.record(micros(arrived));
+            let _ = h.read.record(micros(now));
         }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.last_at.fetch_max(arrived as u64, Ordering::Relaxed);
     }
 }
 

@@ -426,7 +426,10 @@ async fn anonymous_viewers_share_a_cohort_and_variables_separate_cohorts() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(ended, "the cohort of the three closed sockets is still running");
+    assert!(
+        ended,
+        "the cohort of the three closed sockets is still running"
+    );
     s.stop().await;
     db.drop_db().await;
 }
