@@ -121,6 +121,15 @@ impl TriggerMetrics {
     }
 }
 
+/// Live queries: their runs and cohorts.
+#[derive(Clone, Default)]
+pub struct LiveMetrics {
+    /// Runs of live queries (first ones included).
+    pub runs: Counter,
+    /// Cohorts running.
+    pub cohorts: Gauge,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -143,7 +152,7 @@ pub struct Metrics {
     /// Webhook triggers.
     pub triggers: TriggerMetrics,
     /// Live queries.
-    pub live: crate::app::live::LiveMetrics,
+    pub live: LiveMetrics,
 }
 
 impl Default for Metrics {
@@ -242,7 +251,7 @@ impl Default for Metrics {
             "How long each trigger's oldest pending delivery has waited",
             triggers.queue_age.clone(),
         );
-        let live = crate::app::live::LiveMetrics::default();
+        let live = LiveMetrics::default();
         registry.register(
             "live_query_runs",
             "Runs of live queries (one per cohort: identical live queries run once), first runs included",

@@ -27,11 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value as Json;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
+use crate::metrics::LiveMetrics;
 use crate::realtime::fanout::GroupKey;
 use crate::store::Store;
 
@@ -134,15 +136,6 @@ pub struct LiveQueries {
 /// connection while it reads).
 pub const RUNS_AT_ONCE: usize = 8;
 
-/// Counters of live queries, for the metrics.
-#[derive(Clone, Default)]
-pub struct LiveMetrics {
-    /// Runs of live queries (first ones included).
-    pub runs: prometheus_client::metrics::counter::Counter,
-    /// Cohorts running.
-    pub cohorts: prometheus_client::metrics::gauge::Gauge,
-}
-
 impl LiveQueries {
     pub fn new(store: Store, metrics: LiveMetrics) -> LiveQueries {
         LiveQueries {
@@ -164,7 +157,7 @@ impl LiveQueries {
         key: GroupKey,
         account_id: &str,
         throttle: Duration,
-        runner: impl FnOnce() -> Runner,
+        runner: Runner,
     ) -> watch::Receiver<Option<Arc<Snapshot>>> {
         self.dispatcher.get_or_init(|| {
             tokio::spawn(dispatch(self.store.subscribe(), self.readers.clone()));
@@ -182,8 +175,17 @@ impl LiveQueries {
         });
         let key = Arc::new(key);
         cohorts.insert(key.clone(), cohort.clone());
+        drop(cohorts);
         self.metrics.cohorts.inc();
-        tokio::spawn(run(self.clone(), key, cohort, runner(), throttle));
+        // From here the cohort is undone when `me` drops: when its task
+        // ends, or with the task if it never runs.
+        let me = Running {
+            live: self.clone(),
+            key,
+            cohort,
+            reads: BTreeSet::new(),
+        };
+        tokio::spawn(run(me, runner, throttle));
         rx
     }
 
@@ -280,26 +282,18 @@ impl Running {
 }
 
 /// How long after a run that hit an internal error (a database that went
-/// away for a moment) it is run again, changes or not.
+/// away for a moment) it is run again, changes or not; doubled while it
+/// keeps failing, up to [`MAX_RETRY`].
 const RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// A cohort's task: run, publish what changed, wait for a change it read (or
 /// for its last member to leave), at most once per `throttle`.
-async fn run(
-    live: Arc<LiveQueries>,
-    key: Arc<GroupKey>,
-    cohort: Arc<Cohort>,
-    runner: Runner,
-    throttle: Duration,
-) {
-    let mut me = Running {
-        live: live.clone(),
-        key,
-        cohort: cohort.clone(),
-        reads: BTreeSet::new(),
-    };
+async fn run(mut me: Running, runner: Runner, throttle: Duration) {
+    let (live, cohort) = (me.live.clone(), me.cohort.clone());
     let mut last: Option<Arc<Snapshot>> = None;
     let mut revision = 0u64;
+    let mut retry_after = RETRY;
     loop {
         let started = Instant::now();
         let seq_before = live.store.published_seq();
@@ -307,6 +301,10 @@ async fn run(
             // Runs of every cohort share a bounded number of turns: a burst
             // of changes read by many cohorts queues here, not on the pool.
             let _turn = live.turns.acquire().await;
+            // This run sees every change published so far: a wake-up they
+            // left (while this cohort waited for its turn or its throttle)
+            // would only run it again for the same result.
+            let _ = cohort.dirty.notified().now_or_never();
             live.metrics.runs.inc();
             runner().await
         };
@@ -314,7 +312,17 @@ async fn run(
         let run = match result {
             Ok(run) => {
                 retry = run.errors.as_ref().is_some_and(has_internal);
-                run
+                if retry && good(last.as_deref()) {
+                    // A passing failure: keep the good result, try again.
+                    tracing::warn!(errors = ?run.errors, "a live query hit an internal error; its last result stands");
+                    Run {
+                        data: Json::Null,
+                        errors: None,
+                        reads: me.reads.clone(),
+                    }
+                } else {
+                    run
+                }
             }
             Err(errors) if revision == 0 => {
                 // Its members end; the next joiner starts afresh.
@@ -354,13 +362,15 @@ async fn run(
                 cohort.dirty.notify_one();
             }
         }
+        let keep = retry && good(last.as_deref());
         let errors_json: Option<Arc<str>> = run.errors.map(|e| e.to_string().into());
         // Compared as JSON: the executor may order an object's fields
         // differently from one run to the next.
-        let same = match last.as_deref() {
-            Some(Snapshot::Result(p)) => *p.data == run.data && p.errors_json == errors_json,
-            _ => false,
-        };
+        let same = keep
+            || match last.as_deref() {
+                Some(Snapshot::Result(p)) => *p.data == run.data && p.errors_json == errors_json,
+                _ => false,
+            };
         if !same {
             let data_json: Arc<str> = run.data.to_string().into();
             revision += 1;
@@ -378,7 +388,14 @@ async fn run(
             last = Some(snapshot.clone());
             cohort.tx.send_replace(Some(snapshot));
         }
-        let again = tokio::time::sleep(if retry { RETRY } else { Duration::MAX / 4 });
+        let again = tokio::time::sleep(if retry {
+            let wait = retry_after;
+            retry_after = (retry_after * 2).min(MAX_RETRY);
+            wait
+        } else {
+            retry_after = RETRY;
+            Duration::MAX / 4
+        });
         tokio::pin!(again);
         loop {
             tokio::select! {
@@ -405,6 +422,11 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether `last` is a result without errors.
+fn good(last: Option<&Snapshot>) -> bool {
+    matches!(last, Some(Snapshot::Result(p)) if p.errors_json.is_none())
 }
 
 /// Whether coded `errors` hold an internal one.

@@ -363,7 +363,7 @@ fn live_query(
     );
     let account_id = viewer.account_id.clone();
     let live = app.live().clone();
-    let runner = move || -> Runner {
+    let runner: Runner = {
         let req = Arc::new(OpRequest {
             extensions: Map::new(),
             ..req
