@@ -7,7 +7,7 @@
 import { useEffect, useState } from 'react';
 
 import { freshAccessToken, request } from '../shared/session.js';
-import { describeError, subscribe } from './live.js';
+import { describeError } from './live.js';
 
 const POSTS = `query DemoPosts @live {
   posts(orderBy: [{ field: CREATED_AT, direction: DESC }], limit: 20) {
@@ -19,25 +19,53 @@ const CREATE_POST = `mutation DemoCreatePost($input: PostCreateInput!) {
   createPost(input: $input) { id }
 }`;
 
-/** The latest posts, kept up to date by livegate over `client`. */
+/** How long to wait before asking again for a live query the server ended. */
+const RESUBSCRIBE_MS = 2000;
+
+/**
+ * The latest posts, kept up to date by livegate over `client`, and whether
+ * they are live. If the server ends the live query (it failed, or was stopped),
+ * it is asked for again a moment later; a reconnecting socket re-subscribes by
+ * itself (graphql-ws), and the first result after it is the whole list.
+ */
 function useLivePosts(client) {
   const [posts, setPosts] = useState(null);
+  const [ended, setEnded] = useState(false);
   const [error, setError] = useState(null);
-  useEffect(
-    () =>
-      subscribe(
-        client,
-        POSTS,
-        {},
-        (data) => {
-          setPosts(data.posts);
-          setError(null);
+  const [attempt, setAttempt] = useState(0);
+
+  useEffect(() => {
+    let again = null;
+    const end = () => {
+      setEnded(true);
+      again = setTimeout(() => setAttempt((n) => n + 1), RESUBSCRIBE_MS);
+    };
+    setEnded(false);
+    const stop = client.subscribe(
+      { query: POSTS },
+      {
+        next: (result) => {
+          if (result.errors) {
+            setError(describeError(result.errors));
+          } else {
+            setPosts(result.data.posts);
+            setError(null);
+          }
         },
-        (err) => setError(describeError(err)),
-      ),
-    [client],
-  );
-  return { posts, error };
+        error: (err) => {
+          setError(describeError(err));
+          end();
+        },
+        complete: end,
+      },
+    );
+    return () => {
+      clearTimeout(again);
+      stop();
+    };
+  }, [client, attempt]);
+
+  return { posts, ended, error };
 }
 
 function NewPost({ user }) {
@@ -81,8 +109,8 @@ function NewPost({ user }) {
 }
 
 export function Posts({ user, client, status }) {
-  const { posts, error } = useLivePosts(client);
-  const live = status === 'connected' && posts !== null;
+  const { posts, ended, error } = useLivePosts(client);
+  const live = status === 'connected' && posts !== null && !ended;
   return (
     <section className="card posts" aria-labelledby="posts-title">
       <h2 id="posts-title">
