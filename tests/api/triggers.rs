@@ -422,12 +422,21 @@ async fn a_hung_endpoint_delays_no_write_no_subscriber_and_no_other_trigger() {
     .await;
     // More changes than the hung trigger has attempts in flight.
     let n = 3 * livegate::triggers::CONCURRENCY;
-    // The subscription is live once it hears a change.
-    create_post(&s, json!({ "title": "first" })).await;
-    assert_eq!(
-        sub.next_payload("1").await["data"]["postChanged"]["record"]["title"],
-        "first"
-    );
+    // The subscription is live once it hears a change (graphql-ws does not
+    // acknowledge a subscribe: a write made before it is live is not heard).
+    let mut warm = 0;
+    loop {
+        create_post(&s, json!({ "title": format!("first {warm}") })).await;
+        warm += 1;
+        if let Some(f) = sub.next_within(Duration::from_millis(500)).await {
+            assert!(
+                matches!(f, crate::wsclient::Frame::Json(ref v) if v["type"] == "next"),
+                "{f:?}"
+            );
+            break;
+        }
+        assert!(warm < 40, "the subscription never went live");
+    }
     let started = std::time::Instant::now();
     for i in 1..n {
         create_post(&s, json!({ "title": format!("p{i}") })).await;
