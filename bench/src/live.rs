@@ -9,13 +9,17 @@
 //!   hint, runs the query again over its socket (what the seeds did, and what a
 //!   client without live queries does).
 //!
-//! Each result carries the newest post's title, `bench:<i>:<send nanos>`, so
-//! the time from the write's send to the result's arrival is measured as in
-//! `fanout`. Reported: results/s, latency, the server's CPU, and for live
-//! queries the runs per change (from `/metrics`).
+//! Each result carries the newest post's title, `bench:<i>:<send nanos>`. A
+//! client counts each write once, the first time a result covers it: a result
+//! for write `i` covers every write up to `i` the client had not seen yet (a
+//! live query that coalesced writes, a refetch that found a later post), each
+//! timed from its own send to that result's arrival. A result covering nothing
+//! new (a refetch answering with a post already seen) counts nothing.
+//! Reported: writes covered (of clients × writes), latency, the server's CPU,
+//! and for live queries the runs per change (from `/metrics`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Target;
 use crate::client::{Ws, cpu_seconds, http_client, token, ws_open};
-use crate::scenarios::{Tally, ms, send_events, warm_up};
+use crate::scenarios::{Tally, ms, send_events_noting, title_of, warm_up};
 
 /// The newest post, as a live query; `$min` only tells cohorts apart (every
 /// post has `views` 0, so every cohort's answer is the same).
@@ -51,13 +55,24 @@ pub async fn live(
         mode == "live" || mode == "refetch",
         "--mode is live or refetch"
     );
+    // Runs and CPU are read from the one server named by --url and --pid.
+    anyhow::ensure!(
+        target.subscribe_urls.is_empty(),
+        "the live scenario runs against one instance (no --subscribe-urls)"
+    );
     let cohorts = cohorts.clamp(1, subscribers.max(1));
     let tally = Tally::new();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..events).map(|_| AtomicU64::new(0)).collect());
     let gate = Arc::new(Semaphore::new(256));
     let mut opening = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
         let permit = gate.clone().acquire_owned().await?;
-        let (target, tally, refetch) = (target.for_subscriber(i), tally.clone(), mode == "refetch");
+        let (target, tally, refetch, sent) = (
+            target.for_subscriber(i),
+            tally.clone(),
+            mode == "refetch",
+            sent.clone(),
+        );
         opening.push(tokio::spawn(async move {
             let _permit = permit;
             let source = target.sources[i % target.sources.len()];
@@ -73,7 +88,7 @@ pub async fn live(
                 json!({ "type": "subscribe", "id": "l", "payload": { "query": LIVE, "variables": { "min": min } } })
             };
             ws.send(Message::text(first.to_string())).await?;
-            tokio::spawn(run_client(ws, tally, refetch.then_some(min)));
+            tokio::spawn(run_client(ws, tally, refetch.then_some(min), sent));
             anyhow::Ok(())
         }));
     }
@@ -85,7 +100,7 @@ pub async fn live(
     let runs_before = runs(target).await;
     let cpu_before = target.pid.and_then(cpu_seconds);
     let started = crate::client::now_nanos();
-    let mutation = send_events(target.clone(), events, rate).await?;
+    let mutation = send_events_noting(target.clone(), events, rate, Some(sent.clone())).await?;
     let expected = subscribers * events;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut last = (0, Instant::now());
@@ -141,11 +156,19 @@ async fn runs(target: &Target) -> Option<f64> {
     })
 }
 
-/// One client: counts every result frame; with `refetch`, answers each hint
-/// by running the query (`min` its variable) over the same socket.
-async fn run_client(mut ws: Ws, tally: Arc<Tally>, refetch: Option<i64>) {
+/// One client: counts the writes each result covers for the first time (see
+/// the module docs); with `refetch`, answers each hint by running the query
+/// (`min` its variable) over the same socket.
+async fn run_client(
+    mut ws: Ws,
+    tally: Arc<Tally>,
+    refetch: Option<i64>,
+    sent: Arc<Vec<AtomicU64>>,
+) {
     let mut local = None;
     let mut n = 0u64;
+    // The writes this client has seen: 0..seen.
+    let mut seen = 0usize;
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(t) = msg else {
             if matches!(msg, Message::Close(_)) {
@@ -161,15 +184,33 @@ async fn run_client(mut ws: Ws, tally: Arc<Tally>, refetch: Option<i64>) {
         if !t.contains(r#""type":"next""#) {
             continue;
         }
-        match refetch {
-            Some(min) if t.contains(r#""id":"h""#) => {
-                n += 1;
-                let ask = json!({ "type": "subscribe", "id": format!("q{n}"), "payload": { "query": ONCE, "variables": { "min": min } } });
-                if ws.send(Message::text(ask.to_string())).await.is_err() {
-                    return;
-                }
+        if let Some(min) = refetch
+            && t.contains(r#""id":"h""#)
+        {
+            n += 1;
+            let ask = json!({ "type": "subscribe", "id": format!("q{n}"), "payload": { "query": ONCE, "variables": { "min": min } } });
+            if ws.send(Message::text(ask.to_string())).await.is_err() {
+                return;
             }
-            _ => tally.record(t, ws.get_ref().arrival().nanos(), &mut local),
+            continue;
+        }
+        let title = title_of(t);
+        let Some(i) = title
+            .strip_prefix("bench:")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            // Warm-ups count towards the warm-up only.
+            tally.record(t, ws.get_ref().arrival().nanos(), &mut local);
+            continue;
+        };
+        let arrived = ws.get_ref().arrival().nanos();
+        while seen <= i && seen < sent.len() {
+            let at = u128::from(sent[seen].load(Ordering::SeqCst));
+            if at > 0 {
+                tally.timed(at, arrived, &mut local);
+            }
+            seen += 1;
         }
     }
 }

@@ -104,7 +104,7 @@ impl Latencies {
 }
 
 /// The title in a result frame, found without parsing the frame.
-fn title_of(frame: &str) -> &str {
+pub(crate) fn title_of(frame: &str) -> &str {
     let Some(at) = frame.find(r#""title":""#) else {
         return "";
     };
@@ -139,6 +139,17 @@ impl Tally {
         let Some(sent) = sent_at(title) else {
             return;
         };
+        self.timed(sent, arrived, local);
+    }
+
+    /// Counts one timed event sent at `sent` (nanoseconds) whose result
+    /// arrived at `arrived`.
+    pub(crate) fn timed(
+        &self,
+        sent: u128,
+        arrived: u128,
+        local: &mut Option<Arc<std::sync::Mutex<Latencies>>>,
+    ) {
         let now = now_nanos();
         // No kernel timestamp (never seen on Linux): the read time stands in.
         let arrived = if arrived > 0 { arrived.min(now) } else { now };
@@ -245,6 +256,17 @@ pub(crate) async fn send_events(
     events: usize,
     rate: f64,
 ) -> anyhow::Result<Histogram<u64>> {
+    send_events_noting(target, events, rate, None).await
+}
+
+/// [`send_events`], noting each write's send time (nanoseconds) at its index
+/// in `sent` when given.
+pub(crate) async fn send_events_noting(
+    target: Target,
+    events: usize,
+    rate: f64,
+    sent: Option<Arc<Vec<AtomicU64>>>,
+) -> anyhow::Result<Histogram<u64>> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("sender".into())
@@ -266,12 +288,16 @@ pub(crate) async fn send_events(
                                     tokio::time::sleep(wait).await;
                                 }
                             }
+                            let at = now_nanos();
+                            if let Some(slot) = sent.as_ref().and_then(|s| s.get(i)) {
+                                slot.store(at as u64, Ordering::SeqCst);
+                            }
                             let (_, took) = gql(
                                 &http,
                                 &target,
                                 &tok,
                                 CREATE,
-                                json!({ "t": format!("bench:{i}:{}", now_nanos()) }),
+                                json!({ "t": format!("bench:{i}:{at}") }),
                             )
                             .await?;
                             let _ = mutation.record(took.as_micros().max(1) as u64);
