@@ -170,6 +170,11 @@ struct ServeArgs {
         default_value_t = 3000
     )]
     connection_init_timeout_ms: u64,
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated,
+    /// e.g. `https://app.example.com,http://localhost:5173`; `*` for any. Default:
+    /// none (pages on the server's own origin only, such as the playground).
+    #[arg(long, env = "LIVEGATE_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "LIVEGATE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     max_message_bytes: usize,
@@ -337,6 +342,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections_per_ip: args.max_connections_per_ip,
         },
         trigger_env: Vec::new(),
+        cors_origins: args
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

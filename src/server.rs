@@ -41,6 +41,65 @@ pub struct Config {
     /// Variables trigger settings (`url_env`, `secret_env`) are read from
     /// before the process environment (an embedding program's, or a test's).
     pub trigger_env: Vec<(String, String)>,
+    /// Origins browsers may call the API from (`--cors-origins`): none (no
+    /// CORS headers: same-origin pages only), a list, or `*` for any.
+    pub cors_origins: Vec<String>,
+}
+
+/// The CORS layer for `origins` (see [`Config::cors_origins`]); `None` when
+/// there are none. An entry that is not `*` nor an origin (`scheme://host`
+/// with an optional port, nothing after) is an error naming it.
+pub fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        anyhow::ensure!(
+            origins.len() == 1,
+            "--cors-origins: `*` (any origin) stands alone, not in a list"
+        );
+        AllowOrigin::any()
+    } else {
+        let mut values = Vec::with_capacity(origins.len());
+        for o in origins {
+            let parsed = reqwest::Url::parse(o).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && !o
+                        .trim_end_matches('/')
+                        .contains(&format!("{}/", u.authority()))
+            });
+            let Some(u) = parsed else {
+                anyhow::bail!(
+                    "--cors-origins: {o:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+                );
+            };
+            // As browsers send it: no trailing slash, default ports left out.
+            let origin = u.origin().ascii_serialization();
+            values.push(axum::http::HeaderValue::from_str(&origin)?);
+        }
+        AllowOrigin::list(values)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::PUT,
+                axum::http::Method::DELETE,
+            ])
+            // Whatever the page asks to send (Authorization, X-Account, the
+            // SSE stream token, Last-Event-ID, Apollo's headers): credentials
+            // are bearer tokens, never cookies, so nothing rides along unasked.
+            .allow_headers(AllowHeaders::mirror_request())
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
 }
 
 /// Loads the app file, connects, migrates, reconciles and builds the schema.
@@ -201,6 +260,7 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
+    let cors = cors_layer(&config.cors_origins)?;
     let (state, armed) = prepare_with_triggers(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -218,7 +278,10 @@ pub async fn start(
     let auth = state.auth().clone();
     let rooms = state.rooms().clone();
     let trigger_metrics = state.metrics().triggers.clone();
-    let router = app(state);
+    let router = match cors {
+        Some(cors) => app(state).layer(cors),
+        None => app(state),
+    };
     let task = tokio::spawn(async move {
         // Rate-limit state for keys that went quiet is dropped once a minute, so a
         // stream of distinct emails cannot grow it without bound.

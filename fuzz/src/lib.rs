@@ -52,6 +52,7 @@ pub fn target() -> &'static Target {
             },
             ws: WsConfig::default(),
             trigger_env: Vec::new(),
+            cors_origins: Vec::new(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

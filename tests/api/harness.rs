@@ -155,7 +155,24 @@ impl Server {
         auth: AuthConfig,
         ws: WsConfig,
     ) -> anyhow::Result<Server> {
-        Server::start_env(db, app, limits, auth, ws, Vec::new()).await
+        Server::start_env(db, app, limits, auth, ws, Vec::new(), Vec::new()).await
+    }
+
+    /// Starts a server for app text `toml` that lets pages on `origins` call
+    /// it from a browser (`--cors-origins`).
+    pub async fn start_with_cors(db: &Db, toml: &str, origins: &[&str]) -> anyhow::Result<Server> {
+        let app = db.app_file("app.toml", toml);
+        let origins = origins.iter().map(|o| o.to_string()).collect();
+        Server::start_env(
+            db,
+            app,
+            Limits::default(),
+            Server::test_auth(db),
+            WsConfig::default(),
+            Vec::new(),
+            origins,
+        )
+        .await
     }
 
     /// Starts a server for app text `toml` whose triggers read their
@@ -174,7 +191,16 @@ impl Server {
             init_timeout: std::time::Duration::from_millis(500),
             ..Default::default()
         };
-        Server::start_env(db, app, Limits::default(), Server::test_auth(db), ws, env).await
+        Server::start_env(
+            db,
+            app,
+            Limits::default(),
+            Server::test_auth(db),
+            ws,
+            env,
+            Vec::new(),
+        )
+        .await
     }
 
     async fn start_env(
@@ -184,6 +210,7 @@ impl Server {
         auth: AuthConfig,
         ws: WsConfig,
         trigger_env: Vec<(String, String)>,
+        cors_origins: Vec<String>,
     ) -> anyhow::Result<Server> {
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
@@ -193,6 +220,7 @@ impl Server {
             auth,
             ws,
             trigger_env,
+            cors_origins,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let running = start(config, async {
