@@ -30,6 +30,24 @@ pub struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+    /// How log lines (on stderr) are written: `text` for people, `json` for log
+    /// pipelines (one JSON object a line: timestamp, level, target, fields).
+    #[arg(long, global = true, env = "LIVEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// The command line of this process (exits with clap's message on a bad one).
+    pub fn from_args() -> Cli {
+        Cli::parse()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,7 +247,11 @@ fn livegate_bus_default() -> usize {
 
 /// Runs the command line.
 pub async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    run_cli(Cli::parse()).await
+}
+
+/// Runs the command `cli` names.
+pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,

@@ -216,3 +216,59 @@ fn schema_diff_reports_a_removed_field_as_breaking() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("junk.graphql"), "{stderr}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_a_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No JWT secret: serving starts with a warning that one was generated.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livegate"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            APP,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("data/live.db").display()
+        ))
+        .env_remove("LIVEGATE_JWT_SECRET")
+        .env_remove("LIVEGATE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert!(line.starts_with("livegate listening on"), "{line:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "no log line");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+        assert!(v["fields"]["message"].is_string(), "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("secret")),
+        "the generated-secret warning: {stderr}"
+    );
+}
