@@ -91,6 +91,11 @@ struct AuthArgs {
     /// PEM public key of an outside identity provider (RSA: RS256, EC P-256: ES256).
     #[arg(long, env = "LIVEGATE_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// URL of an outside identity provider's key set (JWKS): keys chosen by the
+    /// token's `kid` (RS256, ES256, EdDSA), refetched on an unknown `kid` (at
+    /// most every 30 s) and every 10 minutes; the last good set keeps serving.
+    #[arg(long, env = "LIVEGATE_JWT_JWKS_URL")]
+    jwt_jwks_url: Option<String>,
     /// Required `iss` claim (also written into minted tokens).
     #[arg(long, env = "LIVEGATE_JWT_ISSUER")]
     jwt_issuer: Option<String>,
@@ -122,6 +127,7 @@ impl AuthArgs {
         AuthConfig {
             jwt_secret: self.jwt_secret.clone(),
             jwt_public_key: self.jwt_public_key.clone(),
+            jwt_jwks_url: self.jwt_jwks_url.clone(),
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
             role_claim: self.jwt_role_claim.clone(),

@@ -138,6 +138,7 @@ async fn prepare_with_triggers(config: &Config) -> anyhow::Result<(Gateway, Vec<
     // to the bus's published seq, which must cover what an earlier run wrote.
     store.start_following().await?;
     let tokens = Tokens::new(config.auth.clone())?;
+    tokens.start_key_set().await;
     let heartbeat =
         std::time::Duration::from_secs(catalog.realtime.heartbeat_seconds.max(1).into());
     let rooms = Arc::new(if store.shares_rooms() {

@@ -7,6 +7,7 @@
 //! (no `alg: none`, no HS256 signed with an RSA public key). "No token" is an
 //! anonymous viewer; a bad token is always an error, never anonymous.
 
+mod jwks;
 mod password;
 mod sessions;
 mod tokens;
@@ -32,6 +33,10 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the access token's audience is not accepted")]
     WrongAudience,
+    #[error(
+        "the access token's signing key (its `kid`) is not one of the identity provider's keys"
+    )]
+    UnknownKey,
     #[error("access tokens signed with {0} are not accepted")]
     Algorithm(String),
     #[error("the access token is malformed: {0}")]

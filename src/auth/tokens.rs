@@ -1,6 +1,7 @@
 //! Minting and verifying access tokens.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::errors::ErrorKind;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::AuthError;
+use super::jwks::{KeySet, Picked};
 use crate::access::Role;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
@@ -28,6 +30,13 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// PEM public key of an outside identity provider (RSA: RS256, EC P-256: ES256).
     pub jwt_public_key: Option<std::path::PathBuf>,
+    /// URL of an outside identity provider's key set (JWKS).
+    pub jwt_jwks_url: Option<String>,
+    /// Shortest time between fetches of the key set for unknown `kid`s (30 s;
+    /// tests shorten it).
+    pub jwks_refetch_every: std::time::Duration,
+    /// How often the key set is refetched anyway (10 minutes; tests shorten it).
+    pub jwks_refresh_every: std::time::Duration,
     /// Required `iss`, when set (also written into minted tokens).
     pub jwt_issuer: Option<String>,
     /// Required `aud`, when set (also written into minted tokens).
@@ -58,6 +67,9 @@ impl Default for AuthConfig {
         AuthConfig {
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_jwks_url: None,
+            jwks_refetch_every: super::jwks::REFETCH_EVERY,
+            jwks_refresh_every: super::jwks::REFRESH_EVERY,
             jwt_issuer: None,
             jwt_audience: None,
             role_claim: "role".into(),
@@ -110,6 +122,8 @@ pub struct Tokens {
     encoding: EncodingKey,
     /// One (key, validation) per accepted algorithm.
     verifiers: Vec<(Algorithm, DecodingKey, Validation)>,
+    /// An outside identity provider's key set, when configured.
+    key_set: Option<Arc<KeySet>>,
 }
 
 fn validation(alg: Algorithm, config: &AuthConfig) -> Validation {
@@ -169,11 +183,30 @@ impl Tokens {
             };
             verifiers.push((alg, key, validation(alg, &config)));
         }
+        let key_set = match &config.jwt_jwks_url {
+            Some(url) => {
+                let checks = config.clone();
+                let every = (config.jwks_refetch_every, config.jwks_refresh_every);
+                Some(Arc::new(KeySet::new(url.clone(), every, move |alg| {
+                    validation(alg, &checks)
+                })?))
+            }
+            None => None,
+        };
         Ok(Tokens {
             encoding: EncodingKey::from_secret(&secret),
             verifiers,
+            key_set,
             config,
         })
+    }
+
+    /// Fetches the outside identity provider's key set, if one is configured,
+    /// and keeps it fresh from then on.
+    pub async fn start_key_set(&self) {
+        if let Some(set) = &self.key_set {
+            set.start().await;
+        }
     }
 
     /// The settings these tokens follow.
@@ -210,30 +243,32 @@ impl Tokens {
         ))
     }
 
-    /// Verifies `token` with the validation of the algorithm its header names.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// Verifies `token` with the validation of the algorithm its header names:
+    /// HS256 with the secret; with a key set, the key its `kid` names (or the
+    /// set's one key of its algorithm); else the PEM key of its algorithm.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = decode_header(token).map_err(|_| match header_alg(token) {
             Some(alg) => AuthError::Algorithm(alg),
             None => AuthError::Malformed("not a JWT".into()),
         })?;
-        let (_, key, validation) = self
-            .verifiers
-            .iter()
-            .find(|(alg, _, _)| *alg == header.alg)
-            .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?;
-        let data =
-            decode::<Map<String, Json>>(token, key, validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::InvalidAlgorithm => AuthError::Algorithm(format!("{:?}", header.alg)),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Malformed(format!("the `{c}` claim is missing"))
+        let pem = || self.verifiers.iter().find(|(alg, _, _)| *alg == header.alg);
+        let data = match (&self.key_set, pem()) {
+            (Some(set), found)
+                if header.alg != Algorithm::HS256 && (header.kid.is_some() || found.is_none()) =>
+            {
+                match set.pick(header.kid.as_deref(), header.alg).await {
+                    Picked::Key(key) if key.alg == header.alg => {
+                        decode_claims(token, &key.key, &key.validation, header.alg)?
+                    }
+                    Picked::Key(_) => {
+                        return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
+                    }
+                    Picked::Unknown => return Err(AuthError::UnknownKey),
                 }
-                _ => AuthError::Malformed("its claims cannot be read".into()),
-            })?;
+            }
+            (_, Some((_, key, validation))) => decode_claims(token, key, validation, header.alg)?,
+            (_, None) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
+        };
         let claims = data.claims;
         let text = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_string);
         let user_id = text("sub")
@@ -268,6 +303,27 @@ impl Tokens {
             expires_at: DateTime::from_timestamp(exp, 0).unwrap_or_else(Utc::now),
         })
     }
+}
+
+/// The claims of `token`, checked with `key` and `validation`.
+fn decode_claims(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    alg: Algorithm,
+) -> Result<jsonwebtoken::TokenData<Map<String, Json>>, AuthError> {
+    decode::<Map<String, Json>>(token, key, validation).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidAlgorithm => AuthError::Algorithm(format!("{alg:?}")),
+        ErrorKind::MissingRequiredClaim(c) => {
+            AuthError::Malformed(format!("the `{c}` claim is missing"))
+        }
+        _ => AuthError::Malformed("its claims cannot be read".into()),
+    })
 }
 
 /// 9999-12-31T23:59:59Z: the latest expiry a token is taken to have.

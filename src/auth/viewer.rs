@@ -66,7 +66,7 @@ pub async fn resolve_viewer(
         let account_id = account_id(store, named, default_account_id).await?;
         return Ok((Viewer::anonymous(account_id), None));
     };
-    let identity = tokens.verify(token)?;
+    let identity = tokens.verify(token).await?;
     let account_id = account_id(store, identity.account.as_deref(), default_account_id).await?;
     if let Some(session) = &identity.session_id {
         let revoked = match lasting {

@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod http;
 mod instances;
+mod jwks;
 mod layers;
 mod limits;
 mod live;
