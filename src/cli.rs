@@ -199,6 +199,20 @@ struct ServeArgs {
     /// none (pages on the server's own origin only, such as the playground).
     #[arg(long, env = "LIVEGATE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// The manifest of persisted documents: a JSON object of id to document, as
+    /// graphql-codegen's client preset writes it (`persistedDocuments: true`).
+    /// Requests may then name a document by id (`documentId` or
+    /// `extensions.persistedQuery.sha256Hash`).
+    #[arg(long, env = "LIVEGATE_PERSISTED_DOCUMENTS")]
+    persisted_documents: Option<PathBuf>,
+    /// Run only the documents of --persisted-documents: any other request is
+    /// refused with PERSISTED_QUERY_REQUIRED (for production).
+    #[arg(
+        long,
+        env = "LIVEGATE_ONLY_PERSISTED",
+        requires = "persisted_documents"
+    )]
+    only_persisted: bool,
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "LIVEGATE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     max_message_bytes: usize,
@@ -376,6 +390,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|o| o.trim().to_string())
             .filter(|o| !o.is_empty())
             .collect(),
+        persisted_documents: args.persisted_documents.clone(),
+        only_persisted: args.only_persisted,
     };
     let running = start(config, shutdown_signal()).await?;
     let shown = if running.addr.ip().is_unspecified() {

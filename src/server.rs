@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::app::{AppState, Parts};
 use crate::auth::{AuthConfig, SignIn, Tokens};
 use crate::catalog::Catalog;
+use crate::graphql::persisted::Persisted;
 use crate::graphql::{Limits, build_schema};
 use crate::metrics::Metrics;
 use crate::realtime::rooms::Rooms;
@@ -44,6 +45,10 @@ pub struct Config {
     /// Origins browsers may call the API from (`--cors-origins`): none (no
     /// CORS headers: same-origin pages only), a list, or `*` for any.
     pub cors_origins: Vec<String>,
+    /// The manifest of persisted documents (`--persisted-documents`).
+    pub persisted_documents: Option<PathBuf>,
+    /// Run only the manifest's documents (`--only-persisted`).
+    pub only_persisted: bool,
 }
 
 /// The CORS layer for `origins` (see [`Config::cors_origins`]); `None` when
@@ -149,7 +154,20 @@ async fn prepare_with_triggers(config: &Config) -> anyhow::Result<(Gateway, Vec<
     rooms.start_lease().await?;
     let schema = build_schema(&catalog, config.limits, rooms.clone())
         .context("building the GraphQL schema")?;
+    let persisted = Persisted::load(
+        config.persisted_documents.as_deref(),
+        config.only_persisted,
+        config.limits.max_document_bytes,
+    )?;
+    if config.persisted_documents.is_some() {
+        tracing::info!(
+            documents = persisted.manifest_len(),
+            only = persisted.only(),
+            "persisted documents loaded"
+        );
+    }
     let app = AppState::new(Parts {
+        persisted: Arc::new(persisted),
         catalog,
         schema,
         store,

@@ -32,7 +32,7 @@ fn drive(data: &[u8]) {
     } else {
         Proto::Legacy
     };
-    let mut m = Machine::new(proto, 1 + usize::from(first >> 1) % 4);
+    let mut m = Machine::new(proto, 1 + usize::from(first >> 1) % 4, Default::default());
     let mut acked = false;
     let mut running: HashSet<String> = HashSet::new();
     for chunk in rest.split(|b| *b == 0) {

@@ -53,6 +53,8 @@ pub fn target() -> &'static Target {
             ws: WsConfig::default(),
             trigger_env: Vec::new(),
             cors_origins: Vec::new(),
+            persisted_documents: None,
+            only_persisted: false,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

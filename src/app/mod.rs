@@ -13,6 +13,7 @@ use async_graphql::dynamic::Schema;
 use crate::auth::SignIn;
 use crate::catalog::Catalog;
 use crate::graphql::Limits;
+use crate::graphql::persisted::Persisted;
 use crate::metrics::Metrics;
 use crate::realtime::fanout::{Deliveries, Fanout};
 use crate::realtime::rooms::Rooms;
@@ -41,6 +42,8 @@ struct Inner {
     documents: crate::graphql::documents::Documents,
     /// Live queries and their cohorts.
     live: Arc<live::LiveQueries>,
+    /// Documents requests may name by id.
+    persisted: Arc<Persisted>,
 }
 
 impl AppState {
@@ -54,6 +57,10 @@ impl AppState {
     /// Parsed documents, by their text (see `graphql::documents`).
     pub fn documents(&self) -> &crate::graphql::documents::Documents {
         &self.0.documents
+    }
+    /// Documents requests may name by id (see `graphql::persisted`).
+    pub fn persisted(&self) -> &Arc<Persisted> {
+        &self.0.persisted
     }
     pub fn store(&self) -> &Store {
         &self.0.store
@@ -111,6 +118,8 @@ pub struct Parts {
     pub rooms: Arc<Rooms>,
     /// At most this many bytes of results held for a realtime connection.
     pub max_buffer_bytes: usize,
+    /// Documents requests may name by id.
+    pub persisted: Arc<Persisted>,
 }
 
 impl AppState {
@@ -140,6 +149,7 @@ impl AppState {
             rooms: parts.rooms,
             deliveries,
             documents: Default::default(),
+            persisted: parts.persisted,
         }))
     }
 }

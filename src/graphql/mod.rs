@@ -12,6 +12,7 @@ mod errors;
 pub mod guard;
 mod input;
 pub mod live;
+pub mod persisted;
 mod response;
 mod rooms;
 mod subscriptions;

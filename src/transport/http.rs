@@ -21,6 +21,7 @@ use serde_json::{Map, Value as Json, json};
 use super::accept::{self, Accept};
 use crate::access::Viewer;
 use crate::auth::{AuthError, Credentials, Lasting, resolve_viewer};
+use crate::graphql::persisted::{Persisted, requested_id};
 use crate::graphql::{Limits, RequestCtx, give_codes, guard, live, set_code};
 use crate::metrics::OpKind;
 use crate::transport::Gateway;
@@ -74,6 +75,27 @@ pub(crate) struct Params {
     pub operation_name: Option<String>,
     pub variables: Map<String, Json>,
     pub extensions: Map<String, Json>,
+    /// The persisted document the request names (`documentId` or
+    /// `extensions.persistedQuery`); `query` is then empty unless sent too.
+    pub persisted_id: Option<String>,
+}
+
+impl Params {
+    /// Puts the text of the persisted document the request names (or checks
+    /// its own, see `graphql::persisted`) in `query`.
+    pub(crate) fn resolve(&mut self, persisted: &Persisted) -> Result<(), Rejection> {
+        let text = persisted
+            .resolve(&self.query, self.persisted_id.as_deref())
+            .map_err(|e| Rejection {
+                status: StatusCode::BAD_REQUEST,
+                code: e.code(),
+                message: e.to_string(),
+            })?;
+        if *text != *self.query {
+            self.query = text.to_string();
+        }
+        Ok(())
+    }
 }
 
 /// A request that is not a well-formed GraphQL-over-HTTP request.
@@ -113,8 +135,15 @@ pub(crate) fn params_from_json(body: Json, limits: &Limits) -> Result<Params, Re
     let Json::Object(mut obj) = body else {
         return Err(bad("the request body must be a JSON object with a `query`"));
     };
+    let extensions = object_field(&mut obj, "extensions")?;
+    let persisted_id = requested_id(&extensions, obj.get("documentId")).map_err(|e| Rejection {
+        status: StatusCode::BAD_REQUEST,
+        code: e.code(),
+        message: e.to_string(),
+    })?;
     let query = match obj.remove("query") {
         Some(Json::String(q)) => q,
+        None | Some(Json::Null) if persisted_id.is_some() => String::new(),
         None | Some(Json::Null) => {
             return Err(Rejection {
                 status: StatusCode::BAD_REQUEST,
@@ -129,13 +158,7 @@ pub(crate) fn params_from_json(body: Json, limits: &Limits) -> Result<Params, Re
         None | Some(Json::Null) => None,
         Some(_) => return Err(bad("`operationName` must be a string or null")),
     };
-    let object = |name: &str, v: Option<Json>| match v {
-        Some(Json::Object(m)) => Ok(m),
-        None | Some(Json::Null) => Ok(Map::new()),
-        Some(_) => Err(bad(&format!("`{name}` must be an object or null"))),
-    };
-    let variables = object("variables", obj.remove("variables"))?;
-    let extensions = object("extensions", obj.remove("extensions"))?;
+    let variables = object_field(&mut obj, "variables")?;
     guard::document(&query, limits.max_document_bytes, limits.max_nesting).map_err(|e| {
         Rejection {
             status: StatusCode::BAD_REQUEST,
@@ -148,7 +171,19 @@ pub(crate) fn params_from_json(body: Json, limits: &Limits) -> Result<Params, Re
         operation_name,
         variables,
         extensions,
+        persisted_id,
     })
+}
+
+/// The object `name` of a request, taken out of it (absent or null: empty).
+fn object_field(obj: &mut Map<String, Json>, name: &str) -> Result<Map<String, Json>, Rejection> {
+    match obj.remove(name) {
+        Some(Json::Object(m)) => Ok(m),
+        None | Some(Json::Null) => Ok(Map::new()),
+        Some(_) => Err(Rejection::bad(&format!(
+            "`{name}` must be an object or null"
+        ))),
+    }
 }
 
 pub(crate) fn params_from_query_string(
@@ -312,13 +347,18 @@ fn not_acceptable() -> Response {
 async fn execute(
     app: Gateway,
     media: Media,
-    params: Params,
+    mut params: Params,
     via_get: bool,
     headers: &HeaderMap,
     query_string: Option<&str>,
     peer: SocketAddr,
 ) -> Response {
     let started = Instant::now();
+    if let Err(rejection) = params.resolve(app.persisted()) {
+        app.metrics()
+            .observe(OpKind::invalid, false, started.elapsed());
+        return rejection.into_response(media);
+    }
     let viewer = match viewer_of(&app, headers, query_string).await {
         Ok(v) => v,
         Err(e) => {

@@ -110,6 +110,15 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// Settings of a test server that most tests leave alone.
+#[derive(Default)]
+struct Extra {
+    trigger_env: Vec<(String, String)>,
+    cors_origins: Vec<String>,
+    persisted_documents: Option<PathBuf>,
+    only_persisted: bool,
+}
+
 /// A running server.
 pub struct Server {
     pub base: String,
@@ -212,7 +221,63 @@ impl Server {
         trigger_env: Vec<(String, String)>,
         cors_origins: Vec<String>,
     ) -> anyhow::Result<Server> {
+        Server::start_extra(
+            db,
+            app,
+            limits,
+            auth,
+            ws,
+            Extra {
+                trigger_env,
+                cors_origins,
+                ..Extra::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a server for app text `toml` with persisted documents from
+    /// `manifest` (`--persisted-documents`), only those when `only`.
+    pub async fn start_with_persisted(
+        db: &Db,
+        toml: &str,
+        manifest: Option<PathBuf>,
+        only: bool,
+    ) -> anyhow::Result<Server> {
+        let app = db.app_file("app.toml", toml);
+        let extra = Extra {
+            persisted_documents: manifest,
+            only_persisted: only,
+            ..Extra::default()
+        };
+        Server::start_extra(
+            db,
+            app,
+            Limits::default(),
+            Server::test_auth(db),
+            WsConfig::default(),
+            extra,
+        )
+        .await
+    }
+
+    async fn start_extra(
+        db: &Db,
+        app: PathBuf,
+        limits: Limits,
+        auth: AuthConfig,
+        ws: WsConfig,
+        extra: Extra,
+    ) -> anyhow::Result<Server> {
+        let Extra {
+            trigger_env,
+            cors_origins,
+            persisted_documents,
+            only_persisted,
+        } = extra;
         let config = Config {
+            persisted_documents,
+            only_persisted,
             listen: "127.0.0.1:0".parse()?,
             app,
             database_url: db.url.clone(),
@@ -419,10 +484,11 @@ pub async fn sign_out(s: &Server, refresh_token: &Value) {
 }
 
 /// Creates a post and returns it.
+/// The document [`create_post`] sends.
+pub const CREATE_POST: &str = "mutation($i: PostCreateInput!) { createPost(input: $i) { id title published views rating publishedAt } }";
+
 pub async fn create_post(s: &Server, input: Value) -> Value {
-    s.data("mutation($i: PostCreateInput!) { createPost(input: $i) { id title published views rating publishedAt } }", json!({ "i": input }))
-        .await["createPost"]
-        .clone()
+    s.data(CREATE_POST, json!({ "i": input })).await["createPost"].clone()
 }
 
 /// Waits up to `within` for `done` to hold (checked every 20 ms); says whether it did.

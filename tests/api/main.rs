@@ -18,6 +18,7 @@ mod layers;
 mod limits;
 mod live;
 mod oracle;
+mod persisted;
 mod playground;
 mod realtime;
 mod revocation;

@@ -166,6 +166,16 @@ impl Ws {
         }
     }
 
+    /// The id of the next `next` message, whichever operation it is for.
+    pub async fn next_payload_of_any(&mut self) -> String {
+        match self.next().await {
+            Frame::Json(v) if v["type"] == "next" => {
+                v["id"].as_str().unwrap_or_default().to_string()
+            }
+            other => panic!("expected next, got {other:?}"),
+        }
+    }
+
     /// Expects operation `id` to fail as graphql-ws's reference server fails a
     /// subscription that cannot start: a `next` whose first error has `code`,
     /// then `complete`.

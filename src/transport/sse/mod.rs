@@ -135,13 +135,15 @@ pub(crate) fn params_of(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
-    limits: &crate::graphql::Limits,
+    app: &Gateway,
 ) -> Result<Params, Response> {
+    let limits = app.limits();
     let params = if method == Method::GET {
         http::params_from_query_string(query, limits)
     } else {
         http::params_from_body(headers, body, limits)
     }
+    .and_then(|mut params| params.resolve(app.persisted()).map(|()| params))
     .map_err(|r: Rejection| r.into_response(Media::Json))?;
     // graphql-over-http: no mutation over GET.
     if method == Method::GET
@@ -182,7 +184,7 @@ pub(crate) async fn prepare(
 ) -> Result<Prepared, Response> {
     let (viewer, identity) = authenticate(app, creds).await?;
     let resume_after = last_event_id(headers)?;
-    let params = params_of(method, headers, query, body, app.limits())?;
+    let params = params_of(method, headers, query, body, app)?;
     Ok(Prepared {
         viewer,
         identity,

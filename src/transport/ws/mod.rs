@@ -229,7 +229,11 @@ impl Connection {
             app.metrics().deliveries.clone(),
         ));
         let mut conn = Connection {
-            machine: Machine::new(proto, realtime.max_subscriptions_per_connection as usize),
+            machine: Machine::new(
+                proto,
+                realtime.max_subscriptions_per_connection as usize,
+                app.persisted().clone(),
+            ),
             app: app.clone(),
             out: out.clone(),
             ops: StreamMap::new(),

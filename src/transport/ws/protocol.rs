@@ -11,6 +11,7 @@
 //!   `connection_terminate`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
 
@@ -36,6 +37,7 @@ impl Proto {
 /// A GraphQL request carried by `subscribe` / `start`.
 pub use crate::app::operation::OpRequest;
 use crate::app::operation::{MAX_IN_FLIGHT, counts_as_subscription, too_many_in_flight};
+use crate::graphql::persisted::{Persisted, PersistedError, requested_id};
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,38 +65,55 @@ pub struct Machine {
     /// (and live queries), never a query or mutation in flight.
     subscriptions: HashSet<String>,
     max_subscriptions: usize,
+    /// Documents requests may name by id.
+    persisted: Arc<Persisted>,
 }
 
 fn frame(v: Json) -> Out {
     Out::Send(v.to_string())
 }
 
-fn parse_request(payload: Option<&Json>) -> Option<OpRequest> {
+/// A subscribe payload: the request (its query empty when it names a persisted
+/// document instead, see `graphql::persisted`) and the id it names, if any.
+fn parse_request(payload: Option<&Json>) -> Option<(OpRequest, Named)> {
     let p = payload?.as_object()?;
-    let query = p.get("query")?.as_str()?.to_string();
     let object = |k: &str| match p.get(k) {
         None | Some(Json::Null) => Some(Map::new()),
         Some(Json::Object(m)) => Some(m.clone()),
         Some(_) => None,
+    };
+    let extensions = object("extensions")?;
+    let named = requested_id(&extensions, p.get("documentId"));
+    let query = match p.get("query") {
+        Some(Json::String(q)) => q.clone(),
+        None | Some(Json::Null) if !matches!(named, Ok(None)) => String::new(),
+        _ => return None,
     };
     let operation_name = match p.get("operationName") {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(s.clone()),
         Some(_) => return None,
     };
-    Some(OpRequest {
-        query,
-        operation_name,
-        variables: object("variables")?,
-        extensions: object("extensions")?,
-    })
+    Some((
+        OpRequest {
+            query,
+            operation_name,
+            variables: object("variables")?,
+            extensions,
+        },
+        named,
+    ))
 }
+
+/// The persisted document a request names, if any.
+type Named = Result<Option<String>, PersistedError>;
 
 impl Machine {
     /// A fresh connection allowing `max_subscriptions` concurrent subscriptions
     /// (queries and mutations run beside them, whatever their number).
-    pub fn new(proto: Proto, max_subscriptions: usize) -> Machine {
+    pub fn new(proto: Proto, max_subscriptions: usize, persisted: Arc<Persisted>) -> Machine {
         Machine {
+            persisted,
             proto,
             init_received: false,
             acked: false,
@@ -239,7 +258,15 @@ impl Machine {
         }
     }
 
-    fn start(&mut self, id: String, request: OpRequest) -> Vec<Out> {
+    fn start(&mut self, id: String, (mut request, named): (OpRequest, Named)) -> Vec<Out> {
+        match named.and_then(|named| self.persisted.resolve(&request.query, named.as_deref())) {
+            Ok(text) => {
+                if *text != *request.query {
+                    request.query = text.to_string();
+                }
+            }
+            Err(e) => return vec![self.error_frame(&id, vec![e.to_json()])],
+        }
         let subscription = counts_as_subscription(&request);
         if subscription {
             if self.subscriptions.len() >= self.max_subscriptions {
@@ -369,7 +396,7 @@ mod tests {
     }
 
     fn acked(proto: Proto) -> Machine {
-        let mut m = Machine::new(proto, 2);
+        let mut m = Machine::new(proto, 2, Default::default());
         assert!(matches!(
             m.on_text(r#"{"type":"connection_init"}"#).as_slice(),
             [Out::Authenticate(_)]
@@ -414,7 +441,7 @@ mod tests {
 
     #[test]
     fn close_codes() {
-        let mut m = Machine::new(Proto::TransportWs, 10);
+        let mut m = Machine::new(Proto::TransportWs, 10, Default::default());
         assert_eq!(
             m.on_text(&sub("1")),
             vec![Out::Close(4401, "Unauthorized".into())]
@@ -560,7 +587,7 @@ mod tests {
 
     #[test]
     fn legacy() {
-        let mut m = Machine::new(Proto::Legacy, 5);
+        let mut m = Machine::new(Proto::Legacy, 5, Default::default());
         m.on_text(r#"{"type":"connection_init","payload":{"token":"t"}}"#);
         let ack = m.accepted();
         assert_eq!(ack.len(), 2, "ack and a first ka");
