@@ -25,6 +25,11 @@ const config: CodegenConfig = {
       presetConfig: {
         // No fragment masking: the example reads every field it selects directly.
         fragmentMasking: false,
+        // Writes src/gql/persisted-documents.json (document hash -> text) and
+        // puts each hash in its document (`__meta__.hash`): the client sends the
+        // hash alone, and `livegate serve --persisted-documents ... --only-persisted`
+        // runs these documents and nothing else.
+        persistedDocuments: true,
       },
     },
   },

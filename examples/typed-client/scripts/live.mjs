@@ -27,6 +27,10 @@ const args = [
   '--listen', '127.0.0.1:0',
   '--app', path.join(REPO, 'schema', 'app.toml'),
   '--database-url', `sqlite://${path.join(dir, 'live.db')}`,
+  // The manifest `npm run codegen` wrote: the client sends hashes, and the server
+  // runs these documents and nothing else, as in production.
+  '--persisted-documents', path.join(EXAMPLE, 'src', 'gql', 'persisted-documents.json'),
+  '--only-persisted',
 ];
 
 // The temp folder is the server's working directory, so nothing it writes stays.

@@ -4,7 +4,7 @@
 // data it gets back, so no call site names a type by hand.
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print, type DocumentNode, type GraphQLFormattedError } from 'graphql';
-import type { Client } from 'graphql-ws';
+import type { Client, SubscribePayload } from 'graphql-ws';
 
 type Variables = Record<string, unknown>;
 
@@ -17,6 +17,21 @@ export class GraphQLResponseError extends Error {
     const codes = errors.map((e) => `${e.message} (${String(e.extensions?.['code'] ?? 'no code')})`);
     super(`${operation}: ${codes.join('; ')}`);
   }
+}
+
+/** The hash codegen gave `doc` (`persistedDocuments: true`), if any. */
+function persistedHash(doc: DocumentNode): string | undefined {
+  const meta = (doc as { __meta__?: { hash?: unknown } }).__meta__;
+  return typeof meta?.hash === 'string' ? meta.hash : undefined;
+}
+
+/**
+ * What names `doc` in a request: its hash when codegen persisted it (the server
+ * then needs the manifest, `--persisted-documents`), else its text.
+ */
+function documentOf(doc: DocumentNode): { query: string } | { documentId: string } {
+  const hash = persistedHash(doc);
+  return hash === undefined ? { query: print(doc) } : { documentId: hash };
 }
 
 function operationName(doc: DocumentNode): string {
@@ -40,7 +55,7 @@ export async function request<TData, TVariables extends Variables>(
       accept: 'application/graphql-response+json',
       ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
     },
-    body: JSON.stringify({ query: print(doc), variables }),
+    body: JSON.stringify({ ...documentOf(doc), variables }),
   });
   const body = (await res.json()) as { data?: TData | null; errors?: GraphQLFormattedError[] };
   if (body.errors !== undefined && body.errors.length > 0) {
@@ -64,8 +79,11 @@ export function subscribe<TData, TVariables extends Variables>(
   onError: (error: unknown) => void,
 ): () => void {
   const name = operationName(doc);
+  // graphql-ws insists on a `query` string: with a persisted document, an empty
+  // one beside its `documentId` (livegate takes the id's text).
+  const payload = { query: '', ...documentOf(doc), variables } as SubscribePayload;
   return client.subscribe<TData>(
-    { query: print(doc), variables },
+    payload,
     {
       next: (result) => {
         if (result.errors !== undefined && result.errors.length > 0) {
