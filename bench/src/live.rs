@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -102,18 +102,13 @@ pub async fn live(
     let started = crate::client::now_nanos();
     let mutation = send_events_noting(target.clone(), events, rate, Some(sent.clone())).await?;
     let expected = subscribers * events;
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let mut last = (0, Instant::now());
-    while tally.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = tally.received.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(5) {
-            break;
-        }
-    }
-    let received = tally.received.load(Ordering::Relaxed);
+    let received = tally
+        .wait_for(
+            expected,
+            Duration::from_secs(timeout),
+            Duration::from_secs(5),
+        )
+        .await;
     let cpu = match (cpu_before, target.pid.and_then(cpu_seconds)) {
         (Some(a), Some(b)) if b > a => Some(b - a),
         _ => None,

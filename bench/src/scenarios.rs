@@ -75,6 +75,28 @@ impl Tally {
         all
     }
 
+    /// Waits until `expected` results arrived, `timeout` passed, or none
+    /// arrived for `stalled`; the number received.
+    pub(crate) async fn wait_for(
+        &self,
+        expected: usize,
+        timeout: Duration,
+        stalled: Duration,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut last = (0, Instant::now());
+        while self.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.received.load(Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > stalled {
+                break;
+            }
+        }
+        self.received.load(Ordering::Relaxed)
+    }
+
     /// Starts counting and timing afresh (a scenario's next phase).
     pub(crate) fn reset(&self) {
         self.received.store(0, Ordering::SeqCst);
@@ -327,18 +349,13 @@ pub async fn fanout(
     let started = now_nanos();
     let mutation = send_events(target.clone(), events, rate).await?;
     let expected = subscribers * events;
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let mut last = (0, Instant::now());
-    while tally.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = tally.received.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-    }
-    let received = tally.received.load(Ordering::Relaxed);
+    let received = tally
+        .wait_for(
+            expected,
+            Duration::from_secs(timeout),
+            Duration::from_secs(10),
+        )
+        .await;
     // Server CPU per delivery does not depend on how the writes interleave with
     // the fan-out, which moves the wall-clock figure from run to run.
     let cpu = match (cpu_before, target.pid.and_then(cpu_seconds)) {

@@ -521,16 +521,12 @@ fn claim_query(trigger: &str, n: u64, lease_ms: i64, now: i64, lease_id: &str) -
         .value("lease_id", lease_id)
         .value("updated_ms", now)
         .and_where(Expr::col("id").in_subquery(due))
-        .returning(Query::returning().columns([
-            "id",
-            "seq",
-            "body",
-            "attempts",
-            "account_id",
-            "lease_id",
-        ]))
+        .returning(Query::returning().columns(CLAIMED_COLUMNS))
         .to_owned()
 }
+
+/// What a claim returns of each delivery: what [`claimed_from`] reads.
+const CLAIMED_COLUMNS: [&str; 6] = ["id", "seq", "body", "attempts", "account_id", "lease_id"];
 
 /// The deliveries a claim returned, oldest first.
 fn claimed_from(rows: &[QueryResult]) -> Result<Vec<Claimed>, StoreError> {

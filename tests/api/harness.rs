@@ -405,6 +405,26 @@ impl Server {
             .expect("metrics text")
     }
 
+    /// The value of the unlabelled metric `name` on /metrics (panics if absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
+    /// Whether metric `name` comes to equal `value` within 5 s (it may be
+    /// updated after the request that changes it answers).
+    pub async fn metric_becomes(&self, name: &str, value: f64) -> bool {
+        for _ in 0..250 {
+            if self.metric(name).await == value {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// POSTs a GraphQL request as the default admin; returns the JSON body (any status).
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
         self.gql_as(Some(&self.token), query, variables).await

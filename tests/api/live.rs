@@ -11,16 +11,9 @@ use crate::harness::{Db, EXAMPLE_APP, Server, create_post};
 use crate::sseclient::Sse;
 use crate::wsclient::{Frame, Ws};
 
-/// The value of the `/metrics` sample named exactly `name`.
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
+/// Live query runs so far.
 async fn runs(s: &Server) -> f64 {
-    metric(s, "livegate_live_query_runs_total").await
+    s.metric("livegate_live_query_runs_total").await
 }
 
 /// Waits until the live query runs counted reach `n` (the run after a change
@@ -143,7 +136,7 @@ async fn a_live_query_is_resent_when_and_only_when_its_result_changes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     create_post(&s, json!({ "title": "c", "published": true })).await;
     ws.silent_for(Duration::from_millis(300)).await;
-    assert_eq!(metric(&s, "livegate_live_query_cohorts").await, 0.0);
+    assert!(s.metric_becomes("livegate_live_query_cohorts", 0.0).await);
     s.stop().await;
     db.drop_db().await;
 }
@@ -174,7 +167,7 @@ async fn identical_live_queries_share_one_run_and_viewers_see_their_own_rows() {
     bobs.subscribe("p", query, json!({})).await;
     bobs.next_payload("p").await;
     assert_eq!(runs_reach(&s, 2.0).await, 2.0, "one run per cohort");
-    assert_eq!(metric(&s, "livegate_live_query_cohorts").await, 2.0);
+    assert_eq!(s.metric("livegate_live_query_cohorts").await, 2.0);
 
     // Ann's private note, pinned publicly: Bob sees the pin, not the note.
     let note = s
@@ -405,7 +398,7 @@ async fn anonymous_viewers_share_a_cohort_and_variables_separate_cohorts() {
         );
         sockets.push(ws);
     }
-    assert_eq!(metric(&s, "livegate_live_query_cohorts").await, 2.0);
+    assert_eq!(s.metric("livegate_live_query_cohorts").await, 2.0);
     assert_eq!(runs_reach(&s, 2.0).await, 2.0);
     create_post(&s, json!({ "title": "apple" })).await;
     for ws in &mut sockets[..3] {
@@ -418,16 +411,8 @@ async fn anonymous_viewers_share_a_cohort_and_variables_separate_cohorts() {
     for ws in sockets.drain(..3) {
         ws.abort().await;
     }
-    let mut ended = false;
-    for _ in 0..50 {
-        if metric(&s, "livegate_live_query_cohorts").await == 1.0 {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        ended,
+        s.metric_becomes("livegate_live_query_cohorts", 1.0).await,
         "the cohort of the three closed sockets is still running"
     );
     s.stop().await;

@@ -39,15 +39,6 @@ fn message(body: &Value) -> &str {
     body["errors"][0]["message"].as_str().unwrap_or_default()
 }
 
-/// The value of the `/metrics` sample named exactly `name` (fails the test when
-/// there is none).
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 #[tokio::test]
 async fn sign_up_is_rate_limited_per_address() {
     let db = Db::fresh().await;
@@ -91,7 +82,7 @@ async fn a_taken_email_or_account_is_refused_without_hashing() {
     let s = Server::start(&db, EXAMPLE_APP).await;
     let first = sign_up(&s, "ada@example.com", Some("acme")).await;
     assert_eq!(code(&first), "none", "{first}");
-    let hashed = metric(&s, "livegate_password_hashes_total").await;
+    let hashed = s.metric("livegate_password_hashes_total").await;
     assert_eq!(hashed, 1.0, "one sign-up, one hash");
     for again in ["ada@example.com", " ADA@Example.com"] {
         let taken = sign_up(&s, again, None).await;
@@ -102,7 +93,7 @@ async fn a_taken_email_or_account_is_refused_without_hashing() {
     assert_eq!(code(&slug), "CONFLICT", "{slug}");
     assert!(message(&slug).contains("\"acme\" already exists"), "{slug}");
     assert_eq!(
-        metric(&s, "livegate_password_hashes_total").await,
+        s.metric("livegate_password_hashes_total").await,
         hashed,
         "refused sign-ups cost no hash"
     );
@@ -139,16 +130,16 @@ async fn only_a_bounded_number_of_hashes_run_at_once() {
         busy[0]
     );
     assert_eq!(
-        metric(&s, "livegate_password_hashes_refused_total").await,
+        s.metric("livegate_password_hashes_refused_total").await,
         busy.len() as f64
     );
     assert_eq!(
-        metric(&s, "livegate_password_hashes_total").await,
+        s.metric("livegate_password_hashes_total").await,
         ok as f64,
         "each sign-up that got through hashed once; the refused ones did not"
     );
-    assert_eq!(metric(&s, "livegate_password_hashes_running").await, 0.0);
-    assert_eq!(metric(&s, "livegate_password_hashes_waiting").await, 0.0);
+    assert_eq!(s.metric("livegate_password_hashes_running").await, 0.0);
+    assert_eq!(s.metric("livegate_password_hashes_waiting").await, 0.0);
 
     // Sign-in checks a password too, through the same bound.
     let email = answers
@@ -165,7 +156,7 @@ async fn only_a_bounded_number_of_hashes_run_at_once() {
         .await;
     assert_eq!(code(&signed_in), "none", "{signed_in}");
     assert_eq!(
-        metric(&s, "livegate_password_hashes_total").await,
+        s.metric("livegate_password_hashes_total").await,
         ok as f64 + 1.0
     );
     s.stop().await;
