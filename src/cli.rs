@@ -34,6 +34,13 @@ pub struct Cli {
     /// pipelines (one JSON object a line: timestamp, level, target, fields).
     #[arg(long, global = true, env = "LIVEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export OpenTelemetry traces (a span per GraphQL operation over HTTP and
+    /// per webhook attempt) to this OTLP/HTTP collector, e.g.
+    /// `http://localhost:4318` (`/v1/traces` is added). Off by default. The
+    /// standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS,
+    /// OTEL_TRACES_SAMPLER, ...) apply.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
 }
 
 /// How log lines are written (`--log-format`).

@@ -19,6 +19,7 @@
 //! | 2 | [`schema_diff`] | `schema --diff`: breaking / dangerous / safe changes between two SDLs |
 //! | 1 | [`catalog`] | the app file parsed and validated into an immutable catalog |
 //! | 1 | [`metrics`] | Prometheus metrics held in the app state |
+//! | 1 | [`telemetry`] | OpenTelemetry traces: the export pipeline and following a caller's `traceparent` |
 //! | 0 | [`values`] | rows and typed scalars shared by store and GraphQL |
 
 pub mod access;
@@ -32,6 +33,7 @@ pub mod realtime;
 pub mod schema_diff;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod transport;
 pub mod triggers;
 pub mod values;

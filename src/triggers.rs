@@ -258,8 +258,24 @@ async fn run(store: Store, armed: Arc<Armed>, metrics: TriggerMetrics) {
     }
 }
 
-/// One attempt of a claimed delivery, and how it ended.
+/// One attempt of a claimed delivery, and how it ended; a client span when
+/// traces are exported (never with the URL, which may hold credentials).
 async fn attempt(armed: &Armed, metrics: &TriggerMetrics, c: Claimed) -> (Claimed, Outcome) {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "webhook",
+        otel.name = format!("webhook {}", armed.trigger.name),
+        otel.kind = "client",
+        livegate.trigger = %armed.trigger.name,
+        livegate.delivery.attempt = c.attempt,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    attempt_once(armed, metrics, c).instrument(span).await
+}
+
+async fn attempt_once(armed: &Armed, metrics: &TriggerMetrics, c: Claimed) -> (Claimed, Outcome) {
     let t = &armed.trigger;
     // Stable across attempts (and instances): receivers drop duplicates by it.
     let id = format!("evt_{}_{}", c.seq, t.name);
@@ -294,6 +310,17 @@ async fn attempt(armed: &Armed, metrics: &TriggerMetrics, c: Claimed) -> (Claime
         }
         Err(e) => Err((None, format!("cannot sign: {e}"))),
     };
+    let span = tracing::Span::current();
+    match &answer {
+        Ok(status) | Err((Some(status), _)) => {
+            span.record("http.response.status_code", status);
+        }
+        Err((None, _)) => {}
+    }
+    span.record(
+        "otel.status_code",
+        if answer.is_ok() { "OK" } else { "ERROR" },
+    );
     let (outcome, label) = match answer {
         Ok(status) => (
             Outcome::Delivered {

@@ -344,7 +344,38 @@ fn not_acceptable() -> Response {
     )
 }
 
+/// Runs a GraphQL request, in a span of its own when traces are exported (see
+/// `crate::telemetry`): named by the operation, never with its variables.
 async fn execute(
+    app: Gateway,
+    media: Media,
+    params: Params,
+    via_get: bool,
+    headers: &HeaderMap,
+    query_string: Option<&str>,
+    peer: SocketAddr,
+) -> Response {
+    use tracing::Instrument;
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "graphql",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        graphql.operation.type = Empty,
+        graphql.operation.name = Empty,
+        http.request.method = if via_get { "GET" } else { "POST" },
+    );
+    if !span.is_disabled() {
+        crate::telemetry::follow(&span, headers);
+    }
+    execute_in_span(app, media, params, via_get, headers, query_string, peer)
+        .instrument(span)
+        .await
+}
+
+async fn execute_in_span(
     app: Gateway,
     media: Media,
     mut params: Params,
@@ -432,6 +463,25 @@ async fn execute(
         Some(OperationType::Subscription) => OpKind::subscription,
         None => OpKind::invalid,
     };
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        let ty = match op {
+            Some(OperationType::Query) => "query",
+            Some(OperationType::Mutation) => "mutation",
+            Some(OperationType::Subscription) => "subscription",
+            None => "GraphQL operation",
+        };
+        span.record("graphql.operation.type", ty);
+        match &params.operation_name {
+            Some(name) => {
+                span.record("graphql.operation.name", name.as_str());
+                span.record("otel.name", format!("{ty} {name}"));
+            }
+            None => {
+                span.record("otel.name", ty);
+            }
+        }
+    }
     if via_get && op == Some(OperationType::Mutation) {
         app.metrics().observe(kind, false, started.elapsed());
         let mut resp = bad_request(
@@ -451,8 +501,9 @@ async fn execute(
         app.schema(),
         params.operation_name.as_deref(),
     );
-    app.metrics()
-        .observe(kind, body.get("errors").is_none(), started.elapsed());
+    let ok = body.get("errors").is_none();
+    app.metrics().observe(kind, ok, started.elapsed());
+    tracing::Span::current().record("otel.status_code", if ok { "OK" } else { "ERROR" });
     respond(media, body, is_request_error)
 }
 

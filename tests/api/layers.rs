@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("values", 0),
     ("catalog", 1),
     ("metrics", 1),
+    ("telemetry", 1),
     ("access", 2),
     ("schema_diff", 2),
     ("store", 3),

@@ -27,6 +27,7 @@ mod sign_up;
 mod sse;
 mod sseclient;
 mod system_events;
+mod telemetry;
 mod triggers;
 mod validation;
 mod wsclient;
