@@ -103,6 +103,16 @@ impl KeySet {
         if !matches!(parsed.scheme(), "https" | "http") {
             anyhow::bail!("--jwt-jwks-url must be an http(s) URL, not {url:?}");
         }
+        let host = parsed.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if parsed.scheme() == "http" && !loopback {
+            // Whoever can alter the answer can sign tokens livegate accepts.
+            tracing::warn!(url = %url, "--jwt-jwks-url is plain http: use https outside a private network");
+        }
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(5))
