@@ -217,6 +217,7 @@ pub fn build_schema(
     builder = builder.register(delivery_status).register(delivery);
     query = query
         .field(auth::me_field())
+        .field(subscriptions::cursor_field())
         .field(rooms::members_field(catalog))
         .field(triggers::deliveries_field());
     for f in auth::mutation_fields() {

@@ -125,6 +125,23 @@ fn with_cursor_and_at(obj: Object) -> Object {
     ))
 }
 
+/// `Query.cursor`: where the change feeds stand now. Everything at or below
+/// it is settled in the log (see `Store::published_seq`), so a subscription
+/// with `after` set to it misses nothing committed since it was read.
+pub fn cursor_field() -> Field {
+    Field::new("cursor", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+        super::errors::resolve(ctx.path_node, async move {
+            let rc = request_ctx(&ctx)?;
+            Ok(Some(FieldValue::value(Value::from(
+                rc.store.published_seq().to_string(),
+            ))))
+        })
+    })
+    .description(
+        "Where the change feeds stand now. Read it before you subscribe and pass it as `after`: you receive every change from this moment on, even when the connection drops before the first one arrives.",
+    )
+}
+
 fn after_arg(ctx: &ResolverContext<'_>) -> Result<Option<i64>, ApiError> {
     match ctx.args.get("after").filter(|v| !v.is_null()) {
         Some(v) => {

@@ -1030,3 +1030,55 @@ async fn groups_go_with_their_last_member() {
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_cursor_read_before_subscribing_misses_nothing_written_before_the_subscription_starts() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    create_post(&s, json!({ "title": "before the cursor" })).await;
+    // A client reads where the feeds stand, then loses its connection before
+    // its subscription starts; writes land meanwhile, from several writers.
+    let cursor = s.data("{ cursor }", json!({})).await["cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_string();
+    let writers: Vec<_> = ["gap 0", "gap 1", "gap 2"]
+        .into_iter()
+        .map(|prefix| writer(&s, prefix, 5, Duration::ZERO))
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.subscribe(
+        "r",
+        "subscription($a: String) { postChanged(after: $a) { cursor record { title } } }",
+        json!({ "a": cursor }),
+    )
+    .await;
+    let got = collect(&mut ws, "r", 15).await;
+    let mut titles: Vec<String> = got
+        .iter()
+        .map(|p| {
+            p["data"]["postChanged"]["record"]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    titles.sort();
+    let mut expected: Vec<String> = (0..3)
+        .flat_map(|w| (0..5).map(move |i| format!("gap {w} {i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        titles, expected,
+        "every write after the cursor, none before"
+    );
+    ws.silent_for(Duration::from_millis(200)).await;
+    // Anonymous viewers may read it too; it is a position, not data.
+    let anon = s.gql_as(None, "{ cursor }", json!({})).await;
+    assert!(anon["data"]["cursor"].is_string(), "{anon}");
+    s.stop().await;
+    db.drop_db().await;
+}
