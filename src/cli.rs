@@ -38,8 +38,8 @@ pub struct Cli {
     /// per webhook attempt) to this OTLP/HTTP collector, e.g.
     /// `http://localhost:4318` (`/v1/traces` is added). Off by default. The
     /// standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS,
-    /// OTEL_TRACES_SAMPLER, ...) apply.
-    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    /// OTEL_TRACES_SAMPLER, ...) apply once it is on.
+    #[arg(long, global = true, env = "LIVEGATE_OTEL_ENDPOINT")]
     pub otel_endpoint: Option<String>,
 }
 

@@ -157,7 +157,7 @@ async fn prepare_with_triggers(config: &Config) -> anyhow::Result<(Gateway, Vec<
     let persisted = Persisted::load(
         config.persisted_documents.as_deref(),
         config.only_persisted,
-        config.limits.max_document_bytes,
+        &config.limits,
     )?;
     if config.persisted_documents.is_some() {
         tracing::info!(

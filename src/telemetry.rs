@@ -1,6 +1,7 @@
 //! OpenTelemetry traces (`--otel-endpoint`): a span per GraphQL operation
-//! over HTTP and per operation started on a WebSocket or SSE stream, and per
-//! webhook attempt, exported over OTLP/HTTP (protobuf) in batches.
+//! over HTTP and per webhook attempt, exported over OTLP/HTTP (protobuf) in
+//! batches. (Operations on WebSocket and SSE streams have none: a span that
+//! lasts as long as a subscription tells little.)
 //!
 //! Spans are `tracing` spans of target [`TARGET`], turned into OpenTelemetry
 //! spans by `tracing-opentelemetry`. Without `--otel-endpoint` no subscriber

@@ -7,8 +7,11 @@
 //!   `kid`s therefore cost one request per 30 s, not one per token.
 //! - The set is also refetched every [`REFRESH_EVERY`], so a key the provider
 //!   withdraws stops being accepted.
-//! - A fetch that fails (the URL is down, the answer is not a key set) keeps
-//!   the last good set serving.
+//! - A fetch that fails (the URL is down or answers an error, the answer is
+//!   not JSON or has no `keys` array) keeps the last good set serving. A key
+//!   set that is read replaces the cached one whatever it holds: a provider
+//!   that withdraws every key (or publishes only keys livegate cannot use)
+//!   gets every token refused.
 //!
 //! Each key is tied to one algorithm: its `alg` when the set names one, else the
 //! usual one of its type (RSA: RS256, EC P-256: ES256, P-384: ES384, Ed25519:
@@ -16,6 +19,7 @@
 //! keys for encryption (`use: enc`) are skipped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,8 @@ use serde_json::Value as Json;
 pub const REFETCH_EVERY: Duration = Duration::from_secs(30);
 /// How often the set is refetched anyway.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
+/// Longest wait for the first fetch before the server starts anyway.
+const START_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait for the key set's URL.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest key set read, in bytes.
@@ -70,6 +76,8 @@ impl Keys {
 /// A cached key set and how to refetch it.
 pub struct KeySet {
     url: String,
+    /// The URL as logged: no credentials, no query.
+    shown: String,
     client: reqwest::Client,
     keys: RwLock<Arc<Keys>>,
     /// When an unknown `kid` last made a fetch (the fetches at start and every
@@ -80,13 +88,8 @@ pub struct KeySet {
     /// [`REFETCH_EVERY`] and [`REFRESH_EVERY`], unless a test shortens them.
     refetch_every: Duration,
     refresh_every: Duration,
-}
-
-/// What [`KeySet::pick`] found.
-pub(super) enum Picked {
-    Key(Arc<Key>),
-    /// No key has this `kid` (or, without a `kid`, no single key has this algorithm).
-    Unknown,
+    /// Whether a fetch has ended (well or not) since start.
+    fetched: AtomicBool,
 }
 
 impl KeySet {
@@ -109,55 +112,75 @@ impl KeySet {
                 .trim_matches(|c| c == '[' || c == ']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
+        // Logged without credentials or query, which it may hold.
+        let shown = format!("{}://{}{}", parsed.scheme(), host, parsed.path());
         if parsed.scheme() == "http" && !loopback {
             // Whoever can alter the answer can sign tokens livegate accepts.
-            tracing::warn!(url = %url, "--jwt-jwks-url is plain http: use https outside a private network");
+            tracing::warn!(url = %shown, "--jwt-jwks-url is plain http: use https outside a private network");
         }
+        // A few redirects, never from https down to http.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if attempt.url().scheme() != "https"
+                && attempt.previous().iter().any(|u| u.scheme() == "https")
+            {
+                attempt.error("a redirect from https to plain http")
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(redirects)
             .user_agent(concat!("livegate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(KeySet {
             url,
+            shown,
             client,
             keys: RwLock::new(Arc::new(Keys::default())),
             last_on_demand: tokio::sync::Mutex::new(None),
             validation: Box::new(validation),
             refetch_every,
             refresh_every,
+            fetched: AtomicBool::new(false),
         })
     }
 
-    /// Fetches the set once (a failure is logged and the server starts
-    /// anyway: the first token refetches) and refreshes it every
-    /// [`REFRESH_EVERY`] while the set is in use.
+    /// Fetches the set, waiting at most [`START_WAIT`] for it (a slow or
+    /// failed fetch is logged and the server starts anyway: the fetch goes on,
+    /// and the first token with an unknown `kid` refetches), then refreshes it
+    /// every [`REFRESH_EVERY`] while the set is in use.
     pub async fn start(self: &Arc<Self>) {
-        self.refetch(false).await;
         let weak: Weak<KeySet> = Arc::downgrade(self);
         let every = self.refresh_every;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
                 let Some(set) = weak.upgrade() else { return };
                 set.refetch(false).await;
+                drop(set);
+                tokio::time::sleep(every).await;
             }
         });
+        let started = Instant::now();
+        while started.elapsed() < START_WAIT && !self.fetched.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
-    /// The key for a token whose header names `kid` and `alg`; an unknown one
-    /// refetches the set first, when the last try is old enough.
-    pub(super) async fn pick(&self, kid: Option<&str>, alg: Algorithm) -> Picked {
+    /// The key for a token whose header names `kid` and `alg` (none: no key
+    /// has this `kid`, or without a `kid` no single key has this algorithm);
+    /// an unknown one refetches the set first, when the last such refetch is
+    /// old enough.
+    pub(super) async fn pick(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {
         if let Some(key) = self.cached(kid, alg) {
-            return Picked::Key(key);
+            return Some(key);
         }
         // Whether this call fetched or waited for another's fetch, the set
         // may now hold the key.
         self.refetch(true).await;
-        match self.cached(kid, alg) {
-            Some(key) => Picked::Key(key),
-            None => Picked::Unknown,
-        }
+        self.cached(kid, alg)
     }
 
     fn cached(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {
@@ -172,17 +195,24 @@ impl KeySet {
     /// unknown `kid`) fetches only when the last such fetch is at least
     /// [`REFETCH_EVERY`] old.
     async fn refetch(&self, on_demand: bool) {
-        let mut last_on_demand = self.last_on_demand.lock().await;
-        if on_demand {
-            if last_on_demand.is_some_and(|at| at.elapsed() < self.refetch_every) {
+        // On demand, one fetch at a time (others wait for it and look again);
+        // the refresh runs apart, never holding them up.
+        let _turn = if on_demand {
+            let mut last = self.last_on_demand.lock().await;
+            if last.is_some_and(|at| at.elapsed() < self.refetch_every) {
                 return;
             }
-            *last_on_demand = Some(Instant::now());
-        }
-        match self.fetch().await {
+            *last = Some(Instant::now());
+            Some(last)
+        } else {
+            None
+        };
+        let fetched = self.fetch().await;
+        self.fetched.store(true, Ordering::Release);
+        match fetched {
             Ok(keys) => {
                 tracing::info!(
-                    url = %self.url,
+                    url = %self.shown,
                     keys = keys.by_kid.len() + keys.unnamed.len(),
                     "fetched the identity provider's key set"
                 );
@@ -193,18 +223,27 @@ impl KeySet {
                 }
             }
             Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "cannot fetch the identity provider's key set; the last good one keeps serving");
+                tracing::warn!(url = %self.shown, error = %e, "cannot fetch the identity provider's key set; the last good one keeps serving");
             }
         }
     }
 
     async fn fetch(&self) -> anyhow::Result<Keys> {
-        let mut response = self.client.get(&self.url).send().await?;
+        let mut response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
         if !response.status().is_success() {
             anyhow::bail!("the URL answered {}", response.status());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?
+        {
             if body.len() + chunk.len() > MAX_SET_BYTES {
                 anyhow::bail!("the key set is larger than {MAX_SET_BYTES} bytes");
             }
@@ -228,7 +267,7 @@ impl KeySet {
             }
         }
         if keys.by_kid.is_empty() && keys.unnamed.is_empty() {
-            anyhow::bail!("the key set holds no usable signing key");
+            tracing::warn!(url = %self.shown, "the identity provider's key set holds no signing key livegate can use: every token it signs is refused");
         }
         Ok(keys)
     }

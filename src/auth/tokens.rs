@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::AuthError;
-use super::jwks::{KeySet, Picked};
+use super::jwks::KeySet;
 use crate::access::Role;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
@@ -251,23 +251,26 @@ impl Tokens {
             Some(alg) => AuthError::Algorithm(alg),
             None => AuthError::Malformed("not a JWT".into()),
         })?;
-        let pem = || self.verifiers.iter().find(|(alg, _, _)| *alg == header.alg);
-        let data = match (&self.key_set, pem()) {
-            (Some(set), found)
-                if header.alg != Algorithm::HS256 && (header.kid.is_some() || found.is_none()) =>
-            {
-                match set.pick(header.kid.as_deref(), header.alg).await {
-                    Picked::Key(key) if key.alg == header.alg => {
-                        decode_claims(token, &key.key, &key.validation, header.alg)?
-                    }
-                    Picked::Key(_) => {
-                        return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
-                    }
-                    Picked::Unknown => return Err(AuthError::UnknownKey),
-                }
+        let pem = self.verifiers.iter().find(|(alg, _, _)| *alg == header.alg);
+        // Which key checks a token: HS256 always the secret. Other algorithms:
+        // with a key set, the key its `kid` names (without a `kid`, the set's
+        // one key of its algorithm); a token the set has no key for falls back
+        // to the PEM key of its algorithm, if any (a provider's tokens carry a
+        // `kid` whichever way livegate knows its key).
+        let from_set = match &self.key_set {
+            Some(set) if asymmetric(header.alg) && (header.kid.is_some() || pem.is_none()) => {
+                Some(set.pick(header.kid.as_deref(), header.alg).await)
             }
+            _ => None,
+        };
+        let data = match (from_set, pem) {
+            (Some(Some(key)), _) if key.alg == header.alg => {
+                decode_claims(token, &key.key, &key.validation, header.alg)?
+            }
+            (Some(Some(_)), _) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
             (_, Some((_, key, validation))) => decode_claims(token, key, validation, header.alg)?,
-            (_, None) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
+            (Some(None), None) => return Err(AuthError::UnknownKey),
+            (None, None) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
         };
         let claims = data.claims;
         let text = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_string);
@@ -303,6 +306,11 @@ impl Tokens {
             expires_at: DateTime::from_timestamp(exp, 0).unwrap_or_else(Utc::now),
         })
     }
+}
+
+/// Whether `alg` is a public-key algorithm (the only kind a key set serves).
+fn asymmetric(alg: Algorithm) -> bool {
+    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// The claims of `token`, checked with `key` and `validation`.

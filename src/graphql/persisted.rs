@@ -142,8 +142,11 @@ pub struct Persisted {
     only: bool,
     /// Documents registered by automatic persisted queries, by hash.
     registered: Cache<String, Arc<str>, ByText>,
-    /// The longest document registered, in bytes.
+    /// What a document must pass to be registered or loaded (its size and
+    /// nesting, see [`super::guard::document`]): a stored text is parsed
+    /// later with no other check, and the parser recurses on nesting.
     max_document_bytes: usize,
+    max_nesting: usize,
 }
 
 impl std::fmt::Debug for Persisted {
@@ -158,7 +161,8 @@ impl std::fmt::Debug for Persisted {
 
 impl Default for Persisted {
     fn default() -> Self {
-        Persisted::new(HashMap::new(), false, usize::MAX)
+        let limits = super::Limits::default();
+        Persisted::new(HashMap::new(), false, &limits)
     }
 }
 
@@ -167,15 +171,21 @@ fn bare(id: &str) -> &str {
 }
 
 impl Persisted {
-    fn new(manifest: HashMap<String, Arc<str>>, only: bool, max_document_bytes: usize) -> Self {
+    fn new(manifest: HashMap<String, Arc<str>>, only: bool, limits: &super::Limits) -> Self {
         let manifest_texts = manifest.values().cloned().collect();
         Persisted {
             manifest,
             manifest_texts,
             only,
             registered: Cache::with_weighter(1024, REGISTERED_BYTES, ByText),
-            max_document_bytes,
+            max_document_bytes: limits.max_document_bytes,
+            max_nesting: limits.max_nesting,
         }
+    }
+
+    /// Whether `text` passes the document guard (size and nesting).
+    fn passes_guard(&self, text: &str) -> Result<(), String> {
+        super::guard::document(text, self.max_document_bytes, self.max_nesting).map_err(|e| e.0)
     }
 
     /// Persisted documents from the manifest at `path` (if any); `only` refuses
@@ -184,15 +194,16 @@ impl Persisted {
     pub fn load(
         path: Option<&Path>,
         only: bool,
-        max_document_bytes: usize,
+        limits: &super::Limits,
     ) -> anyhow::Result<Persisted> {
         let Some(path) = path else {
             anyhow::ensure!(
                 !only,
                 "--only-persisted needs --persisted-documents: the manifest of the documents allowed"
             );
-            return Ok(Persisted::new(HashMap::new(), false, max_document_bytes));
+            return Ok(Persisted::new(HashMap::new(), false, limits));
         };
+        let empty = Persisted::new(HashMap::new(), false, limits);
         let named = || format!("--persisted-documents {}", path.display());
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", named()))?;
@@ -204,12 +215,22 @@ impl Persisted {
             let Json::String(document) = document else {
                 anyhow::bail!("{}: the document of id {id:?} is not a string", named());
             };
+            if let Err(e) = empty.passes_guard(&document) {
+                anyhow::bail!("{}: the document of id {id:?} is refused: {e}", named());
+            }
             if let Err(e) = async_graphql::parser::parse_query(&document) {
                 anyhow::bail!("{}: the document of id {id:?} does not parse: {e}", named());
             }
-            manifest.insert(bare(&id).to_string(), Arc::from(document));
+            let document: Arc<str> = Arc::from(document);
+            match manifest.insert(bare(&id).to_string(), document.clone()) {
+                Some(other) if other != document => anyhow::bail!(
+                    "{}: id {id:?} names two different documents (with and without `sha256:`)",
+                    named()
+                ),
+                _ => {}
+            }
         }
-        Ok(Persisted::new(manifest, only, max_document_bytes))
+        Ok(Persisted::new(manifest, only, limits))
     }
 
     /// How many documents the manifest holds.
@@ -257,22 +278,13 @@ impl Persisted {
             return Err(PersistedError::HashMismatch);
         }
         let text: Arc<str> = Arc::from(query);
-        if query.len() <= self.max_document_bytes {
+        // Only what the guard passes is kept: a later request naming the hash
+        // runs the text with no other check. (The request itself goes on, and
+        // the guard refuses it where every request is checked.)
+        if self.passes_guard(query).is_ok() {
             self.registered.insert(hash, text.clone());
         }
         Ok(text)
-    }
-
-    /// [`Persisted::resolve`] for a request's `query` (absent: empty),
-    /// `extensions` and top-level `documentId`.
-    pub fn resolve_request(
-        &self,
-        query: Option<&str>,
-        extensions: &Map<String, Json>,
-        document_id: Option<&Json>,
-    ) -> Result<Arc<str>, PersistedError> {
-        let id = requested_id(extensions, document_id)?;
-        self.resolve(query.unwrap_or_default(), id.as_deref())
     }
 }
 
@@ -310,9 +322,25 @@ mod tests {
     }
 
     #[test]
+    fn texts_the_guard_refuses_are_never_registered() {
+        let p = Persisted::default();
+        let deep = format!(
+            "{{ postsCount(x: {}1{}) }}",
+            "[".repeat(600),
+            "]".repeat(600)
+        );
+        let hash = sha256_hex(&deep);
+        assert!(
+            p.resolve(&deep, Some(&hash)).is_ok(),
+            "the request goes on to the guard"
+        );
+        assert_eq!(p.resolve("", Some(&hash)), Err(PersistedError::NotFound));
+    }
+
+    #[test]
     fn only_persisted_runs_the_manifest_and_nothing_else() {
         let manifest = HashMap::from([("abc".to_string(), Arc::from(DOC))]);
-        let p = Persisted::new(manifest, true, usize::MAX);
+        let p = Persisted::new(manifest, true, &crate::graphql::Limits::default());
         assert_eq!(p.resolve("", Some("abc")).as_deref(), Ok(DOC));
         assert_eq!(p.resolve("", Some("sha256:abc")).as_deref(), Ok(DOC));
         assert_eq!(p.resolve(DOC, None).as_deref(), Ok(DOC));

@@ -385,11 +385,6 @@ async fn execute_in_span(
     peer: SocketAddr,
 ) -> Response {
     let started = Instant::now();
-    if let Err(rejection) = params.resolve(app.persisted()) {
-        app.metrics()
-            .observe(OpKind::invalid, false, started.elapsed());
-        return rejection.into_response(media);
-    }
     let viewer = match viewer_of(&app, headers, query_string).await {
         Ok(v) => v,
         Err(e) => {
@@ -398,6 +393,12 @@ async fn execute_in_span(
             return unauthenticated(media, &e);
         }
     };
+    // After the credentials: a refused caller registers nothing.
+    if let Err(rejection) = params.resolve(app.persisted()) {
+        app.metrics()
+            .observe(OpKind::invalid, false, started.elapsed());
+        return rejection.into_response(media);
+    }
     let query = params.query;
     let mut request = async_graphql::Request::new(query.clone())
         .variables(Variables::from_json(Json::Object(params.variables)))
@@ -472,9 +473,12 @@ async fn execute_in_span(
             None => "GraphQL operation",
         };
         span.record("graphql.operation.type", ty);
-        match &params.operation_name {
+        // The name the client sent, only when it named an operation of the
+        // document (else any text could be sent), and bounded.
+        match params.operation_name.as_deref().filter(|_| op.is_some()) {
             Some(name) => {
-                span.record("graphql.operation.name", name.as_str());
+                let name = bounded(name, MAX_SPAN_NAME_BYTES);
+                span.record("graphql.operation.name", name);
                 span.record("otel.name", format!("{ty} {name}"));
             }
             None => {
@@ -505,6 +509,21 @@ async fn execute_in_span(
     app.metrics().observe(kind, ok, started.elapsed());
     tracing::Span::current().record("otel.status_code", if ok { "OK" } else { "ERROR" });
     respond(media, body, is_request_error)
+}
+
+/// The longest operation name put in a span, in bytes.
+const MAX_SPAN_NAME_BYTES: usize = 100;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn bounded(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A request error: no `data` entry at all (the operation never ran).

@@ -345,3 +345,93 @@ async fn a_server_starts_while_the_key_set_is_unreachable_and_fetches_it_later()
     s.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_set_that_withdraws_every_key_refuses_every_token() {
+    let db = Db::fresh().await;
+    let provider = Provider::start(vec![RSA_1.jwk("r1")]).await;
+    let s = server(
+        &db,
+        &provider,
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        me(&s, &RSA_1.signed("r1", "idp|a")).await,
+        Ok("idp|a".into())
+    );
+    // An empty set, then one with only a key for encryption: read, so they
+    // replace the cached set (unlike an error, which keeps it).
+    for keys in [
+        vec![],
+        vec![{
+            let mut enc = RSA_1.jwk("r1");
+            enc["use"] = json!("enc");
+            enc
+        }],
+    ] {
+        provider.publish(keys);
+        let refused_soon = async {
+            while me(&s, &RSA_1.signed("r1", "idp|b")).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), refused_soon)
+            .await
+            .expect("the withdrawn key is refused after a refresh");
+        provider.publish(vec![RSA_1.jwk("r1")]);
+        let back = async {
+            while me(&s, &RSA_1.signed("r1", "idp|c")).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), back)
+            .await
+            .expect("published again, accepted again");
+    }
+    s.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn with_a_pem_key_and_a_key_set_a_kid_the_set_lacks_falls_back_to_the_pem_key() {
+    let db = Db::fresh().await;
+    let provider = Provider::start(vec![EC.jwk("e1")]).await;
+    let app = db.app_file("app.toml", EXAMPLE_APP);
+    let auth = AuthConfig {
+        jwt_secret: Some(TEST_SECRET.into()),
+        jwt_public_key: Some(format!("{FIXTURES}/rsa-public.pem").into()),
+        jwt_jwks_url: Some(provider.url.clone()),
+        data_dir: db.dir.path().join("data"),
+        ..AuthConfig::default()
+    };
+    let s = Server::start_configured(&db, app, Limits::default(), auth)
+        .await
+        .expect("start");
+    // Signed with the PEM key's private half, naming a kid the set lacks.
+    assert_eq!(
+        me(&s, &RSA_1.signed("pem-key", "idp|pem")).await,
+        Ok("idp|pem".into())
+    );
+    assert_eq!(
+        me(&s, &EC.signed("e1", "idp|set")).await,
+        Ok("idp|set".into())
+    );
+    // A kid the set lacks, of an algorithm with no PEM key: unknown.
+    refused(&s, &ED.signed("d9", "idp|x"), "kid").await;
+    // HS512 is no algorithm of a key set: refused as such.
+    let now = chrono::Utc::now().timestamp();
+    let hs512 = encode(
+        &Header {
+            kid: Some("e1".into()),
+            ..Header::new(Algorithm::HS512)
+        },
+        &json!({ "sub": "idp|hs", "iat": now, "exp": now + 600 }),
+        &EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("sign");
+    refused(&s, &hs512, "HS512").await;
+    s.stop().await;
+    db.drop_db().await;
+}

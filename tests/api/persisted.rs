@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{CREATE_POST, Db, EXAMPLE_APP, Server, create_post};
 use crate::sseclient::Sse;
-use crate::wsclient::{Frame, Ws};
+use crate::wsclient::{Frame, LEGACY, Ws};
 
 const COUNT: &str = "{ postsCount }";
 const CHANGED: &str = "subscription { postChanged { action record { title } } }";
@@ -162,7 +162,11 @@ async fn automatic_persisted_queries_over_graphql_ws_and_sse() {
             .json(&json!({ "extensions": apq(CHANGED) })),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.metric_becomes("livegate_realtime_subscriptions", 3.0)
+            .await,
+        "two subscriptions on the socket and one stream"
+    );
     create_post(&s, json!({ "title": "hashed" })).await;
     let mut got = vec![
         ws.next_payload_of_any().await,
@@ -271,7 +275,25 @@ async fn only_persisted_runs_the_manifest_and_refuses_the_rest_everywhere() {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(code(&body), "PERSISTED_QUERY_REQUIRED", "{body}");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Legacy subscriptions-transport-ws too.
+    let mut legacy = Ws::open(&s.base, Some(LEGACY), "").await;
+    legacy.init(Some(&s.token)).await;
+    legacy.send(json!({ "type": "start", "id": "free", "payload": { "query": "subscription { changes { cursor } }" } })).await;
+    match legacy.next().await {
+        Frame::Json(v) => {
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(
+                v["payload"]["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_REQUIRED",
+                "{v}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    assert!(
+        s.metric_becomes("livegate_realtime_subscriptions", 1.0)
+            .await
+    );
     create_post(&s, json!({ "title": "two" })).await;
     let payload = ws.next_payload("known").await;
     assert_eq!(payload["data"]["postChanged"]["record"]["title"], "two");
@@ -302,5 +324,48 @@ async fn a_bad_manifest_stops_the_server_with_its_name() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("--persisted-documents"), "{err}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_text_the_guard_refuses_is_never_registered_so_its_hash_cannot_crash_the_server() {
+    let db = Db::fresh().await;
+    let s = Server::start(&db, EXAMPLE_APP).await;
+    // Far deeper than the guard allows: parsing it would overflow the stack.
+    let deep = format!(
+        "{{ postsCount(x: {}1{}) }}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let hash = sha256(&deep);
+    let mut ws = Ws::acked(&s.base, Some(&s.token)).await;
+    ws.send(json!({ "type": "subscribe", "id": "d", "payload": { "query": deep, "extensions": apq(&deep) } })).await;
+    let refused = ws.next().await;
+    assert!(
+        format!("{refused:?}").contains("GRAPHQL_PARSE_FAILED")
+            || format!("{refused:?}").contains("nests"),
+        "{refused:?}"
+    );
+    // Named by its hash over HTTP and SSE: unknown, and the server lives on.
+    let (_, body) = post(
+        &s,
+        json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }),
+    )
+    .await;
+    assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
+    let ext = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } }).to_string();
+    let resp = s
+        .client
+        .get(format!("{}/graphql/stream", s.base))
+        .header("accept", "text/event-stream")
+        .bearer_auth(&s.token)
+        .query(&[("extensions", ext.as_str())])
+        .send()
+        .await
+        .expect("request");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
+    assert_eq!(s.data(COUNT, json!({})).await["postsCount"], 0);
+    s.stop().await;
     db.drop_db().await;
 }
