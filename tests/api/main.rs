@@ -8,6 +8,7 @@ mod auth;
 mod budget;
 mod cli;
 mod crud;
+mod docs;
 mod filters;
 mod harness;
 mod hostile;
