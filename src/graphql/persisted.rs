@@ -243,32 +243,35 @@ impl Persisted {
         self.only
     }
 
-    /// The text of the request's document: `query` as sent, or the persisted
-    /// document `id` names. `query` is empty when the request sent none.
-    /// Text sent with a hash is checked against it and registered.
-    pub fn resolve(&self, query: &str, id: Option<&str>) -> Result<Arc<str>, PersistedError> {
+    /// The text of the request's document: `None` for `query` as sent (most
+    /// requests: nothing copied), or the persisted document `id` names.
+    /// `query` is empty when the request sent none. Text sent with a hash is
+    /// checked against it and registered.
+    pub fn resolve(
+        &self,
+        query: &str,
+        id: Option<&str>,
+    ) -> Result<Option<Arc<str>>, PersistedError> {
         let Some(id) = id else {
             if self.only && !self.manifest_texts.contains(query) {
                 return Err(PersistedError::Required);
             }
-            return Ok(Arc::from(query));
+            return Ok(None);
         };
         let id = bare(id);
         if query.is_empty() {
             if let Some(doc) = self.manifest.get(id) {
-                return Ok(doc.clone());
+                return Ok(Some(doc.clone()));
             }
             if !self.only
                 && let Some(doc) = self.registered.get(&id.to_ascii_lowercase())
             {
-                return Ok(doc);
+                return Ok(Some(doc));
             }
             return Err(PersistedError::NotFound);
         }
-        if let Some(doc) = self.manifest.get(id)
-            && **doc == *query
-        {
-            return Ok(doc.clone());
+        if self.manifest.get(id).is_some_and(|doc| **doc == *query) {
+            return Ok(None);
         }
         if self.only {
             return Err(PersistedError::Required);
@@ -277,14 +280,13 @@ impl Persisted {
         if !hash.eq_ignore_ascii_case(id) {
             return Err(PersistedError::HashMismatch);
         }
-        let text: Arc<str> = Arc::from(query);
         // Only what the guard passes is kept: a later request naming the hash
         // runs the text with no other check. (The request itself goes on, and
         // the guard refuses it where every request is checked.)
         if self.passes_guard(query).is_ok() {
-            self.registered.insert(hash, text.clone());
+            self.registered.insert(hash, Arc::from(query));
         }
-        Ok(text)
+        Ok(None)
     }
 }
 
@@ -312,13 +314,18 @@ mod tests {
             Err(PersistedError::HashMismatch)
         );
         assert_eq!(p.resolve("", Some(&hash)), Err(PersistedError::NotFound));
-        assert_eq!(p.resolve(DOC, Some(&hash)).as_deref(), Ok(DOC));
-        assert_eq!(p.resolve("", Some(&hash)).as_deref(), Ok(DOC));
+        assert_eq!(p.resolve(DOC, Some(&hash)), Ok(None));
         assert_eq!(
-            p.resolve("", Some(&hash.to_ascii_uppercase())).as_deref(),
-            Ok(DOC)
+            p.resolve("", Some(&hash))
+                .map(|d| d.as_deref().map(str::to_string)),
+            Ok(Some(DOC.to_string()))
         );
-        assert_eq!(p.resolve(DOC, None).as_deref(), Ok(DOC));
+        assert_eq!(
+            p.resolve("", Some(&hash.to_ascii_uppercase()))
+                .map(|d| d.as_deref().map(str::to_string)),
+            Ok(Some(DOC.to_string()))
+        );
+        assert_eq!(p.resolve(DOC, None), Ok(None));
     }
 
     #[test]
@@ -341,9 +348,13 @@ mod tests {
     fn only_persisted_runs_the_manifest_and_nothing_else() {
         let manifest = HashMap::from([("abc".to_string(), Arc::from(DOC))]);
         let p = Persisted::new(manifest, true, &crate::graphql::Limits::default());
-        assert_eq!(p.resolve("", Some("abc")).as_deref(), Ok(DOC));
-        assert_eq!(p.resolve("", Some("sha256:abc")).as_deref(), Ok(DOC));
-        assert_eq!(p.resolve(DOC, None).as_deref(), Ok(DOC));
+        let named = |id: &str| {
+            p.resolve("", Some(id))
+                .map(|d| d.as_deref().map(str::to_string))
+        };
+        assert_eq!(named("abc"), Ok(Some(DOC.to_string())));
+        assert_eq!(named("sha256:abc"), Ok(Some(DOC.to_string())));
+        assert_eq!(p.resolve(DOC, None), Ok(None));
         assert_eq!(
             p.resolve("{ postsCount }", None),
             Err(PersistedError::Required)

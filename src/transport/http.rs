@@ -84,14 +84,14 @@ impl Params {
     /// Puts the text of the persisted document the request names (or checks
     /// its own, see `graphql::persisted`) in `query`.
     pub(crate) fn resolve(&mut self, persisted: &Persisted) -> Result<(), Rejection> {
-        let text = persisted
+        let named = persisted
             .resolve(&self.query, self.persisted_id.as_deref())
             .map_err(|e| Rejection {
                 status: StatusCode::BAD_REQUEST,
                 code: e.code(),
                 message: e.to_string(),
             })?;
-        if *text != *self.query {
+        if let Some(text) = named {
             self.query = text.to_string();
         }
         Ok(())

@@ -260,11 +260,8 @@ impl Machine {
 
     fn start(&mut self, id: String, (mut request, named): (OpRequest, Named)) -> Vec<Out> {
         match named.and_then(|named| self.persisted.resolve(&request.query, named.as_deref())) {
-            Ok(text) => {
-                if *text != *request.query {
-                    request.query = text.to_string();
-                }
-            }
+            Ok(Some(text)) => request.query = text.to_string(),
+            Ok(None) => {}
             Err(e) => return vec![self.error_frame(&id, vec![e.to_json()])],
         }
         let subscription = counts_as_subscription(&request);
