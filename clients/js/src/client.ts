@@ -180,6 +180,8 @@ export interface LivegateClient {
 
 /** Close code the client uses to reconnect with a renewed token. */
 const RENEW_CLOSE = 4000;
+/** The client's own close when it could not get a token: retried with backoff. */
+const TOKEN_UNAVAILABLE_CLOSE = 4001;
 /** Close code the server uses for an expired or revoked token. */
 const FORBIDDEN_CLOSE = 4403;
 
@@ -259,13 +261,26 @@ export function createClient(options: ClientOptions): LivegateClient {
     keepAlive,
     connectionParams: async () => {
       let token: string | undefined;
-      if (lastClose === FORBIDDEN_CLOSE) {
-        forbiddenInARow += 1;
-        if (!tokens.renewable) throw new TokenError('the server refused the access token (4403) and there is no refresh() to get a new one', { code: 'FORBIDDEN' });
-        if (forbiddenInARow > 3) throw new TokenError('the server refused every renewed access token (4403)', { code: 'FORBIDDEN' });
-        token = await renewForSocket();
-      } else {
-        token = await getForSocket();
+      const socketNow = opening;
+      try {
+        if (lastClose === FORBIDDEN_CLOSE) {
+          forbiddenInARow += 1;
+          if (!tokens.renewable) throw new TokenError('the server refused the access token (4403) and there is no refresh() to get a new one', { code: 'FORBIDDEN' });
+          if (forbiddenInARow > 3) throw new TokenError('the server refused every renewed access token (4403)', { code: 'FORBIDDEN' });
+          token = await renewForSocket();
+        } else {
+          token = await getForSocket();
+        }
+      } catch (err) {
+        if (err instanceof TokenError && err.code === 'FORBIDDEN') throw err;
+        // No token right now (the refresh call failed: offline, the auth
+        // server down). Throwing here would end every subscription for good
+        // (graphql-ws takes it as fatal): report it, close this socket with a
+        // code that is retried, with backoff, and try again.
+        report(err);
+        immediate = false;
+        socketNow?.close(TOKEN_UNAVAILABLE_CLOSE, 'no access token yet');
+        return {};
       }
       if (opening) pendingToken.set(opening, token);
       const params: Record<string, unknown> = {};
@@ -480,7 +495,9 @@ export function createClient(options: ClientOptions): LivegateClient {
       // Where the feeds stand before subscribing: a connection lost before the
       // first event then resumes from here, and nothing written meanwhile is
       // lost. A server without `Query.cursor` starts live, as before.
-      once<{ cursor?: unknown }>('{ cursor }', {}).then(
+      once<{ cursor?: unknown }>('{ cursor }', {}, (cancel) => {
+        dispose = cancel;
+      }).then(
         (data) => {
           if (cursor === undefined && typeof data.cursor === 'string') cursor = data.cursor;
           start();
@@ -495,10 +512,14 @@ export function createClient(options: ClientOptions): LivegateClient {
   }
 
   /** One result of an operation over the socket (a mutation, here). */
-  function once<TData>(query: string, variables: Record<string, unknown>): Promise<TData> {
+  function once<TData>(
+    query: string,
+    variables: Record<string, unknown>,
+    cancelWith?: (cancel: () => void) => void,
+  ): Promise<TData> {
     return new Promise<TData>((resolve, reject) => {
       let result: Result<TData> | undefined;
-      ws().subscribe<TData>(
+      const cancel = ws().subscribe<TData>(
         { query, variables },
         {
           next: (r) => {
@@ -512,6 +533,7 @@ export function createClient(options: ClientOptions): LivegateClient {
           },
         },
       );
+      cancelWith?.(cancel);
     });
   }
 
@@ -545,6 +567,16 @@ export function createClient(options: ClientOptions): LivegateClient {
       let attempt = 0;
       let forceRenew = false;
       let authFailures = 0;
+      if (lastId === undefined) {
+        // Where the feeds stand before the first connection: a stream lost
+        // before its first event then resumes from here, missing nothing.
+        try {
+          const data = await request<{ cursor?: unknown }, Record<string, never>>('{ cursor }');
+          if (lastId === undefined && typeof data.cursor === 'string') lastId = data.cursor;
+        } catch {
+          // A server without `Query.cursor`, or offline: start live.
+        }
+      }
       while (!stopped) {
         controller = new AbortController();
         renewing = false;
@@ -562,9 +594,10 @@ export function createClient(options: ClientOptions): LivegateClient {
           if (stopped) break;
           const url = new URL(realtimeUrl);
           url.searchParams.set('collections', list.join(','));
-          if (token !== undefined) url.searchParams.set('access_token', token);
           if (options.account !== undefined) url.searchParams.set('account', options.account);
           const headers: Record<string, string> = { accept: 'text/event-stream' };
+          // In a header, not the URL (which proxies and error trackers log).
+          if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
           if (lastId !== undefined) headers['last-event-id'] = lastId;
           const res = await fetchImpl(url, { headers, signal: controller.signal, cache: 'no-store' });
           if (res.status === 401 && token !== undefined && tokens.renewable && authFailures < 2) {
@@ -588,11 +621,19 @@ export function createClient(options: ClientOptions): LivegateClient {
             }
             throw err;
           }
-          attempt = 0;
+          const type = res.headers.get('content-type') ?? '';
+          if (!type.startsWith('text/event-stream')) {
+            await res.body.cancel().catch(() => {});
+            fail(new LivegateError(`/realtime answered ${type || 'no content type'}, not an event stream: is the URL right?`, { status: res.status }));
+            return;
+          }
           authFailures = 0;
           liveOptions.onOpen?.();
+          const openedAt = Date.now();
+          let delivered = false;
           await readEventStream(res.body, lastId, (event) => {
             if (stopped) return;
+            delivered = true;
             lastId = event.id;
             if (event.event !== 'change' || event.id === undefined) return;
             let parsed: { collection?: unknown; action?: unknown };
@@ -611,8 +652,13 @@ export function createClient(options: ClientOptions): LivegateClient {
               report(err);
             }
           });
-          // The server ended the stream (an expired token, a slow reader, a restart): resume.
-          wait = false;
+          // The server ended the stream (an expired token, a slow reader, a
+          // restart): resume at once, unless it keeps ending at once with
+          // nothing in it, which backs off like a failure.
+          if (delivered || Date.now() - openedAt > 5_000) {
+            attempt = 0;
+            wait = false;
+          }
         } catch (err) {
           if (stopped) break;
           if (renewing) wait = false;

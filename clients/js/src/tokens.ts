@@ -2,7 +2,11 @@
 // shortly before they do, so sockets and streams reconnect with a fresh one
 // before the server closes them.
 
-/** A token, or a function that returns the current one (called on every connection). */
+/**
+ * A token, or a function that returns the current one (called on every
+ * connection and request: a token your app stores after a sign-in is used from
+ * then on).
+ */
 export type TokenSource = string | (() => string | null | undefined | Promise<string | null | undefined>);
 
 /** The `exp` (and `iat`) of a JWT, in milliseconds; undefined if `token` is not a JWT with `exp`. */
@@ -39,6 +43,8 @@ export interface TokenOptions {
 export class Tokens {
   private current: string | undefined;
   private loaded = false;
+  /** What the token function returned last: a new value there replaces a renewed token. */
+  private fromSource: string | undefined;
   /** When the current token was obtained (its lifetime counts from `iat`, else from this). */
   private obtainedAt = 0;
   private inflight: Promise<string | undefined> | undefined;
@@ -56,12 +62,16 @@ export class Tokens {
   /** The token to use now: the current one, renewed first if it is about to expire. */
   async get(): Promise<string | undefined> {
     if (this.inflight) return this.inflight;
-    if (!this.loaded) {
-      return this.run(async () => {
-        const source = this.options.token;
-        const token = typeof source === 'function' ? await source() : source;
-        return token ?? undefined;
-      });
+    const source = this.options.token;
+    if (!this.loaded || typeof source === 'function') {
+      const read = (typeof source === 'function' ? await source() : source) ?? undefined;
+      if (this.inflight) return this.inflight;
+      // The app's token changed (a sign-in, a sign-out, its own renewal): use
+      // it. Unchanged, a token `refresh()` gave since is the newer one.
+      if (!this.loaded || read !== this.fromSource) {
+        this.fromSource = read;
+        return this.run(async () => read);
+      }
     }
     if (this.current !== undefined && this.renewable && this.expiresSoon(this.current)) return this.renew();
     return this.current;
@@ -77,7 +87,11 @@ export class Tokens {
     const { refresh, token } = this.options;
     return this.run(async () => {
       if (refresh) return refresh();
-      if (typeof token === 'function') return (await token()) ?? undefined;
+      if (typeof token === 'function') {
+        const read = (await token()) ?? undefined;
+        this.fromSource = read;
+        return read;
+      }
       return this.current;
     });
   }

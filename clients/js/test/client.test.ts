@@ -242,6 +242,51 @@ describe('@livegate/client', () => {
     }
   });
 
+  test('a token function is read on every request and connection; one that fails for a while is retried', async () => {
+    let stored: string | undefined;
+    let failures = 0;
+    const reported: unknown[] = [];
+    const c = client({
+      token: async () => {
+        if (failures > 0) {
+          failures -= 1;
+          throw new Error('offline');
+        }
+        return stored;
+      },
+      onError: (e) => reported.push(e),
+    });
+    assert.equal((await c.request(Me)).me, null, 'anonymous before the sign-in');
+    stored = ada.accessToken; // the app signs in after creating the client
+    assert.equal((await c.request(Me)).me?.email, ada.user.email, 'the stored token is used from then on');
+
+    // The socket cannot get its token twice (offline), then can: it retries
+    // instead of ending the subscription.
+    failures = 2;
+    const prefix = `tokfail-${suffix()}-`;
+    const received: Received[] = [];
+    const errors: unknown[] = [];
+    const stop = c.subscribe(
+      PostChangedAfter,
+      { where: { title: { startsWith: prefix } } },
+      {
+        next: (r) => {
+          const ch = r.data?.postChanged;
+          if (ch) received.push({ action: ch.action, id: ch.id, cursor: ch.cursor });
+        },
+        error: (e) => errors.push(e),
+      },
+    );
+    // Once it has its starting cursor (read over the socket, so connected):
+    await waitUntil(() => stop.cursor !== undefined, () => `no starting cursor; errors ${JSON.stringify(errors)}; reported ${reported.length}`);
+    const writes = await randomWrites(server.url, ada.accessToken, prefix, 5);
+    await waitUntil(() => received.length >= writes.length, () => `${received.length} events; errors ${JSON.stringify(errors)}; reported ${reported.length}`, 20_000);
+    assertExactlyOnce(received, writes, new Set(), 'after two failed token reads');
+    assert.deepEqual(errors, []);
+    assert.ok(reported.length >= 1, 'the failed token reads were reported');
+    stop();
+  });
+
   test('live(): the /realtime feed resumes with Last-Event-ID across a cut', async () => {
     const proxy = await startProxy(server.port);
     try {

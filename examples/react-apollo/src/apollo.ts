@@ -16,8 +16,16 @@ const wsClient = createClient({
   url: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/graphql`,
   // Sent in connection_init each time the socket (re)connects.
   connectionParams: async () => {
-    const token = await accessToken()
-    return token ? { token } : {}
+    // Offline, a due refresh fails: wait and try again (an error thrown here
+    // would end the subscriptions for good).
+    for (;;) {
+      try {
+        const token = await accessToken()
+        return token ? { token } : {}
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 2000))
+      }
+    }
   },
   // Keep reconnecting: livegate closes the socket when the token expires (4403)
   // or when the client falls too far behind (1013); both are meant to be retried.

@@ -35,15 +35,29 @@ const REFRESH = `mutation Refresh($refreshToken: String!) {
 
 // An access token valid for at least another minute, refreshed first if needed;
 // null when signed out. Used for HTTP requests and each WebSocket connection.
+// Concurrent callers share one refresh: a refresh token works once, and a second
+// use of it signs the session out everywhere.
+let refreshing: Promise<string | null> | null = null
+
 export async function accessToken(): Promise<string | null> {
+  // Another tab may have refreshed (or signed out) meanwhile.
+  session = JSON.parse(localStorage.getItem(KEY) ?? 'null')
   if (!session) return null
   if (Date.parse(session.expiresAt) - Date.now() > 60_000) return session.accessToken
+  refreshing ??= refresh(session.refreshToken).finally(() => (refreshing = null))
+  return refreshing
+}
+
+async function refresh(refreshToken: string): Promise<string | null> {
   const response = await fetch('/graphql', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query: REFRESH, variables: { refreshToken: session.refreshToken } }),
+    body: JSON.stringify({ query: REFRESH, variables: { refreshToken } }),
   })
-  const { data } = await response.json()
-  setSession(data?.refreshSession ?? null) // a refused refresh signs out
+  const { data, errors } = await response.json()
+  if (data?.refreshSession) setSession(data.refreshSession)
+  // Signed out only when the server refuses the session, not on a network error.
+  else if (errors?.[0]?.extensions?.code === 'UNAUTHENTICATED') setSession(null)
+  else throw new Error('cannot refresh the session now')
   return session?.accessToken ?? null
 }
