@@ -125,13 +125,27 @@ fn with_cursor_and_at(obj: Object) -> Object {
     ))
 }
 
-/// `Query.cursor`: where the change feeds stand now. Everything at or below
-/// it is settled in the log (see `Store::published_seq`), so a subscription
-/// with `after` set to it misses nothing committed since it was read.
+/// How long `Query.cursor` waits for the follower to publish what the log
+/// already holds.
+const CURSOR_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `Query.cursor`: where the change feeds stand now. It is a position the
+/// follower has published (see `Store::published_seq`): everything at or below
+/// it is settled, so a subscription with `after` set to it misses nothing. On
+/// PostgreSQL the follower publishes a moment after a write commits, so it
+/// first waits (briefly) until it has published every change the log held
+/// when asked: a write that finished before the question is then behind the
+/// cursor, not replayed after it. (Should the follower lag longer, the cursor
+/// is older: changes may come twice, never go missing.)
 pub fn cursor_field() -> Field {
     Field::new("cursor", TypeRef::named_nn(TypeRef::STRING), |ctx| {
         super::errors::resolve(ctx.path_node, async move {
             let rc = request_ctx(&ctx)?;
+            let newest = rc.store.log_bounds().await?.newest;
+            let deadline = tokio::time::Instant::now() + CURSOR_CATCH_UP;
+            while rc.store.published_seq() < newest && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             Ok(Some(FieldValue::value(Value::from(
                 rc.store.published_seq().to_string(),
             ))))
