@@ -70,6 +70,18 @@ impl Collector {
     }
 }
 
+/// The server process, killed when dropped (a failing test stops it too).
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn attribute(span: &Span, key: &str) -> Option<String> {
     span.attributes
         .iter()
@@ -108,7 +120,10 @@ async fn operations_are_exported_as_spans_of_the_callers_trace() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let stdout = child.stdout.take().expect("stdout");
+    // Killed if the test fails before it stops the server itself.
+    let mut child = Running(Some(child));
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read");
     let url = line
@@ -260,6 +275,7 @@ async fn operations_are_exported_as_spans_of_the_callers_trace() {
         "a header leaked"
     );
 
+    let mut child = child.0.take().expect("the server");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
